@@ -1,0 +1,42 @@
+# Front door: `make demo` (main job on the embedded digits) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is capped at 2.14.1 on the project's machines and served from local disk there.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test lint format bench figures clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/seis-lightning fit --config recipes/digits_cnn.yaml
+
+test: install
+	$(PY) -m pytest -q --timeout=600
+
+lint: install
+	$(VENV)/bin/ruff check seis_lightning tests bench
+	$(VENV)/bin/ruff format --check seis_lightning tests bench
+
+format: install
+	$(VENV)/bin/ruff format seis_lightning tests bench
+	$(VENV)/bin/ruff check --fix seis_lightning tests bench
+
+bench: install
+	$(PY) bench/bench_metric.py
+	$(PY) bench/bench_memory.py
+	$(PY) bench/bench_callback.py
+
+figures: install
+	$(PY) scripts/reproduce_figures.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

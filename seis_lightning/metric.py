@@ -1,0 +1,155 @@
+"""``SEISMetric``: streaming SEIS scores as a torchmetrics ``Metric``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from seis_lightning.functional import (
+    LAYOUTS,
+    PAIRED_STATISTICS,
+    STATISTICS,
+    seis_from_statistics,
+    seis_maps,
+    seis_statistics,
+)
+
+
+class SEISMetric(Metric):
+    r"""Subspace-based Equivariance and Invariance Scores of one layer (arXiv 2602.04054).
+
+    Compares activations ``a = f(x)`` with ``b = f(T x)`` of the same images. The maps are
+    centred on the mean feature map and unfolded twice; after SVD denoising, CCA gives
+
+    .. code-block:: text
+
+        equivariance       = mean_i ρ_i                   spatial unfolding: rows (image, channel), columns positions
+        invariance         = mean_i ρ_i |cos(w_i, v_i)|   w_i, v_i: canonical weight vectors in position space
+        channel_invariance = mean_i ρ_i                   channel unfolding: rows (image, position), columns channels
+
+    each with a null baseline that pairs image ``n`` with the transformed image ``n + 1`` of its
+    batch. Only sums are kept (image count, map sums, Gram sums; float64), so memory does not grow
+    with the number of images, and batches and processes combine by addition.
+
+    As input to ``update``:
+
+    - ``a``: ``[N, C, *spatial]`` (1 to 3 spatial axes), ``[N, T, D]`` with
+      ``layout="channels_last"``, or ``[N, D]``; any floating dtype (upcast to float64);
+    - ``b``: a tensor of the same shape, or a sequence of ``num_transforms`` such tensors, which
+      then share every statistic of ``a``.
+
+    As output of ``compute``, a mapping (a list of ``num_transforms`` mappings when
+    ``num_transforms`` is set): the float scores ``equivariance``, ``invariance``,
+    ``channel_invariance`` and ``<score>_null``; retained dimensions ``spatial_kx``,
+    ``spatial_ky``, ``channel_kx``, ``channel_ky``; canonical correlations ``spatial_rho``,
+    ``channel_rho``; ``num_images``, ``num_channels``, ``num_positions``, ``pooled``; and
+    ``reasons``, why each NaN score is NaN.
+
+    Args:
+        num_transforms: ``None`` to pass one tensor ``b`` to ``update``; an integer K to pass a
+            sequence of K tensors (e.g. several draws of a random transformation).
+        keep: share of variance kept by the SVD denoising, in (0, 1].
+        eps: directions with eigenvalue below ``eps * λ_max`` are dropped, in [0, 1).
+        layout: ``"channels_first"`` or ``"channels_last"``.
+        num_prefix_tokens: leading tokens (class/register) to drop from ``[N, T, D]`` inputs.
+        max_positions: larger maps are average-pooled to at most this many positions.
+        kwargs: passed to :class:`torchmetrics.Metric`.
+
+    Raises:
+        ValueError: if an argument is out of range, or (from ``update``) if the shapes of ``a``
+            and ``b`` differ or differ from earlier batches.
+
+    Example:
+        >>> import torch
+        >>> from seis_lightning import SEISMetric
+        >>> metric = SEISMetric()
+        >>> a = torch.randn(128, 8, 5, 5, generator=torch.Generator().manual_seed(0))
+        >>> for batch in a.split(32):
+        ...     metric.update(batch, batch.rot90(1, dims=(-2, -1)))
+        >>> scores = metric.compute()
+        >>> round(scores["equivariance"], 3), round(scores["invariance"], 3) < 0.3
+        (1.0, True)
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(
+        self,
+        num_transforms: int | None = None,
+        keep: float = 0.99,
+        eps: float = 1e-8,
+        layout: str = "channels_first",
+        num_prefix_tokens: int = 0,
+        max_positions: int = 1024,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if num_transforms is not None and (not isinstance(num_transforms, int) or num_transforms < 1):
+            raise ValueError(f"Expected `num_transforms` to be None or a positive integer, but got {num_transforms!r}.")
+        if not 0 < keep <= 1:
+            raise ValueError(f"Expected `keep` in (0, 1], but got {keep!r}.")
+        if not 0 <= eps < 1:
+            raise ValueError(f"Expected `eps` in [0, 1), but got {eps!r}.")
+        if layout not in LAYOUTS:
+            raise ValueError(f"Expected `layout` to be one of {LAYOUTS}, but got {layout!r}.")
+        if not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
+            raise ValueError(
+                f"Expected `num_prefix_tokens` to be a non-negative integer, but got {num_prefix_tokens!r}."
+            )
+        if not isinstance(max_positions, int) or max_positions < 1:
+            raise ValueError(f"Expected `max_positions` to be a positive integer, but got {max_positions!r}.")
+        self.num_transforms = num_transforms
+        self.keep = keep
+        self.eps = eps
+        self.layout = layout
+        self.num_prefix_tokens = num_prefix_tokens
+        self.max_positions = max_positions
+        self.pooled = False
+        # Shapes are fixed by the first update: a scalar zero broadcasts into the first batch's sums.
+        for name in STATISTICS:
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, a: Tensor, b: Tensor | Sequence[Tensor]) -> None:
+        """Add the statistics of one batch of paired activations."""
+        if self.num_transforms is None and not isinstance(b, Tensor):
+            raise ValueError("`b` must be one tensor; set `num_transforms` to pass a sequence of tensors.")
+        if self.num_transforms is not None and (isinstance(b, Tensor) or len(b) != self.num_transforms):
+            got = "a tensor" if isinstance(b, Tensor) else f"{len(b)} tensors"
+            raise ValueError(f"`b` must be a sequence of num_transforms={self.num_transforms} tensors, but got {got}.")
+        stats = seis_statistics(
+            a, b, layout=self.layout, num_prefix_tokens=self.num_prefix_tokens, max_positions=self.max_positions
+        )
+        current = self.map_sum_a
+        if current.ndim and current.shape != stats["map_sum_a"].shape:
+            (c_old, s_old), (c_new, s_new) = current.shape, stats["map_sum_a"].shape
+            raise ValueError(
+                f"Activations of shape {list(a.shape)} give {c_new} channels x {s_new} positions, but"
+                f" earlier batches gave {c_old} x {s_old}; one SEISMetric scores one layer."
+            )
+        self.pooled = seis_maps(a[:1], self.layout, self.num_prefix_tokens, self.max_positions)[1]
+        for name in STATISTICS:
+            setattr(self, name, getattr(self, name) + stats[name])
+
+    def compute(self) -> dict[str, Any] | list[dict[str, Any]]:
+        """SEIS scores of all images seen since the last reset."""
+        stats = {name: getattr(self, name) for name in STATISTICS}
+        if not stats["map_sum_a"].ndim:
+            # No update yet: empty statistics give NaN scores with a reason.
+            stats = _empty_statistics(self.num_transforms)
+        return seis_from_statistics(stats, keep=self.keep, eps=self.eps, pooled=self.pooled)
+
+
+def _empty_statistics(num_transforms: int | None) -> dict[str, Tensor]:
+    lead = () if num_transforms is None else (num_transforms,)
+    stats = {name: torch.zeros(1, 1, dtype=torch.float64) for name in STATISTICS}
+    stats["num_images"] = torch.zeros((), dtype=torch.float64)
+    for name in PAIRED_STATISTICS:
+        stats[name] = stats[name].expand(*lead, 1, 1).clone()
+    stats["null_num_images"] = torch.zeros(lead, dtype=torch.float64)
+    return stats

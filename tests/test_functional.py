@@ -1,0 +1,295 @@
+"""The functional SEIS math against the float64 reference of ``tests/reference.py``."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+import torchvision.transforms.v2.functional as TF  # noqa: N812
+from sklearn.cross_decomposition import CCA
+
+from seis_lightning.functional import (
+    SCORES,
+    SEISWarning,
+    seis_combine_statistics,
+    seis_from_statistics,
+    seis_maps,
+    seis_scores,
+    seis_statistics,
+)
+from tests.conftest import digits_images, random_cnn
+from tests.reference import reference_scores
+
+ALL_SCORES = (*SCORES, *(f"{name}_null" for name in SCORES))
+
+
+def assert_matches_reference(result, reference, atol=1e-6):
+    for name in ALL_SCORES:
+        assert result[name] == pytest.approx(reference[name], abs=atol), name
+    for unfolding in ("spatial", "channel"):
+        assert result[f"{unfolding}_kx"] == reference[f"{unfolding}_kx"]
+        assert result[f"{unfolding}_ky"] == reference[f"{unfolding}_ky"]
+        np.testing.assert_allclose(result[f"{unfolding}_rho"].numpy(), reference[f"{unfolding}_rho"], atol=atol)
+
+
+def warped(a: torch.Tensor, generator: torch.Generator, noise: float = 0.3) -> torch.Tensor:
+    """A transformed copy of ``a``: positions permuted, channels mixed, plus noise."""
+    n, c = a.shape[:2]
+    flat = a.reshape(n, c, -1)
+    perm = torch.randperm(flat.shape[-1], generator=generator)
+    mix = torch.randn(c, c, generator=generator) / math.sqrt(c) + torch.eye(c)
+    b = torch.einsum("dc,ncs->nds", mix, flat[..., perm]) + noise * torch.randn(flat.shape, generator=generator)
+    return b.reshape(a.shape)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(64, 8, 5, 5), (48, 6, 10), (40, 3, 3, 2, 2), (120, 12)],
+    ids=["conv2d", "conv1d", "conv3d", "vector"],
+)
+@pytest.mark.parametrize("keep", [0.9, 0.99, 1.0])
+def test_random_activations_match_reference(shape, keep, generator):
+    a = torch.randn(shape, generator=generator) + 0.5 * torch.randn(shape[1:], generator=generator)
+    b = warped(a, generator)
+    result = seis_scores(a, b, keep=keep)
+    reference = reference_scores(a.reshape(shape[0], shape[1], -1), b.reshape(shape[0], shape[1], -1), keep=keep)
+    assert_matches_reference(result, reference)
+
+
+def test_real_activations_match_reference(digit_maps):
+    a = digit_maps[:256]
+    b = TF.rotate(a, 30.0)
+    result = seis_scores(a, b)
+    assert_matches_reference(result, reference_scores(a.flatten(2), b.flatten(2)))
+    assert 0.9 < result["equivariance"] <= 1
+
+
+def test_batches_combine_to_one_call(digit_maps, generator):
+    a = digit_maps[:200, :, ::2, ::2]
+    b = warped(a, generator)
+    whole = seis_scores(a, b)
+    stats = seis_combine_statistics(*(seis_statistics(x, y) for x, y in zip(a.split(48), b.split(48))))
+    combined = seis_from_statistics(stats)
+    for name in SCORES:
+        assert combined[name] == pytest.approx(whole[name], abs=1e-9)
+    # The null pairs within each batch: it matches the reference with the same batches.
+    reference = reference_scores(a.flatten(2), b.flatten(2), batch_size=48)
+    assert_matches_reference(combined, reference)
+
+
+def test_single_image_batches_add_nothing_to_the_null(generator):
+    a = torch.randn(41, 4, 3, 3, generator=generator)
+    b = warped(a, generator)
+    stats = seis_combine_statistics(seis_statistics(a[:40], b[:40]), seis_statistics(a[40:], b[40:]))
+    reference = reference_scores(a.flatten(2), b.flatten(2), batch_size=40)
+    assert_matches_reference(seis_from_statistics(stats), reference)
+    with pytest.warns(SEISWarning, match="null pairing needs batches of at least 2 images"):
+        only_singles = seis_combine_statistics(*(seis_statistics(x, y) for x, y in zip(a[:5].split(1), b[:5].split(1))))
+        result = seis_from_statistics(only_singles)
+    assert math.isnan(result["equivariance_null"]) and not math.isnan(result["equivariance"])
+
+
+def test_sequence_of_transformations_shares_the_reference(digit_maps):
+    a = digit_maps[:128]
+    bs = [TF.rotate(a, 30.0), a.roll(3, dims=-1), a]
+    many = seis_scores(a, bs)
+    assert isinstance(many, list) and len(many) == 3
+    for b, result in zip(bs, many):
+        single = seis_scores(a, b)
+        for name in ALL_SCORES:
+            assert result[name] == pytest.approx(single[name], abs=1e-12)
+
+
+def map_transformations(a: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The B of the spec's expected-behaviour table, made from the maps A directly."""
+    n, c = a.shape[:2]
+    q, _ = torch.linalg.qr(torch.randn(c, c, generator=generator))
+    return {
+        "identity": a,
+        "rot90": a.rot90(1, dims=(-2, -1)),
+        "roll3": a.roll(3, dims=-1),
+        "rotate30": TF.rotate(a, 30.0),
+        "channel_mixing": torch.einsum("dc,nchw->ndhw", q, a),
+        "noise": torch.randn(a.shape, generator=generator) * a.std() + a.mean(),
+        "shuffled": a[torch.randperm(n, generator=generator)],
+    }
+
+
+def test_expected_behaviour_table(digit_maps, generator):
+    """SEIS_SPEC.md, "Expected behaviour", with its thresholds: 512 digits, 32 maps of 14x14."""
+    a = digit_maps
+    assert a.shape == (512, 32, 14, 14)
+    results = {name: seis_scores(a, b) for name, b in map_transformations(a, generator).items()}
+    for name, r in results.items():
+        assert r["invariance"] <= r["equivariance"] + 1e-12, name
+        for score in ALL_SCORES:
+            assert 0 <= r[score] <= 1, (name, score)
+    assert min(results["identity"][s] for s in SCORES) >= 0.999
+    for name in ("rot90", "roll3", "rotate30"):
+        assert results[name]["equivariance"] >= 0.95, name
+        assert results[name]["invariance"] <= 0.3, name
+        assert results[name]["channel_invariance"] <= 0.7, name
+    assert results["channel_mixing"]["channel_invariance"] >= 0.99
+    assert results["channel_mixing"]["equivariance"] <= 0.5
+    for name in ("noise", "shuffled"):
+        assert results[name]["equivariance"] <= 0.2, name
+        assert results[name]["invariance"] <= 0.1, name
+        assert results[name]["channel_invariance"] <= 0.1, name
+
+
+def test_noise_scores_fall_as_images_grow(digit_maps, generator):
+    small, large = (seis_scores(a, torch.randn(a.shape, generator=generator)) for a in (digit_maps[:128], digit_maps))
+    assert large["equivariance"] < small["equivariance"]
+
+
+def test_disjoint_images_score_near_their_null():
+    """Pooled features of one image set against transformed features of a disjoint set."""
+    model = random_cnn()
+    # scikit-learn's digits cycle through the classes 0..9, so rows n and n + 256 share a class:
+    # shuffle the second set, or the "unrelated" pairs are same-class pairs.
+    other = digits_images(256, offset=256)[torch.randperm(256, generator=torch.Generator().manual_seed(0))]
+    with torch.no_grad():
+        a = model(digits_images(256))
+        b = model(TF.affine(other, angle=25.0, translate=[2, 1], scale=1.1, shear=[0.0]))
+    result = seis_scores(a, b)
+    for name in SCORES:
+        assert result[name] <= result[f"{name}_null"] + 0.05, name
+    assert result["equivariance"] <= 0.1 and result["invariance"] <= 0.1
+    # Plain per-column centring lets the shared channel profile make unrelated images look alike.
+    column = reference_scores(a[:, :, None], b[:, :, None], centring="column")
+    assert column["equivariance"] >= 0.9
+
+
+def test_canonical_correlations_match_scikit_learn(generator):
+    """Cross-check CCA on the denoised views against scikit-learn's iterative CCA."""
+    n, c = 600, 6
+    latent = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    a = latent @ torch.randn(3, c, generator=generator, dtype=torch.float64) + 0.3 * torch.randn(
+        n, c, generator=generator, dtype=torch.float64
+    )
+    b = latent @ torch.randn(3, c, generator=generator, dtype=torch.float64) + 0.8 * torch.randn(
+        n, c, generator=generator, dtype=torch.float64
+    )
+    rho = seis_scores(a, b, keep=1.0)["channel_rho"].numpy()  # vectors [N, D]: CCA over the D features
+    x, y = (t.numpy() - t.numpy().mean(0) for t in (a, b))
+    cca = CCA(n_components=3, scale=False, max_iter=5000, tol=1e-12).fit(x, y)
+    u, v = cca.transform(x, y)
+    sklearn_rho = [abs(np.corrcoef(u[:, i], v[:, i])[0, 1]) for i in range(3)]
+    np.testing.assert_allclose(rho[:3], sklearn_rho, atol=1e-3)
+
+
+def test_token_layout_equals_channels_first(generator):
+    tokens = torch.randn(32, 17, 8, generator=generator)  # [N, T, D] with a class token
+    b = tokens + 0.5 * torch.randn(tokens.shape, generator=generator)
+    result = seis_scores(tokens, b, layout="channels_last", num_prefix_tokens=1)
+    expected = seis_scores(tokens[:, 1:].transpose(1, 2), b[:, 1:].transpose(1, 2))
+    assert result["num_positions"] == 16 and result["num_channels"] == 8
+    for name in ALL_SCORES:
+        assert result[name] == pytest.approx(expected[name], abs=1e-12)
+
+
+def test_vectors_have_invariance_equal_to_equivariance(generator):
+    a = torch.randn(100, 16, generator=generator)
+    result = seis_scores(a, a @ torch.randn(16, 16, generator=generator) + 0.1 * a)
+    assert result["num_positions"] == 1
+    assert result["invariance"] == pytest.approx(result["equivariance"], abs=1e-12)
+
+
+def test_large_maps_are_pooled_to_the_cap(generator):
+    a = torch.randn(128, 8, 40, 40, generator=generator)
+    # Noise keeps the canonical correlations distinct: under an exact symmetry they tie at 1 and
+    # the canonical vectors (so invariance) are defined only up to a rotation within the tie.
+    b = a.flip(-1) + 0.5 * torch.randn(a.shape, generator=generator)
+    default = seis_scores(a[:8], b[:8])
+    assert default["pooled"] and default["num_positions"] == 32 * 32
+    result = seis_scores(a, b, max_positions=100)
+    assert result["pooled"] and result["num_positions"] == 10 * 10
+    expected = reference_scores(
+        F.adaptive_avg_pool2d(a.double(), 10).flatten(2), F.adaptive_avg_pool2d(b.double(), 10).flatten(2)
+    )
+    assert_matches_reference(result, expected)
+    assert not seis_scores(a[:8, :, :8, :8], b[:8, :, :8, :8])["pooled"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_are_upcast(dtype, digit_maps):
+    a = digit_maps[:128, :, ::2, ::2]
+    b = a.roll(2, dims=-1) + a.std() * torch.randn(a.shape, generator=torch.Generator().manual_seed(0))
+    a, b = a.to(dtype).float(), b.to(dtype).float()  # the same values, once in half precision
+    full = seis_scores(a, b)
+    half = seis_scores(a.to(dtype), b.to(dtype))
+    for name in ALL_SCORES:
+        assert half[name] == pytest.approx(full[name], abs=1e-3), name
+
+
+def test_exact_properties(generator):
+    a = torch.randn(80, 6, 4, 4, generator=generator)
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=generator))
+    mixed = torch.einsum("dc,nchw->ndhw", q, a)
+    assert seis_scores(a, mixed)["channel_invariance"] == pytest.approx(1, abs=1e-9)
+    invertible = torch.randn(6, 6, generator=generator) + 3 * torch.eye(6)
+    assert seis_scores(a, torch.einsum("dc,nchw->ndhw", invertible, a), keep=1.0)["channel_invariance"] == (
+        pytest.approx(1, abs=1e-9)
+    )
+    perm = torch.randperm(16, generator=generator)
+    permuted = a.flatten(2)[..., perm]
+    result = seis_scores(a.flatten(2), permuted)
+    assert result["equivariance"] == pytest.approx(1, abs=1e-9)
+    assert result["invariance"] < 0.9
+    mapped = a.flatten(2) @ (torch.randn(16, 16, generator=generator) + 4 * torch.eye(16))
+    assert seis_scores(a.flatten(2), mapped, keep=1.0)["equivariance"] == pytest.approx(1, abs=1e-9)
+    assert seis_scores(a, a)["invariance"] == pytest.approx(1, abs=1e-9)
+
+
+def test_all_zero_layer_is_nan_with_a_reason():
+    a = torch.zeros(16, 4, 3, 3)
+    with pytest.warns(SEISWarning, match="do not vary across images"):
+        result = seis_scores(a, torch.randn(16, 4, 3, 3))
+    for name in ALL_SCORES:
+        assert math.isnan(result[name])
+        assert "dead or constant layer" in result["reasons"][name]
+
+
+def test_non_finite_activations_are_nan_with_a_reason(generator):
+    a = torch.randn(16, 4, 3, 3, generator=generator)
+    b = a.clone()
+    b[3, 1, 0, 0] = float("inf")
+    with pytest.warns(SEISWarning, match="NaN or Inf"):
+        result = seis_scores(a, b)
+    assert all(math.isnan(result[name]) for name in ALL_SCORES)
+    assert result["reasons"]["equivariance"] == "the activations hold NaN or Inf values"
+
+
+def test_too_few_rows_warn_about_sample_sufficiency(generator):
+    a = torch.randn(4, 64, generator=generator)[:, :, None].expand(4, 64, 2).contiguous()
+    with pytest.warns(SEISWarning, match="fewer than 10 per dimension"):
+        seis_scores(a, a + torch.randn(a.shape, generator=generator))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "kwargs", "match"),
+    [
+        (torch.zeros(4, 3, 5, 5), torch.zeros(4, 3, 5, 4), {}, r"shape of `a`, \[4, 3, 5, 5\], but got \[4, 3, 5, 4\]"),
+        (torch.zeros(4), torch.zeros(4), {}, r"got a tensor of shape \[4\]"),
+        (torch.zeros(2, 2, 2, 2, 2, 2), torch.zeros(2, 2, 2, 2, 2, 2), {}, "1 to 3 spatial axes"),
+        (torch.zeros(4, 3, 5), torch.zeros(4, 3, 5), {"layout": "nhwc"}, "`layout` to be one of"),
+        (torch.zeros(4, 3, 5), torch.zeros(4, 3, 5), {"keep": 0.0}, r"`keep` in \(0, 1\]"),
+        (torch.zeros(4, 3, 5), torch.zeros(4, 3, 5), {"keep": 1.5}, r"`keep` in \(0, 1\]"),
+        (torch.zeros(4, 3, 5, 5), torch.zeros(4, 3, 5, 5), {"num_prefix_tokens": 1}, "needs tokens"),
+        (torch.zeros(4, 3, 5), [], {}, "at least one tensor"),
+        (torch.zeros(0, 3, 5), torch.zeros(0, 3, 5), {}, "at least one image"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(a, b, kwargs, match):
+    with pytest.raises(ValueError, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore", SEISWarning)
+        seis_scores(a, b, **kwargs)
+
+
+def test_maps_reject_complex_input():
+    with pytest.raises(ValueError, match="real activations"):
+        seis_maps(torch.zeros(2, 2, 2, dtype=torch.complex64))

@@ -1,0 +1,182 @@
+"""``SEISMetric``: streaming state, merging, resets, distributed sync."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from seis_lightning import SEISMetric, seis_scores
+from seis_lightning.functional import SCORES, SEISWarning
+from tests.reference import reference_scores
+from tests.test_functional import ALL_SCORES, assert_matches_reference, warped
+
+
+@pytest.fixture
+def pair(digit_maps, generator):
+    a = digit_maps[:192, :, ::2, ::2]
+    return a, warped(a, generator)
+
+
+def test_many_updates_equal_the_reference(pair):
+    a, b = pair
+    metric = SEISMetric()
+    for x, y in zip(a.split(64), b.split(64)):
+        metric.update(x, y)
+    result = metric.compute()
+    assert_matches_reference(result, reference_scores(a.flatten(2), b.flatten(2), batch_size=64))
+    whole = seis_scores(a, b)
+    for name in SCORES:
+        assert result[name] == pytest.approx(whole[name], abs=1e-9)
+    assert result["num_images"] == 192 and not result["pooled"]
+
+
+def test_merged_metrics_equal_one_metric(pair):
+    a, b = pair
+    one, first, second = SEISMetric(), SEISMetric(), SEISMetric()
+    for i, (x, y) in enumerate(zip(a.split(32), b.split(32))):
+        one.update(x, y)
+        (first if i % 2 else second).update(x, y)
+    first.merge_state(second)
+    merged, expected = first.compute(), one.compute()
+    for name in ALL_SCORES:
+        assert merged[name] == pytest.approx(expected[name], abs=1e-9)
+
+
+def test_reset_forgets_everything(pair, generator):
+    a, b = pair
+    metric = SEISMetric()
+    metric.update(torch.randn(8, 3, 4, generator=generator), torch.randn(8, 3, 4, generator=generator))
+    metric.reset()
+    metric.update(a, b)
+    assert metric.compute()["equivariance"] == pytest.approx(seis_scores(a, b)["equivariance"], abs=1e-12)
+
+
+def test_several_transformations_share_one_metric(pair):
+    a, b = pair
+    bs = [b, a.roll(1, dims=-1), a]
+    metric = SEISMetric(num_transforms=3)
+    for i in range(0, len(a), 48):
+        metric.update(a[i : i + 48], [t[i : i + 48] for t in bs])
+    results = metric.compute()
+    assert len(results) == 3
+    for t, result in zip(bs, results):
+        single = SEISMetric()
+        for i in range(0, len(a), 48):
+            single.update(a[i : i + 48], t[i : i + 48])
+        expected = single.compute()
+        for name in ALL_SCORES:
+            assert result[name] == pytest.approx(expected[name], abs=1e-12)
+    assert results[2]["invariance"] == pytest.approx(1, abs=1e-9)
+
+
+def state_bytes(metric: SEISMetric) -> int:
+    return sum(value.numel() * value.element_size() for value in metric.metric_state.values())
+
+
+def test_state_does_not_grow_with_images(generator):
+    """State for a 64-channel 28x28 layer: fixed by the first batch, whatever the image count."""
+    metric = SEISMetric()
+    a = torch.randn(4, 64, 28, 28, generator=generator)
+    metric.update(a, a)
+    size = state_bytes(metric)
+    s, c = 28 * 28, 64
+    # map sums (4 of C x S), Grams (4 spatial S x S, 4 channel C x C), counts: float64.
+    assert size == 8 * (4 * c * s + 4 * s * s + 4 * c * c + 2)
+    for _ in range(3):
+        metric.update(a, a)
+    assert state_bytes(metric) == size
+
+
+def test_half_and_bfloat16_inputs(pair):
+    a, b = pair
+    expected = seis_scores(a.to(torch.bfloat16).float(), b.to(torch.bfloat16).float())
+    metric = SEISMetric()
+    metric.update(a.to(torch.bfloat16), b.to(torch.bfloat16))
+    result = metric.compute()
+    for name in ALL_SCORES:
+        assert result[name] == pytest.approx(expected[name], abs=1e-9)
+    assert all(state.dtype == torch.float64 for state in metric.metric_state.values())
+
+
+def test_tokens_with_a_class_token(generator):
+    tokens = torch.randn(64, 17, 6, generator=generator)
+    metric = SEISMetric(layout="channels_last", num_prefix_tokens=1)
+    metric.update(tokens, torch.cat([tokens[:, :1], tokens[:, 1:].flip(1)], dim=1))  # patch tokens reversed
+    result = metric.compute()
+    assert result["num_positions"] == 16 and result["num_channels"] == 6
+    assert result["equivariance"] == pytest.approx(1, abs=1e-9)
+
+
+def test_compute_before_update_is_nan_with_a_reason():
+    with pytest.warns(SEISWarning, match="needs at least 2 images, got 0"):
+        result = SEISMetric().compute()
+    assert all(math.isnan(result[name]) for name in ALL_SCORES)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"keep": 0}, r"`keep` in \(0, 1\]"),
+        ({"keep": 1.01}, r"`keep` in \(0, 1\]"),
+        ({"eps": -1e-3}, r"`eps` in \[0, 1\)"),
+        ({"layout": "NHWC"}, "`layout` to be one of"),
+        ({"num_transforms": 0}, "`num_transforms` to be None or a positive integer"),
+        ({"max_positions": 0}, "`max_positions` to be a positive integer"),
+        ({"num_prefix_tokens": -1}, "`num_prefix_tokens` to be a non-negative integer"),
+    ],
+)
+def test_constructor_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SEISMetric(**kwargs)
+
+
+def test_update_rejects_a_layer_change_and_wrong_b(generator):
+    metric = SEISMetric()
+    metric.update(torch.randn(4, 3, 5, 5, generator=generator), torch.randn(4, 3, 5, 5, generator=generator))
+    with pytest.raises(ValueError, match=r"give 4 channels x 25 positions, but earlier batches gave 3 x 25"):
+        metric.update(torch.randn(4, 4, 5, 5), torch.randn(4, 4, 5, 5))
+    with pytest.raises(ValueError, match="set `num_transforms`"):
+        metric.update(torch.randn(4, 3, 5, 5), [torch.randn(4, 3, 5, 5)])
+    with pytest.raises(ValueError, match="num_transforms=2 tensors, but got 1 tensors"):
+        SEISMetric(num_transforms=2).update(torch.randn(4, 3, 5, 5), [torch.randn(4, 3, 5, 5)])
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, a: torch.Tensor, b: torch.Tensor, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        metric = SEISMetric()
+        for x, y in zip(a[rank::world_size], b[rank::world_size]):  # batches split across ranks
+            metric.update(x, y)
+        result = metric.compute()  # syncs the summed states over the process group
+        if rank == 0:
+            torch.save({name: result[name] for name in ALL_SCORES}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_processes_equal_one(pair, tmp_path):
+    a, b = pair
+    batches_a, batches_b = list(a.split(32)), list(b.split(32))
+    out = str(tmp_path / "ddp.pt")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), batches_a, batches_b, out), nprocs=2, join=True)
+    synced = torch.load(out)
+    single = SEISMetric()
+    for x, y in zip(batches_a, batches_b):
+        single.update(x, y)
+    expected = single.compute()
+    for name in ALL_SCORES:
+        assert synced[name] == pytest.approx(expected[name], abs=1e-9), name
