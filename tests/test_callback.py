@@ -282,3 +282,25 @@ def test_dict_batches_and_glob_patterns(tmp_path):
     assert callback._resolved == ["conv1", "conv2", "fc"]
     assert set(callback.scores["translate0.1_0.1"]) == {"conv1", "conv2", "fc"}
     assert callback._probe.shape == (48, 1, 16, 16)
+
+
+@pytest.mark.distributed
+def test_two_processes_score_like_one(tmp_path):
+    """The probe set is split across 2 CPU processes; the synced scores equal one process's."""
+    _, val = digits_loaders(num_val=96)
+    torch.manual_seed(0)
+    model = TinyCNN()
+
+    def validate(path, **kwargs):
+        callback = SEISCallback(num_samples=96, batch_size=16, transforms=["random_affine", "hflip"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer(path, [callback], **kwargs).validate(model, val)
+        events = read_events(path / "tb" / "version_0")
+        return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("seis/")}
+
+    single = validate(tmp_path / "one")
+    ddp = validate(tmp_path / "two", strategy="ddp_spawn", devices=2)
+    assert len(single) == 2 * 4 * 6 and set(ddp) == set(single)
+    for tag, value in single.items():
+        assert ddp[tag] == pytest.approx(value, abs=1e-6), tag
