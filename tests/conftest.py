@@ -4,28 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
-from sklearn.datasets import load_digits
 
+from seis_lightning.synthetic import digits_images, random_cnn
 
-def digits_images(num_images: int, size: int = 28, offset: int = 0) -> torch.Tensor:
-    """The first ``num_images`` (from ``offset``) scikit-learn digits, upsampled to ``size``, in [0, 1]."""
-    images = torch.as_tensor(load_digits().images[offset : offset + num_images], dtype=torch.float32) / 16
-    return F.interpolate(images[:, None], size=(size, size), mode="bilinear", align_corners=False)
-
-
-def random_cnn(seed: int = 0) -> torch.nn.Module:
-    """A small random CNN whose first block gives 32 maps of 14x14 on 28x28 digits."""
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, 32, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(32, 32, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-    ).eval()
+__all__ = ["digits_images", "random_cnn"]
 
 
 @pytest.fixture(scope="session")

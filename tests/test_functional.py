@@ -21,7 +21,7 @@ from seis_lightning.functional import (
     seis_scores,
     seis_statistics,
 )
-from tests.conftest import digits_images, random_cnn
+from seis_lightning.synthetic import digits_images, random_cnn, synthetic_pairs
 from tests.reference import reference_scores
 
 ALL_SCORES = (*SCORES, *(f"{name}_null" for name in SCORES))
@@ -104,26 +104,11 @@ def test_sequence_of_transformations_shares_the_reference(digit_maps):
             assert result[name] == pytest.approx(single[name], abs=1e-12)
 
 
-def map_transformations(a: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """The B of the spec's expected-behaviour table, made from the maps A directly."""
-    n, c = a.shape[:2]
-    q, _ = torch.linalg.qr(torch.randn(c, c, generator=generator))
-    return {
-        "identity": a,
-        "rot90": a.rot90(1, dims=(-2, -1)),
-        "roll3": a.roll(3, dims=-1),
-        "rotate30": TF.rotate(a, 30.0),
-        "channel_mixing": torch.einsum("dc,nchw->ndhw", q, a),
-        "noise": torch.randn(a.shape, generator=generator) * a.std() + a.mean(),
-        "shuffled": a[torch.randperm(n, generator=generator)],
-    }
-
-
 def test_expected_behaviour_table(digit_maps, generator):
     """SEIS_SPEC.md, "Expected behaviour", with its thresholds: 512 digits, 32 maps of 14x14."""
     a = digit_maps
     assert a.shape == (512, 32, 14, 14)
-    results = {name: seis_scores(a, b) for name, b in map_transformations(a, generator).items()}
+    results = {name: seis_scores(a, b) for name, b in synthetic_pairs(a, generator).items()}
     for name, r in results.items():
         assert r["invariance"] <= r["equivariance"] + 1e-12, name
         for score in ALL_SCORES:
