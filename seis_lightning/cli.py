@@ -1,0 +1,107 @@
+"""``seis-lightning``: LightningCLI with a ``seis:`` section for the SEIS callback.
+
+Subcommands: ``fit``, ``validate``, ``test`` (LightningCLI's, with ``--config``,
+``--print_config`` and overrides such as ``--trainer.max_epochs=3``), ``synthetic`` (the paper's
+synthetic validation) and ``analyze`` (score a trained checkpoint without training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from seis_lightning.callback import SEISCallback
+from seis_lightning.plotting import depth_figure, format_score_table
+
+DESCRIPTION = (
+    "SEIS equivariance and invariance scores while a model trains. Subcommands: fit, validate, test"
+    " (LightningCLI), plus `seis-lightning synthetic` and `seis-lightning analyze --checkpoint PATH --config"
+    " RECIPE` (see `seis-lightning synthetic --help`)."
+)
+
+
+class SEISLightningCLI(LightningCLI):
+    """LightningCLI whose every run carries a :class:`SEISCallback`, configured under ``seis:``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"description": DESCRIPTION})
+        super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(SEISCallback, "seis")
+
+    def after_fit(self) -> None:
+        self.report()
+
+    def after_validate(self) -> None:
+        self.report()
+
+    @property
+    def seis(self) -> SEISCallback:
+        return next(c for c in self.trainer.callbacks if isinstance(c, SEISCallback))
+
+    def report(self) -> None:
+        """Print the latest scores per layer and how to watch them in TensorBoard (rank zero only)."""
+        if not self.trainer.is_global_zero or not self.seis.scores:
+            return
+        step = self.seis.history[-1]["step"]
+        print(f"\nSEIS scores after {step} epoch(s) (null baselines in brackets):")
+        print(format_score_table(self.seis.scores))
+        for logger in self.trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                print(f"\nWatch the curves with:\n  tensorboard --logdir {logger.save_dir}\n(run: {logger.log_dir})")
+
+
+def analyze(argv: list[str]) -> dict:
+    """``seis-lightning analyze --checkpoint PATH --config RECIPE``: score a checkpoint without training."""
+    parser = argparse.ArgumentParser(
+        prog="seis-lightning analyze",
+        description="Score a trained checkpoint on a recipe's validation data; writes the depth-wise curves as"
+        " PNG files and to TensorBoard. Other options (--config, --seis.*, --data.*) are the recipe's.",
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="a Lightning .ckpt of the recipe's model")
+    parser.add_argument("--output", type=Path, default=None, help="folder for the PNGs (default: the run's folder)")
+    args, rest = parser.parse_known_args(argv)
+    if not args.checkpoint.is_file():
+        parser.error(f"--checkpoint {args.checkpoint} is not a file")
+    cli = SEISLightningCLI(args=rest, run=False)
+    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    cli.model.load_state_dict(checkpoint["state_dict"])
+    cli.seis.score_before_training = False
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule)
+    cli.report()
+    output = args.output or Path(cli.trainer.log_dir or ".")
+    output.mkdir(parents=True, exist_ok=True)
+    for transform, by_layer in cli.seis.scores.items():
+        title = f"{transform}: {args.checkpoint.name} (epoch {checkpoint.get('epoch', '?')})"
+        path = output / f"seis_{transform}_depth.png"
+        depth_figure(by_layer, title).savefig(path, dpi=120)
+        print(f"depth-wise curves: {path}")
+    return cli.seis.scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``seis-lightning`` console script."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["synthetic"]:
+        from seis_lightning.synthetic import main as synthetic
+
+        synthetic(args[1:])
+    elif args[:1] == ["analyze"]:
+        analyze(args[1:])
+    else:
+        SEISLightningCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+
+
+if __name__ == "__main__":
+    main()
