@@ -226,6 +226,8 @@ class SEISCallback(Callback):
             )
         layers = self._resolved
         device = pl_module.device
+        parameter = next(pl_module.parameters(), None)
+        dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
         modes = {module: module.training for module in pl_module.modules()}
         captured: dict[str, Tensor] = {}
         order: list[str] = []
@@ -241,7 +243,7 @@ class SEISCallback(Callback):
                         modules[name].register_forward_hook(_capture_hook(name, captured, order, auto))
                     )
                 for index in chunks[trainer.global_rank :: trainer.world_size]:
-                    x = self._probe[index].to(device)
+                    x = self._probe[index].to(device=device, dtype=dtype)
                     a = self._forward(trainer, pl_module, x, captured, layers)
                     bs = []
                     for transform, image_map in self._maps:

@@ -1,0 +1,232 @@
+"""The callback never harms a training run, and every bad input gets a clear answer (issue 7)."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from seis_lightning import SEISCallback
+from seis_lightning.functional import SEISWarning
+from seis_lightning.transforms import GeometricTransform
+from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, trainer
+
+
+def fit(tmp_path, callback, model=None, max_epochs=1, val=None, **kwargs):
+    train, default_val = digits_loaders()
+    model = model or TinyCNN()
+    trainer(tmp_path, [callback], max_epochs=max_epochs, **kwargs).fit(model, train, val or default_val)
+    return model
+
+
+def test_shape_changing_transformation_is_named(tmp_path):
+    crop = GeometricTransform("crop", [lambda images: images[..., 2:, 2:]])
+    with pytest.raises(ValueError, match=r"Transformation 'crop' changed the image shape from \[32, 1, 16, 16\]"):
+        fit(tmp_path, SEISCallback(transforms=[crop], num_samples=64, batch_size=32, strict=True))
+
+
+class SizeDependent(TinyCNN):
+    """A head that flattens the maps, so its output size follows the image size."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Flatten()
+
+    def forward(self, x):
+        self.head(self.conv1(x))
+        return super().forward(x)
+
+
+def test_layer_output_shape_change_between_x_and_tx_is_named(tmp_path):
+    # The maps of x and T(x) must have the same shape: a mismatch names the layer and both shapes.
+    half = GeometricTransform("half", [lambda images: images[..., ::2, ::2].repeat_interleave(2, -1)[..., :16]])
+    with pytest.raises(ValueError, match=r"changed the image shape"):
+        fit(tmp_path, SEISCallback(layers=["head"], transforms=[half], num_samples=64, strict=True), SizeDependent())
+
+
+def test_small_validation_set_warns_and_uses_what_is_there(tmp_path):
+    _, val = digits_loaders(num_val=40)
+    callback = SEISCallback(num_samples=512, transforms="hflip")
+    with pytest.warns(UserWarning, match=r"num_samples=512 probe images but the validation data holds 40"):
+        fit(tmp_path, callback, val=val)
+    assert callback._probe.shape[0] == 40 and [h["step"] for h in callback.history] == [0, 1]
+
+
+def test_one_image_validation_set_is_refused(tmp_path):
+    images, labels = next(iter(digits_loaders()[1]))
+    one = DataLoader(TensorDataset(images[:1], labels[:1]))
+    with pytest.raises(MisconfigurationException, match=r"found 1 probe image\(s\); it needs at least 2"):
+        fit(tmp_path, SEISCallback(transforms="hflip"), val=one)
+
+
+def test_integer_images_are_refused_with_shape_and_dtype(tmp_path):
+    probe = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
+    with pytest.raises(
+        MisconfigurationException, match=r"floating-point images.*shape \[8, 1, 16, 16\] and dtype torch.uint8"
+    ):
+        fit(tmp_path, SEISCallback(probe_data=probe))
+
+
+def test_non_tensor_batches_ask_for_an_input_getter(tmp_path):
+    class Strings(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {"path": f"image{i}.png"}
+
+    with pytest.raises(MisconfigurationException, match=r"could not take the images.*`input_getter`"):
+        fit(tmp_path, SEISCallback(), val=DataLoader(Strings(), batch_size=4), num_sanity_val_steps=0)
+
+
+def test_probe_of_another_dtype_and_device_is_moved_to_the_model(tmp_path):
+    probe = next(iter(digits_loaders()[1]))[0].double()
+    callback = SEISCallback(probe_data=probe, transforms="hflip", layers=["conv1"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SEISWarning)
+        fit(tmp_path, callback)
+    assert not math.isnan(callback.scores["hflip"]["conv1"]["equivariance"])
+
+
+class EvalNaN(nn.Module):
+    def forward(self, x):
+        return x * float("nan") if not self.training else x
+
+
+class NaNInEval(TinyCNN):
+    """Layer `bad` gives NaN maps in eval mode only: the probe pass sees them, training does not."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad = EvalNaN()
+
+    def forward(self, x):
+        return super().forward(x) + self.bad(x).mean().nan_to_num()
+
+
+def test_nan_activations_give_nan_scores_and_a_named_warning(tmp_path):
+    callback = SEISCallback(layers=["conv1", "bad"], transforms="hflip", num_samples=64)
+    with pytest.warns(SEISWarning, match=r"SEIS layer 'bad', after 0 epoch\(s\): SEIS scores are NaN.*NaN or Inf"):
+        fit(tmp_path, callback, NaNInEval(), max_epochs=2)
+    assert [h["step"] for h in callback.history] == [0, 1, 2]  # training went on
+    assert math.isnan(callback.scores["hflip"]["bad"]["equivariance"])
+    assert not math.isnan(callback.scores["hflip"]["conv1"]["equivariance"])
+
+
+class DeadLayer(TinyCNN):
+    def __init__(self):
+        super().__init__()
+        self.dead = nn.Conv2d(1, 4, 3)
+        nn.init.zeros_(self.dead.weight)
+        nn.init.zeros_(self.dead.bias)
+
+    def forward(self, x):
+        self.dead(x)
+        return super().forward(x)
+
+
+def test_dead_layer_is_nan_with_a_reason(tmp_path):
+    callback = SEISCallback(layers=["dead", "conv1"], transforms="hflip", num_samples=64)
+    with pytest.warns(SEISWarning, match=r"'dead'.*do not vary across images \(a dead or constant layer\)"):
+        fit(tmp_path, callback, DeadLayer())
+    assert math.isnan(callback.scores["hflip"]["dead"]["invariance"])
+
+
+def test_wide_layer_with_few_probe_rows_warns_about_sample_sufficiency(tmp_path):
+    callback = SEISCallback(layers=["fc"], transforms="hflip", num_samples=8, batch_size=4)
+    with pytest.warns(SEISWarning, match="fewer than 10 per dimension"):
+        fit(tmp_path, callback)
+
+
+class BigMaps(TinyCNN):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=3)
+
+    def forward(self, x):
+        self.up(self.conv1(x))  # 48x48 maps: above the 32x32 cap
+        return super().forward(x)
+
+
+def test_huge_maps_are_pooled_to_the_cap(tmp_path):
+    callback = SEISCallback(layers=["up"], transforms="rotate:20", num_samples=64, max_positions=256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SEISWarning)
+        fit(tmp_path, callback, BigMaps())
+    assert 0 < callback.scores["rotate20"]["up"]["equivariance"] <= 1
+
+
+def test_bf16_autocast_scores_close_to_fp32(tmp_path):
+    scores = {}
+    for precision in ("32-true", "bf16-mixed"):
+        callback = SEISCallback(layers=["conv1", "conv2"], transforms="rotate:30", num_samples=96, batch_size=32)
+        torch.manual_seed(0)
+        model = TinyCNN()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer(tmp_path / precision, [callback], precision=precision).validate(model, digits_loaders()[1])
+        scores[precision] = callback.scores["rotate30"]
+    for layer in ("conv1", "conv2"):
+        assert scores["bf16-mixed"][layer]["equivariance"] == pytest.approx(
+            scores["32-true"][layer]["equivariance"], abs=0.02
+        )
+
+
+class Crash(Callback):
+    """Kills the first run in the middle of its third epoch."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 2 and batch_idx == 2:
+            raise RuntimeError("killed mid-epoch")
+
+
+def test_killed_run_resumes_without_duplicates_or_gaps(tmp_path):
+    train, val = digits_loaders()
+    every_step = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True)
+    first = SEISCallback(layers=["conv1"], transforms="hflip", num_samples=64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitter = trainer(tmp_path, [first, every_step, Crash()], max_epochs=4, enable_checkpointing=True)
+        with pytest.raises(RuntimeError, match="killed mid-epoch"):
+            fitter.fit(TinyCNN(), train, val)
+    assert [h["step"] for h in first.history] == [0, 1, 2]
+    second = SEISCallback(layers=["conv1"], transforms="hflip", num_samples=64)
+    logger = pl.loggers.TensorBoardLogger(tmp_path, name="tb", version=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer(tmp_path, [second], max_epochs=4, logger=logger).fit(
+            TinyCNN(), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
+        )
+    assert [h["step"] for h in second.history] == [0, 1, 2, 3, 4]
+    assert [e.step for e in read_events(tmp_path / "tb" / "version_1").Scalars("seis/hflip/equivariance/conv1")] == [
+        3,
+        4,
+    ]
+
+
+def test_requires_grad_and_modes_are_restored(tmp_path):
+    model = TinyCNN()
+    model.conv1.requires_grad_(False)
+    model.fc.eval()  # a frozen submodule kept in eval mode by the user
+
+    class Check(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.modes = {name: m.training for name, m in pl_module.named_modules()}
+
+    check = Check()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train, val = digits_loaders()
+        trainer(tmp_path, [SEISCallback(transforms="hflip", num_samples=64), check], max_epochs=1).fit(
+            model, train, val
+        )
+    assert check.modes["fc"] is False and check.modes["conv2"] is True
+    assert not model.conv1.weight.requires_grad and model.conv2.weight.requires_grad
+    assert all(p.grad is None for p in model.conv1.parameters())
