@@ -25,7 +25,7 @@ COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invaria
 def depth_figure(scores: Scores, title: str = "") -> Figure:
     """Each score (solid) and its null baseline (dotted) against depth (x = layer, in depth order)."""
     layers = list(scores)
-    figure, axes = plt.subplots(figsize=(max(5.0, 0.8 * len(layers) + 2), 3.6), layout="constrained")
+    figure, axes = plt.subplots(figsize=(max(6.5, 0.8 * len(layers) + 3.5), 3.6), layout="constrained")
     x = np.arange(len(layers))
     for score in SCORES:
         colour = COLOURS[score]
@@ -38,7 +38,7 @@ def depth_figure(scores: Scores, title: str = "") -> Figure:
     axes.set_ylabel("score")
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="x-small", ncol=2, loc="best")
+    axes.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return figure
 
 
