@@ -1,0 +1,196 @@
+"""Reproduce the paper's four findings with the product's recipes on the embedded data.
+
+    python scripts/reproduce_figures.py            # all figures into docs/figures/ (about 25 min on 2 CPU cores)
+    python scripts/reproduce_figures.py --only 1 3 # some of them
+    python scripts/reproduce_figures.py --quick    # tiny versions, for a smoke run
+
+Each figure is written as ``docs/figures/figN_*.png`` with the numbers behind it in a CSV beside it.
+Runs go through ``seis-lightning fit --config recipes/<name>.yaml`` (in-process), their TensorBoard
+logs under ``logs/figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from seis_lightning.cli import SEISLightningCLI
+from seis_lightning.functional import SCORES, SEISWarning
+from seis_lightning.synthetic import main as synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
+
+
+def run_recipe(
+    name: str, *overrides: str, quick: bool = False, log_dir: Path = ROOT / "logs" / "figures"
+) -> list[dict]:
+    """Fit a recipe in-process and return its SEIS history (one entry per scored epoch)."""
+    args = [
+        "fit",
+        "--config",
+        str(RECIPES / f"{name}.yaml"),
+        f"--trainer.logger.init_args.save_dir={log_dir}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        "--trainer.enable_checkpointing=false",
+        *overrides,
+    ]
+    if quick:
+        args += ["--trainer.max_epochs=2", "--trainer.limit_train_batches=4", "--seis.num_samples=64"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SEISWarning)
+        cli = SEISLightningCLI(args=args)
+    return cli.seis.history
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows([[f"{v:.6f}" if isinstance(v, float) else v for v in row] for row in rows])
+
+
+def history_rows(history: list[dict], transform: str = "random_affine") -> list[list]:
+    return [
+        [h["step"], layer, *(values[s] for s in SCORES), *(values[f"{s}_null"] for s in SCORES)]
+        for h in history
+        for layer, values in h["scores"][transform].items()
+    ]
+
+
+HISTORY_HEADER = ["epochs_trained", "layer", *SCORES, *(f"{s}_null" for s in SCORES)]
+
+
+def figure1(out: Path, quick: bool) -> None:
+    """Synthetic validation: identity / geometric / channel mixing / random on the embedded digits."""
+    num_images = "128" if quick else "512"
+    synthetic(
+        [
+            "--num-images",
+            num_images,
+            "--output",
+            str(out / "fig1_synthetic.png"),
+            "--csv",
+            str(out / "fig1_synthetic.csv"),
+        ]
+    )
+
+
+def figure2(out: Path, quick: bool) -> list[dict]:
+    """Depth x epoch heatmaps of the scores of the digits CNN."""
+    history = run_recipe("digits_cnn", "--trainer.max_epochs=12", quick=quick)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), layout="constrained")
+    steps = [h["step"] for h in history]
+    layers = list(history[-1]["scores"]["random_affine"])
+    for ax, score in zip(axes, SCORES):
+        grid = [[h["scores"]["random_affine"][layer][score] for h in history] for layer in layers]
+        ax.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap="viridis")
+        ax.set_yticks(range(len(layers)), layers)
+        ax.set_xticks(range(len(steps)), steps)
+        ax.set_xlabel("epochs trained")
+        ax.set_title(f"{score} (digits CNN, random affine)")
+    fig.colorbar(axes[0].images[0], ax=axes, shrink=0.9)
+    fig.savefig(out / "fig2_depth_epoch.png", dpi=110)
+    plt.close(fig)
+    write_csv(out / "fig2_depth_epoch.csv", HISTORY_HEADER, history_rows(history))
+    return history
+
+
+def figure3(out: Path, quick: bool, plain: list[dict] | None = None) -> dict[str, list[dict]]:
+    """With vs without random-affine augmentation: final scores per depth."""
+    runs = {
+        "no augmentation": plain or run_recipe("digits_cnn", "--trainer.max_epochs=12", quick=quick),
+        "random-affine augmentation": run_recipe("digits_cnn_augment", "--trainer.max_epochs=12", quick=quick),
+    }
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), layout="constrained")
+    rows = []
+    for (label, history), style in zip(runs.items(), ("o--", "s-")):
+        final = history[-1]["scores"]["random_affine"]
+        layers = list(final)
+        for ax, score in zip(axes, SCORES):
+            ax.plot(layers, [final[layer][score] for layer in layers], style, label=label, color=COLOURS[score])
+            ax.set_title(score)
+            ax.set_ylim(0, 1.02)
+        rows += [[label, history[-1]["step"], layer, *(final[layer][s] for s in SCORES)] for layer in layers]
+    for ax in axes:
+        ax.legend(fontsize="small")
+        ax.set_xlabel("layer (depth order)")
+    fig.suptitle("digits CNN after training: with vs without random-affine augmentation")
+    fig.savefig(out / "fig3_augmentation.png", dpi=110)
+    plt.close(fig)
+    write_csv(out / "fig3_augmentation.csv", ["run", "epochs_trained", "layer", *SCORES], rows)
+    return runs
+
+
+SHAPES_RUNS = {
+    "classification": (
+        "shapes_seg_unet",
+        ["--model=seis_lightning.models.ResNet18Classifier", "--model.num_classes=4", "--data.task=classification"],
+    ),
+    "segmentation (FCN)": ("shapes_seg_fcn", []),
+    "segmentation (U-Net)": ("shapes_seg_unet", []),
+    "multitask (U-Net)": ("shapes_mtl_unet", []),
+}
+
+
+def figure4(out: Path, quick: bool, width: int = 16, epochs: int = 4) -> dict[str, list[dict]]:
+    """Shapes: classification vs segmentation vs multitask at the bottleneck; decoder depth, FCN vs U-Net."""
+    common = [f"--model.width={width}", f"--trainer.max_epochs={epochs}"]
+    runs = {label: run_recipe(recipe, *extra, *common, quick=quick) for label, (recipe, extra) in SHAPES_RUNS.items()}
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    rows = []
+    for label, history in runs.items():
+        final = history[-1]["scores"]["random_affine"]
+        bottleneck = final["encoder.layer4"]
+        left.scatter(bottleneck["equivariance"], bottleneck["invariance"], s=80, label=label)
+        left.annotate(label, (bottleneck["equivariance"], bottleneck["invariance"]), fontsize="small")
+        rows += [[label, layer, *(v[s] for s in SCORES)] for layer, v in final.items()]
+        decoder = [layer for layer in final if layer.startswith("decoder.")]
+        if decoder:
+            right.plot(decoder, [final[layer]["equivariance"] for layer in decoder], "o-", label=label)
+    left.set_xlabel("equivariance at the bottleneck (encoder.layer4)")
+    left.set_ylabel("invariance at the bottleneck")
+    left.set_xlim(0, 1)
+    left.set_ylim(0, 1)
+    left.legend(fontsize="small")
+    right.set_ylabel("equivariance")
+    right.set_ylim(0, 1.02)
+    right.set_title("across decoder depth")
+    right.legend(fontsize="small")
+    fig.suptitle("shapes (ResNet-18 encoder): task and decoder")
+    fig.savefig(out / "fig4_tasks_decoders.png", dpi=110)
+    plt.close(fig)
+    write_csv(out / "fig4_tasks_decoders.csv", ["run", "layer", *SCORES], rows)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", type=int, nargs="+", choices=[1, 2, 3, 4], default=[1, 2, 3, 4])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    parser.add_argument("--quick", action="store_true", help="tiny runs, for a smoke test")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plain = None
+    if 1 in args.only:
+        figure1(args.out, args.quick)
+    if 2 in args.only:
+        plain = figure2(args.out, args.quick)
+    if 3 in args.only:
+        figure3(args.out, args.quick, plain)
+    if 4 in args.only:
+        figure4(args.out, args.quick)
+    print(f"figures and numbers: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
