@@ -145,6 +145,7 @@ def test_hyperparameters_rebuild_the_model():
     assert dict(segmenter.hparams) == {
         "num_classes": 5,
         "in_channels": 3,
+        "width": 64,
         "lr": 0.1,
         "optimizer": "adam",
         "weight_decay": 0.0,

@@ -12,8 +12,9 @@ from seis_lightning.models.base import TaskModule
 class DigitsCNN(TaskModule):
     """A small CNN for digits: ``conv1 -> conv2 -> conv3 -> pool -> fc``.
 
-    ``conv1`` keeps the input resolution; ``conv2`` and ``conv3`` each start with a 2x2 max pooling,
-    so on 28x28 digits the maps are 28x28, 14x14 and 7x7. ``pool`` averages over positions, ``fc``
+    ``conv1`` and ``conv2`` each end with a 2x2 max pooling, so on 28x28 digits the maps are 14x14,
+    7x7 and 7x7 (the block outputs; a full-resolution 28x28 map would make the S x S spatial Gram
+    16 times larger for little extra insight). ``pool`` averages over positions, ``fc``
     gives the logits. Each of these five modules outputs a tensor and is a default SEIS layer.
 
     Example:
@@ -41,9 +42,9 @@ class DigitsCNN(TaskModule):
     ) -> None:
         super().__init__(lr, optimizer, weight_decay)
         self.save_hyperparameters()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU())
-        self.conv2 = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU())
-        self.conv3 = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU())
+        self.conv1 = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.conv2 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.conv3 = nn.Sequential(nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU())
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.fc = nn.Linear(2 * width, num_classes)
         self.seis_layers = ["conv1", "conv2", "conv3", "pool", "fc"]

@@ -29,6 +29,7 @@ class MultiTaskUNet(TaskModule):
         num_classes: classes of the image label.
         num_seg_classes: segmentation classes (background included).
         in_channels: image channels.
+        width: channels of the encoder's first stage (64: ResNet-18).
         lr: learning rate.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
         weight_decay: weight decay of the optimizer.
@@ -41,16 +42,17 @@ class MultiTaskUNet(TaskModule):
         num_classes: int = 21,
         num_seg_classes: int = 21,
         in_channels: int = 3,
+        width: int = 64,
         lr: float = 1e-3,
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr, optimizer, weight_decay, num_seg_classes=num_seg_classes)
         self.save_hyperparameters()
-        self.encoder = ResNet18Encoder(in_channels)
+        self.encoder = ResNet18Encoder(in_channels, width)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(ResNet18Encoder.channels[-1], num_classes)
-        self.decoder = UNetDecoder(num_seg_classes)
+        self.fc = nn.Linear(self.encoder.channels[-1], num_classes)
+        self.decoder = UNetDecoder(num_seg_classes, self.encoder.channels)
         self.seis_layers = [*ENCODER_LAYERS, "pool", "fc", *(f"decoder.{name}" for name in self.decoder.stages)]
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:

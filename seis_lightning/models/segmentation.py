@@ -27,11 +27,12 @@ class FCNDecoder(nn.Module):
 
     stages = ("block1", "block2", "classifier", "upsample")
 
-    def __init__(self, num_classes: int, in_channels: int = 512) -> None:
+    def __init__(self, num_classes: int, channels: tuple[int, ...] = (64, 128, 256, 512)) -> None:
         super().__init__()
-        self.block1 = conv_bn_relu(in_channels, 256)
-        self.block2 = conv_bn_relu(256, 128)
-        self.classifier = nn.Conv2d(128, num_classes, 1)
+        in_channels = channels[-1]
+        self.block1 = conv_bn_relu(in_channels, in_channels // 2)
+        self.block2 = conv_bn_relu(in_channels // 2, in_channels // 4)
+        self.classifier = nn.Conv2d(in_channels // 4, num_classes, 1)
         self.upsample = nn.Upsample(scale_factor=8, mode="bilinear", align_corners=False)
 
     def forward(self, features: list[Tensor]) -> Tensor:
@@ -57,7 +58,7 @@ class UNetDecoder(nn.Module):
 
     stages = ("up1", "up2", "up3", "classifier")
 
-    def __init__(self, num_classes: int, channels: tuple[int, ...] = ResNet18Encoder.channels) -> None:
+    def __init__(self, num_classes: int, channels: tuple[int, ...] = (64, 128, 256, 512)) -> None:
         super().__init__()
         c1, c2, c3, c4 = channels
         self.up1 = UpBlock(c4, c3, c3)
@@ -80,14 +81,15 @@ class _EncoderDecoder(TaskModule):
         self,
         num_classes: int = 21,
         in_channels: int = 3,
+        width: int = 64,
         lr: float = 1e-3,
         optimizer: Literal["adam", "sgd"] = "adam",
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(lr, optimizer, weight_decay, num_seg_classes=num_classes)
         self.save_hyperparameters()
-        self.encoder = ResNet18Encoder(in_channels)
-        self.decoder = self.decoder_type(num_classes)
+        self.encoder = ResNet18Encoder(in_channels, width)
+        self.decoder = self.decoder_type(num_classes, self.encoder.channels)
         self.seis_layers = [*ENCODER_LAYERS, *(f"decoder.{name}" for name in self.decoder.stages)]
 
     def forward(self, images: Tensor) -> Tensor:
@@ -105,6 +107,7 @@ class FCNSegmenter(_EncoderDecoder):
     Args:
         num_classes: segmentation classes (background included).
         in_channels: image channels.
+        width: channels of the encoder's first stage (64: ResNet-18).
         lr: learning rate.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
         weight_decay: weight decay of the optimizer.
@@ -124,6 +127,7 @@ class UNetSegmenter(_EncoderDecoder):
     Args:
         num_classes: segmentation classes (background included).
         in_channels: image channels.
+        width: channels of the encoder's first stage (64: ResNet-18).
         lr: learning rate.
         optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9).
         weight_decay: weight decay of the optimizer.
