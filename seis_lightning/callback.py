@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
+from torch.profiler import record_function
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from seis_lightning.functional import LAYOUTS, SCORES, SEISWarning
@@ -244,16 +245,17 @@ class SEISCallback(Callback):
                     )
                 for index in chunks[trainer.global_rank :: trainer.world_size]:
                     x = self._probe[index].to(device=device, dtype=dtype)
-                    a = self._forward(trainer, pl_module, x, captured, layers)
-                    bs = []
-                    for transform, image_map in self._maps:
-                        tx = image_map(x)
-                        if tx.shape != x.shape:
-                            raise ValueError(
-                                f"Transformation {transform!r} changed the image shape from {list(x.shape)}"
-                                f" to {list(tx.shape)}; SEIS compares activations of same-size images."
-                            )
-                        bs.append(self._forward(trainer, pl_module, tx, captured, layers))
+                    with record_function("seis.forward"):
+                        a = self._forward(trainer, pl_module, x, captured, layers)
+                        bs = []
+                        for transform, image_map in self._maps:
+                            tx = image_map(x)
+                            if tx.shape != x.shape:
+                                raise ValueError(
+                                    f"Transformation {transform!r} changed the image shape from {list(x.shape)}"
+                                    f" to {list(tx.shape)}; SEIS compares activations of same-size images."
+                                )
+                            bs.append(self._forward(trainer, pl_module, tx, captured, layers))
                     if auto and not metrics:
                         layers = [name for name in dict.fromkeys(order) if name in a]
                         self._resolved = layers
@@ -261,7 +263,8 @@ class SEISCallback(Callback):
                         if name not in metrics:
                             metrics[name] = self._metric(pl_module, name).to(device)
                         try:
-                            metrics[name].update(a[name], [b[name] for b in bs])
+                            with record_function("seis.statistics"):
+                                metrics[name].update(a[name], [b[name] for b in bs])
                         except ValueError as error:
                             raise ValueError(f"SEIS layer {name!r}: {error}") from None
                 if order and not auto:
@@ -271,7 +274,8 @@ class SEISCallback(Callback):
             self._remove_hooks()
             for module, mode in modes.items():
                 module.train(mode)
-        return self._compute(metrics, step)
+        with record_function("seis.compute"):
+            return self._compute(metrics, step)
 
     def _metric(self, pl_module: pl.LightningModule, layer: str) -> SEISMetric:
         return SEISMetric(
