@@ -49,6 +49,8 @@ def run_recipe(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SEISWarning)
         cli = SEISLightningCLI(args=args)
+    metrics = {k: round(float(v), 4) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val")}
+    print(f"{name} {' '.join(overrides)}: {metrics}", flush=True)
     return cli.seis.history
 
 
@@ -85,22 +87,34 @@ def figure1(out: Path, quick: bool) -> None:
     )
 
 
-def figure2(out: Path, quick: bool) -> list[dict]:
-    """Depth x epoch heatmaps of the scores of the digits CNN."""
-    history = run_recipe("digits_cnn", "--trainer.max_epochs=12", quick=quick)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), layout="constrained")
+def depth_epoch_heatmaps(history: list[dict], title: str, path: Path) -> None:
+    """One heatmap per score: layers (depth order, top to bottom) x epochs trained."""
+    fig, axes = plt.subplots(
+        1, 3, figsize=(15, 0.9 + 0.45 * len(history[-1]["scores"]["random_affine"])), layout="constrained"
+    )
     steps = [h["step"] for h in history]
     layers = list(history[-1]["scores"]["random_affine"])
     for ax, score in zip(axes, SCORES):
         grid = [[h["scores"]["random_affine"][layer][score] for h in history] for layer in layers]
         ax.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap="viridis")
+        for row, values in enumerate(grid):
+            for column, value in enumerate(values):
+                ax.text(
+                    column, row, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w" if value < 0.6 else "k"
+                )
         ax.set_yticks(range(len(layers)), layers)
         ax.set_xticks(range(len(steps)), steps)
         ax.set_xlabel("epochs trained")
-        ax.set_title(f"{score} (digits CNN, random affine)")
+        ax.set_title(f"{score} ({title}, random affine)")
     fig.colorbar(axes[0].images[0], ax=axes, shrink=0.9)
-    fig.savefig(out / "fig2_depth_epoch.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def figure2(out: Path, quick: bool) -> list[dict]:
+    """Depth x epoch heatmaps of the scores of the digits CNN."""
+    history = run_recipe("digits_cnn", quick=quick)
+    depth_epoch_heatmaps(history, "digits CNN", out / "fig2_depth_epoch.png")
     write_csv(out / "fig2_depth_epoch.csv", HISTORY_HEADER, history_rows(history))
     return history
 
@@ -108,8 +122,8 @@ def figure2(out: Path, quick: bool) -> list[dict]:
 def figure3(out: Path, quick: bool, plain: list[dict] | None = None) -> dict[str, list[dict]]:
     """With vs without random-affine augmentation: final scores per depth."""
     runs = {
-        "no augmentation": plain or run_recipe("digits_cnn", "--trainer.max_epochs=12", quick=quick),
-        "random-affine augmentation": run_recipe("digits_cnn_augment", "--trainer.max_epochs=12", quick=quick),
+        "no augmentation": plain or run_recipe("digits_cnn", quick=quick),
+        "random-affine augmentation": run_recipe("digits_cnn_augment", quick=quick),
     }
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.6), layout="constrained")
     rows = []
@@ -143,30 +157,47 @@ SHAPES_RUNS = {
 
 
 def figure4(out: Path, quick: bool, width: int = 16, epochs: int = 4) -> dict[str, list[dict]]:
-    """Shapes: classification vs segmentation vs multitask at the bottleneck; decoder depth, FCN vs U-Net."""
+    """Shapes: classification vs segmentation vs multitask at the bottleneck; equivariance over depth, FCN vs U-Net.
+
+    The classification run's history also gives the ResNet-18 version of Figure 2 (``fig2b_resnet_shapes``).
+    """
     common = [f"--model.width={width}", f"--trainer.max_epochs={epochs}"]
     runs = {label: run_recipe(recipe, *extra, *common, quick=quick) for label, (recipe, extra) in SHAPES_RUNS.items()}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+    classification = runs["classification"]
+    depth_epoch_heatmaps(classification, "ResNet-18 on shapes", out / "fig2b_resnet_shapes.png")
+    write_csv(out / "fig2b_resnet_shapes.csv", HISTORY_HEADER, history_rows(classification))
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     rows = []
     for label, history in runs.items():
         final = history[-1]["scores"]["random_affine"]
         bottleneck = final["encoder.layer4"]
         left.scatter(bottleneck["equivariance"], bottleneck["invariance"], s=80, label=label)
-        left.annotate(label, (bottleneck["equivariance"], bottleneck["invariance"]), fontsize="small")
         rows += [[label, layer, *(v[s] for s in SCORES)] for layer, v in final.items()]
-        decoder = [layer for layer in final if layer.startswith("decoder.")]
-        if decoder:
-            right.plot(decoder, [final[layer]["equivariance"] for layer in decoder], "o-", label=label)
+        if label != "classification":
+            path = [layer for layer in final if layer.startswith(("encoder.", "decoder."))]
+            (line,) = right.plot(range(len(path)), [final[layer]["equivariance"] for layer in path], "o-", label=label)
+            null = [final[layer]["equivariance_null"] for layer in path]
+            right.plot(range(len(path)), null, ":", color=line.get_color(), label=f"{label}, null")
+            names = [layer.split(".", 1)[1] if layer.startswith("encoder.") else "" for layer in path]
+            decoder_stages = iter(range(1, len(path) + 1))
+            names = [name or f"decoder {next(decoder_stages)}" for name in names]
+            right.set_xticks(range(len(path)), names, rotation=30)
     left.set_xlabel("equivariance at the bottleneck (encoder.layer4)")
     left.set_ylabel("invariance at the bottleneck")
     left.set_xlim(0, 1)
     left.set_ylim(0, 1)
     left.legend(fontsize="small")
+    right.set_xlabel(
+        "depth: encoder stages, then decoder stages\n"
+        "(FCN: block1, block2, classifier, upsample; U-Net: up1-3, classifier)",
+        fontsize="small",
+    )
     right.set_ylabel("equivariance")
     right.set_ylim(0, 1.02)
-    right.set_title("across decoder depth")
-    right.legend(fontsize="small")
-    fig.suptitle("shapes (ResNet-18 encoder): task and decoder")
+    right.set_title("across encoder and decoder depth")
+    right.legend(fontsize="x-small", ncols=2, loc="lower left")
+    fig.suptitle(f"shapes, ResNet-18 encoder (width {width}, {epochs} epochs): task and decoder")
     fig.savefig(out / "fig4_tasks_decoders.png", dpi=110)
     plt.close(fig)
     write_csv(out / "fig4_tasks_decoders.csv", ["run", "layer", *SCORES], rows)

@@ -1,0 +1,69 @@
+"""Small, seeded versions of the paper's findings, run through the recipes (issue 5).
+
+Each asserts the direction of an effect with a margin fixed before the runs were measured. They are
+not tuned until they pass: a finding that does not reproduce at this scale stays here as a strict
+``xfail`` (it fails the suite if it starts to reproduce, so the README gets updated) with the
+measured numbers in its reason, and is reported in the README's "What the scores say".
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scripts.reproduce_figures import run_recipe
+
+DIGITS = ("--trainer.max_epochs=4", "--seis.num_samples=192", "--model.width=16")
+
+
+def final_scores(log_dir, recipe: str, *overrides: str) -> dict:
+    history = run_recipe(recipe, "--seis.score_before_training=false", *overrides, log_dir=log_dir)
+    return history[-1]["scores"]["random_affine"]
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory) -> dict[str, dict]:
+    """The digits CNN trained for 4 epochs, without and with random-affine augmentation."""
+    log_dir = tmp_path_factory.mktemp("findings")
+    return {
+        "plain": final_scores(log_dir, "digits_cnn", *DIGITS),
+        "augmented": final_scores(log_dir, "digits_cnn_augment", *DIGITS),
+    }
+
+
+@pytest.mark.slow
+def test_invariance_rises_and_equivariance_dominates_early(digits_runs):
+    """Figure 2: early layers keep the geometry (equivariance >> invariance), invariance rises with depth."""
+    scores = digits_runs["plain"]
+    invariance = [scores[layer]["invariance"] for layer in ("conv1", "conv2", "conv3", "pool")]
+    assert all(deeper > shallower for shallower, deeper in zip(invariance, invariance[1:])), invariance
+    assert invariance[-1] > invariance[0] + 0.3, invariance
+    assert scores["conv1"]["equivariance"] > scores["conv1"]["invariance"] + 0.3, scores["conv1"]
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="does not reproduce at this scale (4 epochs, width 16, seed 0): invariance plain -> augmented"
+    " pool 0.939 -> 0.969, fc 0.950 -> 0.976, conv3 0.617 -> 0.602; the margin is 0.03",
+)
+def test_augmentation_raises_invariance_at_the_last_layers(digits_runs):
+    """Figure 3: training with random-affine augmentation raises the deeper layers' invariance."""
+    plain, augmented = digits_runs["plain"], digits_runs["augmented"]
+    for layer in ("pool", "fc"):
+        assert augmented[layer]["invariance"] > plain[layer]["invariance"] + 0.03, layer
+    assert augmented["conv3"]["invariance"] > plain["conv3"]["invariance"], "conv3"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="does not reproduce at this scale (2 epochs, width 8, seed 0): equivariance U-Net decoder.up3 0.875"
+    " (null 0.546) vs FCN decoder.classifier 0.842 (null 0.171); the margin is 0.1",
+)
+def test_unet_decoder_recovers_equivariance_that_fcn_does_not(tmp_path):
+    """Figure 4: skip connections bring equivariance back at the end of the decoder."""
+    short = ("--trainer.max_epochs=2", "--trainer.limit_train_batches=12", "--seis.num_samples=96", "--model.width=8")
+    fcn = final_scores(tmp_path, "shapes_seg_fcn", *short, "--seis.layers=[encoder.layer4, decoder.classifier]")
+    unet = final_scores(tmp_path, "shapes_seg_unet", *short, "--seis.layers=[encoder.layer4, decoder.up3]")
+    assert unet["decoder.up3"]["equivariance"] > fcn["decoder.classifier"]["equivariance"] + 0.1
+    assert unet["decoder.up3"]["equivariance"] > unet["encoder.layer4"]["equivariance"]
