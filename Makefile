@@ -23,12 +23,12 @@ test: install
 	$(PY) -m pytest -q --timeout=600
 
 lint: install
-	$(VENV)/bin/ruff check seis_lightning tests bench
-	$(VENV)/bin/ruff format --check seis_lightning tests bench
+	$(VENV)/bin/ruff check seis_lightning tests bench scripts
+	$(VENV)/bin/ruff format --check seis_lightning tests bench scripts
 
 format: install
-	$(VENV)/bin/ruff format seis_lightning tests bench
-	$(VENV)/bin/ruff check --fix seis_lightning tests bench
+	$(VENV)/bin/ruff format seis_lightning tests bench scripts
+	$(VENV)/bin/ruff check --fix seis_lightning tests bench scripts
 
 bench: install
 	$(PY) bench/bench_metric.py

@@ -124,8 +124,8 @@ def _paired_statistics(a: Tensor, b: Tensor) -> dict[str, Tensor]:
     num_transforms, n = b.shape[:2]
     spatial_a, channel_a = _unfold(a)
     spatial_b, channel_b = _unfold(b)
-    # Null pairing (spec, "Null baseline"): image n against the transformed image n+1 of the
-    # batch. A single image has no derangement and adds nothing to the null.
+    # Null pairing (spec, "Null baseline"): image n against another transformed image of the
+    # batch (roll by one: n against n-1). A single image has no derangement and adds nothing to the null.
     has_null = n >= 2
     spatial_null, channel_null = _unfold(b.roll(1, dims=1)) if has_null else (spatial_b, channel_b)
     weight = 1.0 if has_null else 0.0
@@ -411,7 +411,7 @@ def seis_scores(
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """SEIS scores of activations ``a = f(x)`` against ``b = f(T x)`` in one call.
 
-    The null pairs image ``n`` with the transformed image ``n + 1`` (mod N).
+    The null pairs image ``n`` with the transformed image ``n - 1`` (mod N) of its batch.
 
     Example:
         >>> import torch

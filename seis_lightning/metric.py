@@ -31,7 +31,7 @@ class SEISMetric(Metric):
         invariance         = mean_i ρ_i |cos(w_i, v_i)|   w_i, v_i: canonical weight vectors in position space
         channel_invariance = mean_i ρ_i                   channel unfolding: rows (image, position), columns channels
 
-    each with a null baseline that pairs image ``n`` with the transformed image ``n + 1`` of its
+    each with a null baseline that pairs image ``n`` with the transformed image ``n - 1`` of its
     batch. Only sums are kept (image count, map sums, Gram sums; float64), so memory does not grow
     with the number of images, and batches and processes combine by addition.
 

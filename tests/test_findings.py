@@ -8,6 +8,8 @@ measured numbers in its reason, and is reported in the README's "What the scores
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from scripts.reproduce_figures import run_recipe
@@ -35,7 +37,7 @@ def test_invariance_rises_and_equivariance_dominates_early(digits_runs):
     """Figure 2: early layers keep the geometry (equivariance >> invariance), invariance rises with depth."""
     scores = digits_runs["plain"]
     invariance = [scores[layer]["invariance"] for layer in ("conv1", "conv2", "conv3", "pool")]
-    assert all(deeper > shallower for shallower, deeper in zip(invariance, invariance[1:])), invariance
+    assert all(deeper > shallower for shallower, deeper in itertools.pairwise(invariance)), invariance
     assert invariance[-1] > invariance[0] + 0.3, invariance
     assert scores["conv1"]["equivariance"] > scores["conv1"]["invariance"] + 0.3, scores["conv1"]
 
