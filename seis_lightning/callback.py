@@ -262,9 +262,10 @@ class SEISCallback(Callback):
                     for name in layers:
                         if name not in metrics:
                             metrics[name] = self._metric(pl_module, name).to(device)
+                        transformed = _transformed_maps(name, a, bs, [transform for transform, _ in self._maps])
                         try:
                             with record_function("seis.statistics"):
-                                metrics[name].update(a[name], [b[name] for b in bs])
+                                metrics[name].update(a[name], transformed)
                         except ValueError as error:
                             raise ValueError(f"SEIS layer {name!r}: {error}") from None
                 if order and not auto:
@@ -510,6 +511,24 @@ def _capture_hook(name: str, captured: dict[str, Tensor], order: list[str], auto
         order.append(name)
 
     return hook
+
+
+def _transformed_maps(name: str, a: dict[str, Tensor], bs: list[dict[str, Tensor]], transforms: list[str]) -> list:
+    """The maps of layer ``name`` for each transformation, checked against the maps of the originals."""
+    if name not in a:
+        raise RuntimeError(f"SEIS layer {name!r} did not run in the forward pass of the probe images.")
+    for transform, b in zip(transforms, bs):
+        if name not in b:
+            raise RuntimeError(
+                f"SEIS layer {name!r} did not run in the forward pass of the images transformed by {transform!r}."
+            )
+        if b[name].shape != a[name].shape:
+            raise ValueError(
+                f"SEIS layer {name!r} gives maps of shape {list(a[name].shape)} for the probe images but"
+                f" {list(b[name].shape)} for the images transformed by {transform!r}; SEIS compares maps of the"
+                " same shape, so choose a layer whose output shape does not depend on the image content."
+            )
+    return [b[name] for b in bs]
 
 
 def _per_layer(option: Any, model_default: Any, layer: str, default: Any) -> Any:

@@ -106,23 +106,35 @@ def test_custom_scalars_layout_is_written(tmp_path):
     assert callback._resolved == ["conv1", "conv2"]
 
 
+class BatchOrder(pl.Callback):
+    """Records the labels of every training batch, in the order the dataloader gives them."""
+
+    def __init__(self) -> None:
+        self.labels: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.labels.append(batch[1].tolist())
+
+
 def fit_weights(tmp_path, with_callback: bool):
     pl.seed_everything(7, workers=True)
     train, val = digits_loaders()
     model = TinyCNN()
+    order = BatchOrder()
     callbacks = [SEISCallback(num_samples=64, transforms=["random_affine", "vflip"])] if with_callback else []
-    fitter = trainer(tmp_path / str(with_callback), callbacks, max_epochs=2, deterministic=True)
+    fitter = trainer(tmp_path / str(with_callback), [order, *callbacks], max_epochs=2, deterministic=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SEISWarning)
         fitter.fit(model, train, val)
     loss = read_events(tmp_path / str(with_callback) / "tb" / "version_0").Scalars("train_loss")
     after = torch.rand(3)  # the global RNG stream after training
-    return model, fitter.optimizers[0].state_dict(), [e.value for e in loss], after
+    return model, fitter.optimizers[0].state_dict(), [e.value for e in loss], after, order.labels
 
 
 def test_callback_leaves_training_bit_identical(tmp_path):
-    model_a, optim_a, loss_a, rng_a = fit_weights(tmp_path, with_callback=False)
-    model_b, optim_b, loss_b, rng_b = fit_weights(tmp_path, with_callback=True)
+    model_a, optim_a, loss_a, rng_a, order_a = fit_weights(tmp_path, with_callback=False)
+    model_b, optim_b, loss_b, rng_b, order_b = fit_weights(tmp_path, with_callback=True)
+    assert order_a == order_b and len(order_a) == 12 and order_a[0] != order_a[6]  # shuffled, in the same order
     for (name, p), q in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(p, q), name
     for state_a, state_b in zip(optim_a["state"].values(), optim_b["state"].values()):

@@ -32,23 +32,57 @@ def test_shape_changing_transformation_is_named(tmp_path):
         fit(tmp_path, SEISCallback(transforms=[crop], num_samples=64, batch_size=32, strict=True))
 
 
-class SizeDependent(TinyCNN):
-    """A head that flattens the maps, so its output size follows the image size."""
+class ContentCrop(nn.Module):
+    """Keeps the 8 columns of the left half of the images, or 7 of the right half when that one is brighter.
 
-    def __init__(self):
-        super().__init__()
-        self.head = nn.Flatten()
+    Its output shape follows the image content: a horizontal flip swaps the halves.
+    """
 
     def forward(self, x):
-        self.head(self.conv1(x))
+        left, right = x[..., :8].sum(), x[..., 8:].sum()
+        return x[..., :8] if left >= right else x[..., 8:15]
+
+
+class ContentDependent(TinyCNN):
+    def __init__(self):
+        super().__init__()
+        self.crop = ContentCrop()
+
+    def forward(self, x):
+        self.crop(x)
         return super().forward(x)
 
 
 def test_layer_output_shape_change_between_x_and_tx_is_named(tmp_path):
-    # The maps of x and T(x) must have the same shape: a mismatch names the layer and both shapes.
-    half = GeometricTransform("half", [lambda images: images[..., ::2, ::2].repeat_interleave(2, -1)[..., :16]])
-    with pytest.raises(ValueError, match=r"changed the image shape"):
-        fit(tmp_path, SEISCallback(layers=["head"], transforms=[half], num_samples=64, strict=True), SizeDependent())
+    callback = SEISCallback(layers=["crop", "conv1"], transforms="hflip", num_samples=64, strict=True)
+    with pytest.raises(
+        ValueError,
+        match=r"SEIS layer 'crop' gives maps of shape \[64, 1, 16, [78]\] for the probe images but"
+        r" \[64, 1, 16, [78]\] for the images transformed by 'hflip'; .* does not depend on the image content",
+    ):
+        fit(tmp_path, callback, ContentDependent())
+
+
+class SometimesSkipped(TinyCNN):
+    """Runs layer `extra` only for images whose left half is brighter."""
+
+    def __init__(self):
+        super().__init__()
+        self.extra = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x):
+        if x[..., :8].sum() >= x[..., 8:].sum():
+            self.extra(x)
+        return super().forward(x)
+
+
+def test_layer_that_does_not_run_for_some_images_is_named(tmp_path):
+    callback = SEISCallback(layers=["extra", "conv1"], transforms="hflip", num_samples=64, strict=True)
+    with pytest.raises(
+        RuntimeError,
+        match=r"SEIS layer 'extra' did not run in the forward pass of the (probe images|images transformed by .hflip.)",
+    ):
+        fit(tmp_path, callback, SometimesSkipped())
 
 
 def test_small_validation_set_warns_and_uses_what_is_there(tmp_path):
