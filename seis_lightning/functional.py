@@ -121,13 +121,12 @@ def _reference_statistics(a: Tensor) -> dict[str, Tensor]:
 
 def _paired_statistics(a: Tensor, b: Tensor) -> dict[str, Tensor]:
     """Statistics of ``a`` [N, C, S] against ``b`` [K, N, C, S], one entry per transformation."""
-    num_transforms, n = b.shape[:2]
+    num_transforms, n, c, s = b.shape
     spatial_a, channel_a = _unfold(a)
     spatial_b, channel_b = _unfold(b)
     # Null pairing (spec, "Null baseline"): image n against another transformed image of the
     # batch (roll by one: n against n-1). A single image has no derangement and adds nothing to the null.
     has_null = n >= 2
-    spatial_null, channel_null = _unfold(b.roll(1, dims=1)) if has_null else (spatial_b, channel_b)
     weight = 1.0 if has_null else 0.0
     map_sum_b = b.sum(1)
     return {
@@ -139,9 +138,18 @@ def _paired_statistics(a: Tensor, b: Tensor) -> dict[str, Tensor]:
         "null_num_images": torch.full((num_transforms,), weight * n, dtype=torch.float64, device=b.device),
         "null_map_sum_a": weight * a.sum(0).expand_as(map_sum_b),
         "null_map_sum_b": weight * map_sum_b,
-        "spatial_gram_ab_null": weight * (spatial_a.mT @ spatial_null),
-        "channel_gram_ab_null": weight * (channel_a.mT @ channel_null),
+        "spatial_gram_ab_null": weight * _rolled_cross(spatial_a, spatial_b, c),
+        "channel_gram_ab_null": weight * _rolled_cross(channel_a, channel_b, s),
     }
+
+
+def _rolled_cross(x: Tensor, y: Tensor, rows_per_image: int) -> Tensor:
+    """``Σ_n X_nᵀ Y_{n-1}`` (n - 1 mod N) over the images of unfolded ``x`` [N*r, D] and ``y`` [..., N*r, D].
+
+    The same as ``x.mT @ y.roll(r, dims=-2)``, from two views of ``y`` instead of a rolled copy.
+    """
+    r = rows_per_image
+    return x[r:].mT @ y[..., :-r, :] + x[:r].mT @ y[..., -r:, :]
 
 
 def seis_statistics(
