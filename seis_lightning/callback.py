@@ -233,9 +233,9 @@ class SEISCallback(Callback):
         captured: dict[str, Tensor] = {}
         order: list[str] = []
         metrics: dict[str, SEISMetric] = {}
-        chunks = torch.arange(len(self._probe)).tensor_split(
-            max(math.ceil(len(self._probe) / self.batch_size), trainer.world_size)
-        )
+        if device.type == "cuda" and not self._probe.is_pinned():
+            self._probe = self._probe.pin_memory()  # chunks below are views: copies to the GPU need no host sync
+        chunks = self._probe.tensor_split(max(math.ceil(len(self._probe) / self.batch_size), trainer.world_size))
         try:
             with isolate_rng(include_cuda=True), torch.no_grad():
                 pl_module.eval()
@@ -243,8 +243,8 @@ class SEISCallback(Callback):
                     self._handles.append(
                         modules[name].register_forward_hook(_capture_hook(name, captured, order, auto))
                     )
-                for index in chunks[trainer.global_rank :: trainer.world_size]:
-                    x = self._probe[index].to(device=device, dtype=dtype)
+                for chunk in chunks[trainer.global_rank :: trainer.world_size]:
+                    x = chunk.to(device=device, dtype=dtype, non_blocking=True)
                     with record_function("seis.forward"):
                         a = self._forward(trainer, pl_module, x, captured, layers)
                         bs = []

@@ -112,7 +112,7 @@ def _unfold(maps: Tensor) -> tuple[Tensor, Tensor]:
 def _reference_statistics(a: Tensor) -> dict[str, Tensor]:
     spatial, channel = _unfold(a)
     return {
-        "num_images": torch.tensor(float(a.shape[0]), dtype=torch.float64, device=a.device),
+        "num_images": torch.full((), float(a.shape[0]), dtype=torch.float64, device=a.device),  # no host copy
         "map_sum_a": a.sum(0),
         "spatial_gram_aa": spatial.mT @ spatial,
         "channel_gram_aa": channel.mT @ channel,
