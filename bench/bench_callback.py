@@ -27,6 +27,7 @@ from seis_lightning.data import DigitsDataModule
 from seis_lightning.models import DigitsCNN, ResNet18Classifier
 
 SCOPES = ("seis.forward", "seis.statistics", "seis.compute")
+CIFAR_TRAIN_IMAGES = 50_000
 
 
 def fake_cifar_loaders(num_train: int, num_val: int, batch_size: int = 128) -> tuple[DataLoader, DataLoader]:
@@ -89,12 +90,19 @@ def probe_split(make_model, loaders) -> dict[str, float]:
     return totals
 
 
-def report(name: str, make_model, loaders, epochs: int) -> None:
+def report(name: str, make_model, loaders, epochs: int, project_to: int | None = None) -> None:
+    """Print the overhead per epoch and the split of one probe pass.
+
+    ``project_to``: also scale the measured epoch (without the callback) to an epoch of this many
+    training images, for data sets far larger than the one timed (the probe pass does not grow with
+    the training set).
+    """
     without, _ = epoch_seconds(make_model, loaders, epochs, with_callback=False)
     with_seconds, callback = epoch_seconds(make_model, loaders, epochs, with_callback=True)
     probes = len(callback._probe)
     overhead = with_seconds / without - 1
-    transforms = [t.name for t in callback.transforms]
+    draws = [name for name, _ in callback._maps]
+    transforms = [f"{t.name} ({draws.count(t.name)} draws)" for t in callback.transforms]
     print(f"\n== {name}: {probes} probe images, transforms {transforms}, layers {callback._resolved}")
     print(f"epoch without callback {without:.2f} s, with {with_seconds:.2f} s: ratio {with_seconds / without:.3f}")
     print(
@@ -107,6 +115,15 @@ def report(name: str, make_model, loaders, epochs: int) -> None:
     stats_share = (totals.get("seis.statistics", 0) + totals.get("seis.compute", 0)) / total
     verdict = "PASS" if stats_share <= 0.25 else "MISS"
     print(f"statistics + eigendecompositions: {100 * stats_share:.1f} % of the callback  [target <= 25 %: {verdict}]")
+    forward_floor = totals.get("seis.forward", 0) / without
+    print(f"floor: the probe forward passes alone add {100 * forward_floor:.1f} % to an epoch")
+    if project_to:
+        num_train = len(loaders[0].dataset)
+        projected = without * project_to / num_train
+        print(
+            f"projected to an epoch of {project_to:,} training images ({projected:.0f} s without the callback):"
+            f" the callback adds {100 * (with_seconds - without) / projected:.1f} %"
+        )
 
 
 def main() -> None:
@@ -123,7 +140,11 @@ def main() -> None:
     report("digits recipe (DigitsCNN)", DigitsCNN, (digits.train_dataloader(), digits.val_dataloader()), epochs)
     loaders = fake_cifar_loaders(1024 if not args.quick else 256, 512)
     report(
-        f"ResNet-18 (width {width}) on 32x32 fake data", lambda: ResNet18Classifier(10, width=width), loaders, epochs
+        f"ResNet-18 (width {width}) on 32x32 fake data",
+        lambda: ResNet18Classifier(10, width=width),
+        loaders,
+        epochs,
+        project_to=CIFAR_TRAIN_IMAGES,
     )
 
 
