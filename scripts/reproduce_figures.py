@@ -145,6 +145,12 @@ def figure3(out: Path, quick: bool, plain: list[dict] | None = None) -> dict[str
     return runs
 
 
+RUN_COLOURS = {
+    "classification": "tab:purple",
+    "segmentation (FCN)": "tab:blue",
+    "segmentation (U-Net)": "tab:orange",
+    "multitask (U-Net)": "tab:green",
+}
 SHAPES_RUNS = {
     "classification": (
         "shapes_seg_unet",
@@ -172,13 +178,17 @@ def figure4(out: Path, quick: bool, width: int = 16, epochs: int = 4) -> dict[st
     for label, history in runs.items():
         final = history[-1]["scores"]["random_affine"]
         bottleneck = final["encoder.layer4"]
-        left.scatter(bottleneck["equivariance"], bottleneck["invariance"], s=80, label=label)
-        rows += [[label, layer, *(v[s] for s in SCORES)] for layer, v in final.items()]
+        colour = RUN_COLOURS[label]
+        left.scatter(bottleneck["equivariance"], bottleneck["invariance"], s=80, label=label, color=colour)
+        rows += [
+            [label, layer, *(v[s] for s in SCORES), *(v[f"{s}_null"] for s in SCORES)] for layer, v in final.items()
+        ]
         if label != "classification":
             path = [layer for layer in final if layer.startswith(("encoder.", "decoder."))]
-            (line,) = right.plot(range(len(path)), [final[layer]["equivariance"] for layer in path], "o-", label=label)
+            equivariance = [final[layer]["equivariance"] for layer in path]
+            right.plot(range(len(path)), equivariance, "o-", label=label, color=colour)
             null = [final[layer]["equivariance_null"] for layer in path]
-            right.plot(range(len(path)), null, ":", color=line.get_color(), label=f"{label}, null")
+            right.plot(range(len(path)), null, ":", color=colour, label=f"{label}, null")
             names = [layer.split(".", 1)[1] if layer.startswith("encoder.") else "" for layer in path]
             decoder_stages = iter(range(1, len(path) + 1))
             names = [name or f"decoder {next(decoder_stages)}" for name in names]
@@ -200,7 +210,7 @@ def figure4(out: Path, quick: bool, width: int = 16, epochs: int = 4) -> dict[st
     fig.suptitle(f"shapes, ResNet-18 encoder (width {width}, {epochs} epochs): task and decoder")
     fig.savefig(out / "fig4_tasks_decoders.png", dpi=110)
     plt.close(fig)
-    write_csv(out / "fig4_tasks_decoders.csv", ["run", "layer", *SCORES], rows)
+    write_csv(out / "fig4_tasks_decoders.csv", ["run", "layer", *SCORES, *(f"{s}_null" for s in SCORES)], rows)
     return runs
 
 
