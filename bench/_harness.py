@@ -14,7 +14,8 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -77,6 +78,19 @@ def synthetic_batches(
         a = torch.relu(torch.einsum("dc,nchw->ndhw", mixing, smooth) + 0.1)
         b = a.rot90(1, dims=(-2, -1)) + 0.05 * torch.randn(a.shape, generator=generator, device=device)
         yield a, b.contiguous()
+
+
+def streamed_metric(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> tuple[Any, dict]:
+    """Stream ``(a, b)`` batches into a fresh ``SEISMetric`` on ``device``; return it and its scores."""
+    from seis_lightning.metric import SEISMetric
+
+    metric = SEISMetric().to(device)
+    for a, b in batches:
+        metric.update(a, b)
+    scores = metric.compute()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return metric, scores
 
 
 def _status_kib(field: str) -> int:

@@ -17,8 +17,17 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
-from _harness import PeakMemory, machine_description, megabytes, pick_device, run_worker, synthetic_batches
+from _harness import (
+    PeakMemory,
+    machine_description,
+    megabytes,
+    pick_device,
+    run_worker,
+    streamed_metric,
+    synthetic_batches,
+)
 
 FULL_IMAGES = (256, 1024, 4096)
 QUICK_IMAGES = (64, 256, 1024)
@@ -27,14 +36,9 @@ FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": str(2**20)}
 
 
 def _worker(args: argparse.Namespace) -> dict:
-    import torch
-
-    from seis_lightning.metric import SEISMetric
-
     device = pick_device()
 
-    def run(num_images: int, channels: int, size: int) -> SEISMetric:
-        metric = SEISMetric().to(device)
+    def run(num_images: int, channels: int, size: int) -> Any:
         batches = synthetic_batches(
             seed=args.seed,
             num_images=num_images,
@@ -43,12 +47,7 @@ def _worker(args: argparse.Namespace) -> dict:
             size=size,
             device=device,
         )
-        for a, b in batches:
-            metric.update(a, b)
-        metric.compute()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return metric
+        return streamed_metric(batches, device)[0]
 
     run(2 * args.batch_size, 8, 4)  # warm-up: threads, BLAS/LAPACK, allocator
     memory = PeakMemory()

@@ -25,7 +25,16 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 
-from _harness import COMPARED, PeakMemory, machine_description, megabytes, pick_device, run_worker, synthetic_batches
+from _harness import (
+    COMPARED,
+    PeakMemory,
+    machine_description,
+    megabytes,
+    pick_device,
+    run_worker,
+    streamed_metric,
+    synthetic_batches,
+)
 
 # channels x map size x probe images
 FULL_GRID = ("64x16x1024", "512x4x1024", "64x32x512", "128x8x4096")
@@ -56,7 +65,6 @@ class _Timed:
 
 def _worker(args: argparse.Namespace) -> dict:
     import numpy as np
-    import torch
 
     device = pick_device()
 
@@ -72,21 +80,11 @@ def _worker(args: argparse.Namespace) -> dict:
             )
         )
 
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     if args.worker == "metric":
-        from seis_lightning.metric import SEISMetric
 
         def run(num_images: int, channels: int, size: int) -> tuple[dict, float]:
-            metric = SEISMetric().to(device)
             produced = batches(num_images, channels, size)
-            for a, b in produced:
-                metric.update(a, b)
-            scores = metric.compute()
-            synchronize()
-            return scores, produced.seconds
+            return streamed_metric(produced, device)[1], produced.seconds
 
     else:
         from baseline import baseline_scores

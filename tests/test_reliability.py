@@ -32,24 +32,30 @@ def test_shape_changing_transformation_is_named(tmp_path):
         fit(tmp_path, SEISCallback(transforms=[crop], num_samples=64, batch_size=32, strict=True))
 
 
-class ContentCrop(nn.Module):
-    """Keeps the 8 columns of the left half of the images, or 7 of the right half when that one is brighter.
+def left_is_brighter(images):
+    """Whether the left half of the images holds more ink than the right half; a horizontal flip swaps them."""
+    return images[..., :8].sum() >= images[..., 8:].sum()
 
-    Its output shape follows the image content: a horizontal flip swaps the halves.
-    """
+
+class ContentCrop(nn.Module):
+    """The 8 left columns of the images, or 7 right ones: its output shape follows the image content."""
 
     def forward(self, x):
-        left, right = x[..., :8].sum(), x[..., 8:].sum()
-        return x[..., :8] if left >= right else x[..., 8:15]
+        return x[..., :8] if left_is_brighter(x) else x[..., 8:15]
 
 
 class ContentDependent(TinyCNN):
+    """Layer `crop` changes its output shape with the content, layer `extra` runs only for some images."""
+
     def __init__(self):
         super().__init__()
         self.crop = ContentCrop()
+        self.extra = nn.Conv2d(1, 2, 3)
 
     def forward(self, x):
         self.crop(x)
+        if left_is_brighter(x):
+            self.extra(x)
         return super().forward(x)
 
 
@@ -63,26 +69,13 @@ def test_layer_output_shape_change_between_x_and_tx_is_named(tmp_path):
         fit(tmp_path, callback, ContentDependent())
 
 
-class SometimesSkipped(TinyCNN):
-    """Runs layer `extra` only for images whose left half is brighter."""
-
-    def __init__(self):
-        super().__init__()
-        self.extra = nn.Conv2d(1, 2, 3)
-
-    def forward(self, x):
-        if x[..., :8].sum() >= x[..., 8:].sum():
-            self.extra(x)
-        return super().forward(x)
-
-
 def test_layer_that_does_not_run_for_some_images_is_named(tmp_path):
     callback = SEISCallback(layers=["extra", "conv1"], transforms="hflip", num_samples=64, strict=True)
     with pytest.raises(
         RuntimeError,
         match=r"SEIS layer 'extra' did not run in the forward pass of the (probe images|images transformed by .hflip.)",
     ):
-        fit(tmp_path, callback, SometimesSkipped())
+        fit(tmp_path, callback, ContentDependent())
 
 
 def test_small_validation_set_warns_and_uses_what_is_there(tmp_path):
