@@ -43,6 +43,10 @@ PAIRED_STATISTICS = (
     "channel_gram_ab_null",
 )
 STATISTICS = REFERENCE_STATISTICS + PAIRED_STATISTICS
+# A centred variance below this share of the uncentred second moment counts as none: the rounding
+# residue of ``ΣA_nᵀA_n - N ĀᵀĀ`` in float64 is about 1e-16 of it, and 1e-12 is a spread of 1e-6 of
+# the maps' size, a few float32 rounding steps. Below it the layer is constant across images.
+CONSTANT_TOLERANCE = 1e-12
 
 
 class SEISWarning(UserWarning):
@@ -221,12 +225,17 @@ def seis_combine_statistics(*stats: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return total
 
 
-def _whitener(cov: Tensor, keep: float, eps: float) -> Tensor | None:
-    """SVD denoising (spec, step 2): ``V_k Λ_k^{-1/2}`` for the fewest directions holding ``keep``."""
+def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float) -> Tensor | None:
+    """SVD denoising (spec, step 2): ``V_k Λ_k^{-1/2}`` for the fewest directions holding ``keep``.
+
+    ``None`` when nothing varies across images: the centred variance (the trace of ``cov``) is zero
+    or below :data:`CONSTANT_TOLERANCE` of the uncentred ``second_moment``, where it is only the
+    rounding left by subtracting the mean map from the Gram sums.
+    """
     eigenvalues, eigenvectors = torch.linalg.eigh(cov)
     eigenvalues, eigenvectors = eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(1)
     total = eigenvalues.sum()
-    if not total > 0:
+    if not total > CONSTANT_TOLERANCE * second_moment:
         return None
     # The tolerance lets keep=1 keep exactly the non-negligible directions despite rounding.
     held = eigenvalues.cumsum(0) / total
@@ -306,7 +315,8 @@ def _scores_of_one(
     score_of = {"spatial": "equivariance", "channel": "channel_invariance"}
     for unfolding in UNFOLDINGS:
         cov = _centred_covariances(stats, unfolding)
-        whitener_x, whitener_y = whiteners_a[unfolding], _whitener(cov["yy"], keep, eps)
+        second_moment_b = stats[f"{unfolding}_gram_bb"].trace() / (cov["rows"] - 1)
+        whitener_x, whitener_y = whiteners_a[unfolding], _whitener(cov["yy"], second_moment_b, keep, eps)
         score = score_of[unfolding]
         names = [score, f"{score}_null"] + (["invariance", "invariance_null"] if unfolding == "spatial" else [])
         result.update({f"{unfolding}_kx": 0, f"{unfolding}_ky": 0})
@@ -387,12 +397,11 @@ def seis_from_statistics(
         n = stats["num_images"]
         sum_a = stats["map_sum_a"]
         mean_a = sum_a / n
-        whiteners_a["spatial"] = _whitener(
-            (stats["spatial_gram_aa"] - n * mean_a.mT @ mean_a) / (n * num_channels - 1), keep, eps
-        )
-        whiteners_a["channel"] = _whitener(
-            (stats["channel_gram_aa"] - n * mean_a @ mean_a.mT) / (n * num_positions - 1), keep, eps
-        )
+        for unfolding, gram, centre, rows in (
+            ("spatial", stats["spatial_gram_aa"], mean_a.mT @ mean_a, n * num_channels),
+            ("channel", stats["channel_gram_aa"], mean_a @ mean_a.mT, n * num_positions),
+        ):
+            whiteners_a[unfolding] = _whitener((gram - n * centre) / (rows - 1), gram.trace() / (rows - 1), keep, eps)
     num_transforms = stats["map_sum_b"].shape[0] if many else 1
     results = []
     for k in range(num_transforms):

@@ -239,6 +239,25 @@ def test_all_zero_layer_is_nan_with_a_reason():
         assert "dead or constant layer" in result["reasons"][name]
 
 
+def test_constant_layer_is_nan_with_a_reason(generator):
+    """The same non-zero maps for every image (a layer that only outputs its bias): nothing varies."""
+    a = torch.randn(1, 4, 3, 3, generator=generator).expand(16, 4, 3, 3)
+    with pytest.warns(SEISWarning, match="do not vary across images"):
+        result = seis_scores(a, torch.randn(16, 4, 3, 3, generator=generator))
+    assert all(math.isnan(result[name]) for name in ALL_SCORES)
+    assert result["reasons"]["channel_invariance"].startswith("the original activations do not vary")
+
+
+def test_rank_deficient_layer_keeps_only_its_dimensions(generator):
+    """8 channels that are mixtures of 2 maps: finite scores, 2 retained channel dimensions, as the reference."""
+    base = torch.randn(96, 2, 5, 5, generator=generator)
+    a = torch.einsum("dc,nchw->ndhw", torch.randn(8, 2, generator=generator), base)
+    b = a.roll(1, dims=-1) + 0.1 * torch.randn(a.shape, generator=generator)
+    result = seis_scores(a, b, keep=1.0)
+    assert result["channel_kx"] == 2 and result["channel_ky"] == 8
+    assert_matches_reference(result, reference_scores(a.flatten(2), b.flatten(2), keep=1.0))
+
+
 def test_non_finite_activations_are_nan_with_a_reason(generator):
     a = torch.randn(16, 4, 3, 3, generator=generator)
     b = a.clone()
