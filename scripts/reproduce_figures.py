@@ -1,6 +1,6 @@
 """Reproduce the paper's four findings with the product's recipes on the embedded data.
 
-    python scripts/reproduce_figures.py            # all figures into docs/figures/ (about 25 min on 2 CPU cores)
+    python scripts/reproduce_figures.py            # all figures into docs/figures/ (about 7 min on 2 CPU cores)
     python scripts/reproduce_figures.py --only 1 3 # some of them
     python scripts/reproduce_figures.py --quick    # tiny versions, for a smoke run
 
