@@ -135,9 +135,8 @@ def run_worker(script: str, args: Sequence[str], threads: int, env: Mapping[str,
     """Run ``script --worker ...`` in a fresh interpreter and return the JSON it prints last.
 
     ``threads`` caps the OpenMP, MKL and OpenBLAS thread pools of the worker. On a small machine
-    shared with other processes, multi-threaded LAPACK stalls at its barriers whenever another
-    process holds a core (``torch.linalg.eigh`` of a 512x512 matrix: 0.04 s on one thread, about
-    7 s on two threads of a busy 2-core machine), so one thread gives reproducible timings.
+    shared with other processes, multi-threaded LAPACK loses its gain whenever another process
+    holds a core (bench/README.md has the figures), so one thread gives reproducible timings.
     ``env`` adds environment variables.
     """
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads)), **(env or {})}

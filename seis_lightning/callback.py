@@ -233,6 +233,7 @@ class SEISCallback(Callback):
         captured: dict[str, Tensor] = {}
         order: list[str] = []
         metrics: dict[str, SEISMetric] = {}
+        draw_names = [transform for transform, _ in self._maps]
         if device.type == "cuda" and not self._probe.is_pinned():
             self._probe = self._probe.pin_memory()  # chunks below are views: copies to the GPU need no host sync
         chunks = self._probe.tensor_split(max(math.ceil(len(self._probe) / self.batch_size), trainer.world_size))
@@ -262,7 +263,7 @@ class SEISCallback(Callback):
                     for name in layers:
                         if name not in metrics:
                             metrics[name] = self._metric(pl_module, name).to(device)
-                        transformed = _transformed_maps(name, a, bs, [transform for transform, _ in self._maps])
+                        transformed = _transformed_maps(name, a, bs, draw_names)
                         try:
                             with record_function("seis.statistics"):
                                 metrics[name].update(a[name], transformed)

@@ -282,9 +282,11 @@ def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> dict[st
         - outer(null_sum_a, mean_b)
         + n_null * outer(mean_a, mean_b)
     )
+    # The covariance of the original maps is the same for every transformation: seis_from_statistics
+    # builds its whitener once.
     return {
-        "xx": (stats[f"{unfolding}_gram_aa"] - n * outer(mean_a, mean_a)) / (n * per_image - 1),
         "yy": (stats[f"{unfolding}_gram_bb"] - n * outer(mean_b, mean_b)) / (n * per_image - 1),
+        "yy_second_moment": stats[f"{unfolding}_gram_bb"].trace() / (n * per_image - 1),
         "xy": (stats[f"{unfolding}_gram_ab"] - n * outer(mean_a, mean_b)) / (n * per_image - 1),
         "xy_null": null_cross / (n_null * per_image - 1) if n_null >= 2 else None,
         "rows": n * per_image,
@@ -315,8 +317,7 @@ def _scores_of_one(
     score_of = {"spatial": "equivariance", "channel": "channel_invariance"}
     for unfolding in UNFOLDINGS:
         cov = _centred_covariances(stats, unfolding)
-        second_moment_b = stats[f"{unfolding}_gram_bb"].trace() / (cov["rows"] - 1)
-        whitener_x, whitener_y = whiteners_a[unfolding], _whitener(cov["yy"], second_moment_b, keep, eps)
+        whitener_x, whitener_y = whiteners_a[unfolding], _whitener(cov["yy"], cov["yy_second_moment"], keep, eps)
         score = score_of[unfolding]
         names = [score, f"{score}_null"] + (["invariance", "invariance_null"] if unfolding == "spatial" else [])
         result.update({f"{unfolding}_kx": 0, f"{unfolding}_ky": 0})
