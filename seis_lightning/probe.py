@@ -1,0 +1,148 @@
+"""Probe images: taken once from a tensor, a map-style dataset or a dataloader, and checked.
+
+Images are spread over a map-style source (an even stride over its indices), so a class-sorted
+dataset such as torchvision's ``ImageFolder`` is probed across its classes, not in its first one
+or two. An iterable source (a dataloader over an ``IterableDataset``) gives its first images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+InputGetter = Callable[[Any], Tensor] | int | str | None
+IMAGE_KEYS = ("image", "images", "img", "x", "input", "inputs", "pixel_values")
+
+
+class ProbeError(ValueError):
+    """Probe images cannot be taken or used as given (the message says what to change)."""
+
+
+def probe_images(
+    source: Tensor | Dataset | Iterable,
+    num_samples: int,
+    *,
+    input_getter: InputGetter = None,
+    collate_fn: Callable | None = None,
+    batch_size: int = 64,
+    what: str = "the probe data",
+) -> Tensor:
+    """Up to ``num_samples`` images from ``source``, on the CPU, spread evenly over a map-style source.
+
+    Args:
+        source: images ``[N, C, H, W]``, a map-style dataset, a dataloader, or any iterable of batches.
+        num_samples: how many images to take.
+        input_getter: how to take the images from an item or batch (see :func:`images_of`).
+        collate_fn: how to batch items of a map-style dataset (a dataloader's own by default).
+        batch_size: items collated at a time.
+        what: how error messages name the source.
+
+    Raises:
+        ProbeError: when no or only one image is found, or the images are not float ``[N, C, H, W]``.
+    """
+    if isinstance(source, DataLoader) and is_map_style(source.dataset):
+        collate_fn = collate_fn or source.collate_fn
+        source = source.dataset
+    if isinstance(source, Tensor):
+        images = check_images(source[spread(len(source), num_samples)], what)
+    elif is_map_style(source):
+        collate = collate_fn or default_collate
+        indices = spread(len(source), num_samples).tolist()
+        parts = [
+            images_of(collate([source[i] for i in indices[start : start + batch_size]]), input_getter, what)
+            for start in range(0, len(indices), batch_size)
+        ]
+        images = torch.cat(parts) if parts else torch.empty(0)
+    else:
+        parts, count = [], 0
+        for batch in source:
+            parts.append(images_of(batch, input_getter, what))
+            count += parts[-1].shape[0]
+            if count >= num_samples:
+                break
+        images = torch.cat(parts)[:num_samples] if parts else torch.empty(0)
+    if images.shape[0] < 2:
+        raise ProbeError(
+            f"SEIS found {images.shape[0]} probe image(s) in {what}; it needs at least 2 (better hundreds)."
+        )
+    return images.detach().cpu()
+
+
+def spread(length: int, count: int) -> Tensor:
+    """``min(count, length)`` indices evenly spread over ``range(length)``, first and last included."""
+    count = min(count, length)
+    if count <= 1:
+        return torch.arange(count)
+    return torch.linspace(0, length - 1, count, dtype=torch.float64).round().long()
+
+
+def is_map_style(data: Any) -> bool:
+    return isinstance(data, Dataset) and hasattr(data, "__len__") and hasattr(data, "__getitem__")
+
+
+def images_of(batch: Any, input_getter: InputGetter = None, what: str = "a batch") -> Tensor:
+    """The image tensor of a batch: ``input_getter`` (index, key or callable), else a tensor, the
+    first element of a tuple or list, or a dict's ``"image"``-like key.
+
+    Raises:
+        ProbeError: naming ``input_getter`` when the images cannot be found.
+    """
+    try:
+        if callable(input_getter):
+            images = input_getter(batch)
+        elif input_getter is not None:
+            images = batch[input_getter]
+        elif isinstance(batch, Tensor):
+            images = batch
+        elif isinstance(batch, (tuple, list)):
+            images = batch[0]
+        elif isinstance(batch, Mapping):
+            key = next((k for k in IMAGE_KEYS if k in batch), None)
+            if key is None:
+                raise KeyError(f"none of {IMAGE_KEYS} among the batch keys {list(batch)}")
+            images = batch[key]
+        else:
+            raise TypeError(f"batches of type {type(batch).__name__} are not understood")
+    except (KeyError, IndexError, TypeError) as error:
+        raise ProbeError(
+            f"SEIS could not take the images from {what} ({error}); set `input_getter` to an index, a key or a"
+            " callable that returns the image tensor."
+        ) from None
+    return check_images(images, what)
+
+
+def check_images(images: Any, what: str) -> Tensor:
+    """``images`` if they are float ``[N, C, H, W]`` as the model sees them; a clear error otherwise."""
+    if not isinstance(images, Tensor):
+        raise ProbeError(
+            f"SEIS expected the images of {what} to be a tensor [N, C, H, W], but got {type(images).__name__};"
+            " set `input_getter` to take the image tensor from the batch."
+        )
+    if images.ndim < 3:
+        raise ProbeError(
+            f"SEIS expected the images of {what} as [N, C, H, W] (as the model sees them), but got shape"
+            f" {list(images.shape)}."
+        )
+    if images.dtype == torch.uint8:
+        raise ProbeError(
+            f"SEIS expected floating-point images in {what}, but got uint8 {list(images.shape)}; convert them as the"
+            " model sees them, e.g. `torchvision.transforms.v2.ToDtype(torch.float32, scale=True)` in the dataset"
+            " or `images.float() / 255`."
+        )
+    if not images.is_floating_point():
+        raise ProbeError(
+            f"SEIS expected floating-point images in {what}, but got dtype {images.dtype} and shape"
+            f" {list(images.shape)}."
+        )
+    if images.ndim == 4 and images.shape[-1] in (1, 3, 4) and images.shape[1] > 4:
+        raise ProbeError(
+            f"SEIS expected images [N, C, H, W] in {what}, but got shape {list(images.shape)}, which looks"
+            f" channels-last ([N, H, W, C] with C = {images.shape[-1]}); the geometric transformations act on the last two axes, so"
+            " give channels-first images, e.g. `images.permute(0, 3, 1, 2)` or `input_getter=lambda batch:"
+            " batch[0].permute(0, 3, 1, 2)`."
+        )
+    return images
