@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from seis_lightning.callback import SEISCallback
 from seis_lightning.plotting import depth_figure, format_score_table
+from seis_lightning.recipes import format_recipe_table, list_recipes, resolve_config
 
 DESCRIPTION = (
     "SEIS equivariance and invariance scores while a model trains. Subcommands: fit, validate, test"
@@ -54,8 +55,8 @@ class SEISLightningCLI(LightningCLI):
         """Print the latest scores per layer and how to watch them in TensorBoard (rank zero only)."""
         if not self.trainer.is_global_zero or not self.seis.scores:
             return
-        step = self.seis.history[-1]["step"]
-        print(f"\nSEIS scores after {step} epoch(s) (null baselines in brackets):")
+        latest = max(self.seis.history + self.seis.evaluations, key=lambda entry: entry["order"])
+        print(f"\nSEIS scores after {latest['epoch']:g} epoch(s), step {latest['global_step']} (nulls in brackets):")
         print(format_score_table(self.seis.scores))
         for logger in self.trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -90,6 +91,17 @@ def analyze(argv: list[str]) -> dict:
     return cli.seis.scores
 
 
+def _resolve_recipe_names(args: list[str]) -> list[str]:
+    """``--config NAME`` (``-c NAME``, ``--config=NAME``) of a shipped recipe as its path; other values unchanged."""
+    resolved = list(args)
+    for i, arg in enumerate(resolved):
+        if arg in ("--config", "-c") and i + 1 < len(resolved):
+            resolved[i + 1] = resolve_config(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + resolve_config(arg.removeprefix("--config="))
+    return resolved
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``seis-lightning`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -97,10 +109,20 @@ def main(argv: list[str] | None = None) -> None:
         from seis_lightning.synthetic import main as synthetic
 
         synthetic(args[1:])
-    elif args[:1] == ["analyze"]:
-        analyze(args[1:])
-    else:
-        SEISLightningCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+        return
+    if args[:1] == ["recipes"]:
+        print(format_recipe_table(list_recipes()))
+        return
+    try:
+        resolved = _resolve_recipe_names(args)
+    except ValueError as error:
+        sys.exit(f"seis-lightning: error: {error}")
+    if args[:1] == ["analyze"]:
+        analyze(resolved[1:])
+        return
+    if argv is None:
+        sys.argv[1:] = resolved  # LightningCLI reads sys.argv itself, and warns when given args besides
+    SEISLightningCLI(args=None if argv is None else resolved)
 
 
 if __name__ == "__main__":

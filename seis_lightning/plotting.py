@@ -1,18 +1,19 @@
-"""Figures and tables of SEIS scores: depth-wise curves, layer x epoch heatmaps, TensorBoard layouts.
+"""Figures and tables of SEIS scores, and where they go: depth-wise curves, layer x epoch heatmaps,
+TensorBoard layouts, loggers that take figures, and a CSV of every score.
 
-Scores come as ``{layer: {score: value}}`` for one transformation and one epoch (layers in depth
-order), and a history as a list of ``(step, scores)``.
+Scores come as ``{layer: {score: value}}`` for one transformation and one scoring (layers in depth
+order), and a history as a list of ``(epoch, scores)``. Figures are ``matplotlib.figure.Figure``
+objects built without pyplot, so importing this module never changes matplotlib's backend.
 """
 
 from __future__ import annotations
 
+import csv
 import math
+import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -20,16 +21,24 @@ from seis_lightning.functional import SCORES
 
 Scores = Mapping[str, Mapping[str, float]]
 COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
+CSV_NAME = "seis_scores.csv"
+CSV_COLUMNS = ("stage", "epoch", "global_step", "transform", "layer", "score", "value", "null", "se")
 
 
 def depth_figure(scores: Scores, title: str = "") -> Figure:
-    """Each score (solid) and its null baseline (dotted) against depth (x = layer, in depth order)."""
+    """Each score (solid, with ±2 SE bars when known) and its null (dotted) against depth."""
     layers = list(scores)
-    figure, axes = plt.subplots(figsize=(max(6.5, 0.8 * len(layers) + 3.5), 3.6), layout="constrained")
+    figure = Figure(figsize=(max(6.5, 0.8 * len(layers) + 3.5), 3.6), layout="constrained")
+    axes = figure.add_subplot()
     x = np.arange(len(layers))
     for score in SCORES:
         colour = COLOURS[score]
-        axes.plot(x, [scores[layer][score] for layer in layers], "o-", color=colour, label=score)
+        values = [scores[layer][score] for layer in layers]
+        errors = [2 * scores[layer].get(f"{score}_se", math.nan) for layer in layers]
+        if any(math.isfinite(e) for e in errors):
+            axes.errorbar(x, values, yerr=errors, fmt="o-", color=colour, capsize=3, label=f"{score} ± 2 SE")
+        else:
+            axes.plot(x, values, "o-", color=colour, label=score)
         null = [scores[layer].get(f"{score}_null", math.nan) for layer in layers]
         axes.plot(x, null, ":", color=colour, alpha=0.7, label=f"{score} (null)")
     axes.set_xticks(x, layers, rotation=30, ha="right")
@@ -42,29 +51,29 @@ def depth_figure(scores: Scores, title: str = "") -> Figure:
     return figure
 
 
-def heatmap_figure(history: Sequence[tuple[int, Scores]], score: str, title: str = "") -> Figure:
-    """A layer x epoch heatmap of one score (rows in depth order, columns the logged steps)."""
+def heatmap_figure(history: Sequence[tuple[float, Scores]], score: str, title: str = "") -> Figure:
+    """A layer x epoch heatmap of one score (rows in depth order, columns the scorings, labelled by epoch)."""
     layers = list(history[-1][1]) if history else []
-    steps = [step for step, _ in history]
+    epochs = [f"{epoch:g}" for epoch, _ in history]
     values = np.array([[h.get(layer, {}).get(score, math.nan) for _, h in history] for layer in layers], dtype=float)
-    figure, axes = plt.subplots(
-        figsize=(max(4.0, 0.35 * len(steps) + 2.5), max(2.5, 0.4 * len(layers) + 1)), layout="constrained"
-    )
-    image = axes.imshow(values.reshape(len(layers), len(steps)), aspect="auto", vmin=0, vmax=1, cmap="viridis")
+    figure = Figure(figsize=(max(4.0, 0.35 * len(epochs) + 2.5), max(2.5, 0.4 * len(layers) + 1)), layout="constrained")
+    axes = figure.add_subplot()
+    image = axes.imshow(values.reshape(len(layers), len(epochs)), aspect="auto", vmin=0, vmax=1, cmap="viridis")
     axes.set_yticks(range(len(layers)), layers)
-    tick_every = max(1, len(steps) // 12)
-    axes.set_xticks(range(0, len(steps), tick_every), steps[::tick_every])
+    tick_every = max(1, len(epochs) // 12)
+    axes.set_xticks(range(0, len(epochs), tick_every), epochs[::tick_every])
     axes.set_xlabel("epochs trained")
     axes.set_title(title or score)
     figure.colorbar(image, ax=axes, label=score)
     return figure
 
 
-def custom_scalars_layout(transforms: Sequence[str]) -> dict[str, dict[str, list]]:
+def custom_scalars_layout(transforms: Sequence[str], prefix: str = "seis") -> dict[str, dict[str, list]]:
     """TensorBoard custom-scalars layout: one chart per (transformation, score) with all its layers."""
     return {
-        f"SEIS {name}": {
-            score: ["Multiline", [rf"seis/{name}/{score}/.*", rf"seis/{name}/{score}_null/.*"]] for score in SCORES
+        f"SEIS {name}" + ("" if prefix == "seis" else f" ({prefix})"): {
+            score: ["Multiline", [rf"{prefix}/{name}/{score}/.*", rf"{prefix}/{name}/{score}_null/.*"]]
+            for score in SCORES
         }
         for name in transforms
     }
@@ -82,3 +91,88 @@ def format_score_table(scores: Mapping[str, Scores]) -> str:
     lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`)."""
+    return [
+        {
+            "stage": entry["stage"],
+            "epoch": entry["epoch"],
+            "global_step": entry["global_step"],
+            "transform": transform,
+            "layer": layer,
+            "score": score,
+            "value": values[score],
+            "null": values.get(f"{score}_null", math.nan),
+            "se": values.get(f"{score}_se", ""),
+        }
+        for transform, by_layer in entry["scores"].items()
+        for layer, values in by_layer.items()
+        for score in SCORES
+    ]
+
+
+def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Sequence[Mapping], figures: bool) -> None:
+    """Write one scoring's rows to ``seis_scores.csv`` in the log folder and, with ``figures``, its figures
+    to every logger that takes them (TensorBoard, Weights & Biases, MLflow). Rank zero only."""
+    if not trainer.is_global_zero:
+        return
+    folder = trainer.log_dir or trainer.default_root_dir
+    if folder:
+        _append_csv(os.path.join(folder, CSV_NAME), score_rows(entry))
+    if not figures:
+        return
+    step, epoch = entry["global_step"], entry["epoch"]
+    for transform, by_layer in entry["scores"].items():
+        tagged = {f"{prefix}/{transform}/depth": depth_figure(by_layer, f"{transform}, epoch {epoch:g}")}
+        if len(history) > 1 or prefix == "seis":
+            series = [(h["epoch"], h["scores"][transform]) for h in history if transform in h["scores"]]
+            for score in SCORES:
+                tagged[f"{prefix}/{transform}/heatmap/{score}"] = heatmap_figure(
+                    series, score, f"{score} ({transform})"
+                )
+        for logger in trainer.loggers:
+            _log_figures(logger, tagged, step, [t for t in entry["scores"]], prefix)
+
+
+def _log_figures(logger: Any, figures: Mapping[str, Figure], step: int, transforms: list[str], prefix: str) -> None:
+    from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
+
+    if isinstance(logger, TensorBoardLogger):
+        writer = logger.experiment
+        written = getattr(writer, "_seis_layout", set())
+        if not {(prefix, t) for t in transforms} <= written:  # one merged layout for every SEIS callback
+            written = written | {(prefix, t) for t in transforms}
+            writer._seis_layout = written
+            layout: dict = {}
+            for p in {p for p, _ in written}:
+                layout.update(custom_scalars_layout(sorted(t for q, t in written if q == p), p))
+            writer.add_custom_scalars(layout)
+        for tag, figure in figures.items():
+            writer.add_figure(tag, figure, step)
+    elif isinstance(logger, WandbLogger):
+        for tag, figure in figures.items():
+            logger.log_image(key=tag, images=[_png(figure)], step=step)
+    elif isinstance(logger, MLFlowLogger):
+        for tag, figure in figures.items():
+            logger.experiment.log_figure(logger.run_id, figure, f"{tag}_step{step}.png")
+
+
+def _png(figure: Figure) -> Any:
+    """The figure as an RGB array (for loggers that take images)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def _append_csv(path: str, rows: list[dict[str, Any]]) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
