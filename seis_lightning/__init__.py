@@ -21,9 +21,9 @@ __version__ = _version("seis-lightning")  # the one version is pyproject.toml's
 
 __all__ = [
     "GeometricTransform",
+    "ProbeResult",
     "RandomAffine",
     "SEISCallback",
-    "ProbeResult",
     "SEISMetric",
     "SEISProbe",
     "SEISWarning",

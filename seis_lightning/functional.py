@@ -25,6 +25,7 @@ from torch import Tensor
 
 LAYOUTS = ("channels_first", "channels_last")
 SCORES = ("equivariance", "invariance", "channel_invariance")
+SCORES_AND_NULLS = (*SCORES, *(f"{score}_null" for score in SCORES))
 UNFOLDINGS = ("spatial", "channel")
 
 # Statistics that depend on the reference activations only; the others carry one entry per
@@ -47,6 +48,9 @@ STATISTICS = REFERENCE_STATISTICS + PAIRED_STATISTICS
 # residue of ``ΣA_nᵀA_n - N ĀᵀĀ`` in float64 is about 1e-16 of it, and 1e-12 is a spread of 1e-6 of
 # the maps' size, a few float32 rounding steps. Below it the layer is constant across images.
 CONSTANT_TOLERANCE = 1e-12
+# Canonical correlations this close form a tied block, whose canonical vectors the SVD leaves to
+# rounding; the principal-axes rule fixes them (spec, "Ties").
+TIE_TOLERANCE = 1e-9
 
 
 class SEISWarning(UserWarning):
@@ -245,12 +249,33 @@ def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float) -> Te
     return eigenvectors[:, :k] / eigenvalues[:k].sqrt()
 
 
+def _tied_blocks(rho: Tensor) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of at least two canonical correlations equal within :data:`TIE_TOLERANCE`."""
+    values = rho.tolist()
+    blocks, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i - 1] - values[i] > TIE_TOLERANCE:
+            if i - start >= 2:
+                blocks.append((start, i))
+            start = i
+    return blocks
+
+
 def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor) -> tuple[Tensor, Tensor]:
-    """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5)."""
-    u, rho, zt = torch.linalg.svd(whitener_x.mT @ cross @ whitener_y, full_matrices=False)
-    w, v = whitener_x @ u, whitener_y @ zt.mT
-    r = rho.shape[0]
-    w, v = w[:, :r], v[:, :r]
+    """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5, "Ties")."""
+    m = whitener_x.mT @ cross @ whitener_y
+    u, rho, zt = torch.linalg.svd(m, full_matrices=False)
+    z = zt.mT
+    for start, stop in _tied_blocks(rho):
+        if not rho[start] > TIE_TOLERANCE:
+            continue  # correlations tied at 0 add nothing to invariance, whatever their basis
+        # Principal-axes basis of the block: U_bᵀ = Q R with diag(R) >= 0, U_b <- U_b Q (= Rᵀ).
+        q, r = torch.linalg.qr(u[:, start:stop].mT)
+        signs = torch.where(r.diagonal() < 0, -1.0, 1.0).to(q.dtype)
+        u_block = u[:, start:stop] @ (q * signs)
+        u = torch.cat([u[:, :start], u_block, u[:, stop:]], dim=1)
+        z = torch.cat([z[:, :start], m.mT @ u_block / rho[start:stop], z[:, stop:]], dim=1)
+    w, v = whitener_x @ u, whitener_y @ z
     alignment = (w * v).sum(0).abs() / (w.norm(dim=0) * v.norm(dim=0))
     return rho.clamp(0, 1), alignment.clamp(0, 1)
 
@@ -300,7 +325,7 @@ def _nan_result(reason: str, num_channels: int, num_positions: int, num_images: 
         result.update({f"{unfolding}_kx": 0, f"{unfolding}_ky": 0, f"{unfolding}_rho": torch.empty(0)})
         result[f"{unfolding}_rho_null"] = torch.empty(0)
     result.update(num_images=num_images, num_channels=num_channels, num_positions=num_positions)
-    result["reasons"] = {name: reason for name in (*SCORES, *(f"{s}_null" for s in SCORES))}
+    result["reasons"] = {name: reason for name in SCORES_AND_NULLS}
     return result
 
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from seis_lightning._checks import check_options
-from seis_lightning.functional import SCORES, SEISWarning
+from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning
 from seis_lightning.layers import OutputGetter, capture, default_layers, resolve_layers
 from seis_lightning.metric import SEISMetric
 from seis_lightning.probe import check_images
@@ -28,7 +28,7 @@ from seis_lightning.transforms import GeometricTransform, ImageMap, RandomAffine
 
 Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
 ForwardFn = Callable[[nn.Module, Tensor], Any]
-LOGGED = (*SCORES, *(f"{score}_null" for score in SCORES))
+LOGGED = SCORES_AND_NULLS
 STANDARD_ERRORS = tuple(f"{score}_se" for score in SCORES)
 
 

@@ -13,12 +13,11 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 import torchvision.transforms.v2.functional as TF  # noqa: N812
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from seis_lightning.functional import SCORES, seis_scores
+from seis_lightning.functional import SCORES, SCORES_AND_NULLS, seis_scores
 
 CASES = {
     "identity": "B = A",
@@ -33,10 +32,9 @@ CASES = {
 
 def digits_images(num_images: int = 512, size: int = 28, offset: int = 0) -> Tensor:
     """scikit-learn's bundled handwritten digits (no download), upsampled to ``size``, in [0, 1]."""
-    from sklearn.datasets import load_digits
+    from seis_lightning.data.digits import load_digits_images
 
-    images = torch.as_tensor(load_digits().images[offset : offset + num_images], dtype=torch.float32) / 16
-    return F.interpolate(images[:, None], size=(size, size), mode="bilinear", align_corners=False)
+    return load_digits_images(size)[0][offset : offset + num_images]
 
 
 def random_cnn(seed: int = 0) -> nn.Sequential:
@@ -121,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         args.csv.parent.mkdir(parents=True, exist_ok=True)
         with args.csv.open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["case", *SCORES, *(f"{s}_null" for s in SCORES)])
+            writer.writerow(["case", *SCORES_AND_NULLS])
             for name, r in results.items():
                 writer.writerow([name, *(f"{r[s]:.6f}" for s in SCORES), *(f"{r[s + '_null']:.6f}" for s in SCORES)])
         print(f"numbers: {args.csv}")

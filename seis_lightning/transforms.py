@@ -17,6 +17,8 @@ import torchvision.transforms.v2.functional as TF  # noqa: N812
 from torch import Tensor
 
 ImageMap = Callable[[Tensor], Tensor]
+# The paper's random affine: rotation ±25°, shift ±10 % of the size, scale 0.9-1.1 (probe draws and augmentation).
+PAPER_AFFINE = {"degrees": 25.0, "translate": (0.1, 0.1), "scale": (0.9, 1.1)}
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,9 @@ class RandomAffine(GeometricTransform):
 
     def __init__(
         self,
-        degrees: float = 25.0,
-        translate: tuple[float, float] = (0.1, 0.1),
-        scale: tuple[float, float] = (0.9, 1.1),
+        degrees: float = PAPER_AFFINE["degrees"],
+        translate: tuple[float, float] = PAPER_AFFINE["translate"],
+        scale: tuple[float, float] = PAPER_AFFINE["scale"],
         num_draws: int = 4,
         name: str = "random_affine",
     ) -> None:

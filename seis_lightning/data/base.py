@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from seis_lightning.transforms import PAPER_AFFINE
+
 FAKE_TRAIN = 64
 FAKE_VAL = 32
 IGNORE_INDEX = 255
@@ -18,7 +20,7 @@ IGNORE_INDEX = 255
 
 def random_affine() -> v2.RandomAffine:
     """The paper's random-affine augmentation: rotation ±25°, shift ±10 %, scale 0.9–1.1."""
-    return v2.RandomAffine(degrees=25, translate=(0.1, 0.1), scale=(0.9, 1.1))
+    return v2.RandomAffine(**PAPER_AFFINE)
 
 
 class ImageDataset(Dataset):

@@ -86,10 +86,16 @@ class DigitsDataModule(ImageDataModule):
         self.val_set = ImageDataset(images[val], labels[val], transform=normalize)
 
     def _load(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from sklearn.datasets import load_digits
+        images, labels = load_digits_images(self.image_size)
+        return images.expand(-1, self.num_channels, -1, -1).contiguous(), labels
 
-        digits = load_digits()
-        images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16
-        size = (self.image_size, self.image_size)
-        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
-        return images.expand(-1, self.num_channels, -1, -1).contiguous(), torch.as_tensor(digits.target)
+
+def load_digits_images(image_size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1797 bundled handwritten digits (no download) as images ``[N, 1, size, size]`` in
+    [0, 1] (bilinear upsampling of the 8x8 originals), and their labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16
+    images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    return images.clamp(0, 1), torch.as_tensor(digits.target)
