@@ -142,7 +142,7 @@ def check_images(images: Any, what: str) -> Tensor:
         raise ProbeError(
             f"SEIS expected images [N, C, H, W] in {what}, but got shape {list(images.shape)}, which looks"
             f" channels-last ([N, H, W, C] with C = {images.shape[-1]}); the geometric transformations act on the"
-            " last two axes, so give channels-first images, e.g. `images.permute(0, 3, 1, 2)` or `input_getter=lambda batch:"
-            " batch[0].permute(0, 3, 1, 2)`."
+            " last two axes, so give channels-first images, e.g. `images.permute(0, 3, 1, 2)` or"
+            " `input_getter=lambda batch: batch[0].permute(0, 3, 1, 2)`."
         )
     return images
