@@ -22,12 +22,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from seis_lightning.cli import SEISLightningCLI
-from seis_lightning.functional import SCORES, SEISWarning
+from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning
+from seis_lightning.plotting import COLOURS
 from seis_lightning.synthetic import main as synthetic
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
-COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
 
 
 def run_recipe(
@@ -63,13 +63,13 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def history_rows(history: list[dict], transform: str = "random_affine") -> list[list]:
     return [
-        [h["step"], layer, *(values[s] for s in SCORES), *(values[f"{s}_null"] for s in SCORES)]
+        [f"{h['epoch']:g}", layer, *(values[name] for name in SCORES_AND_NULLS)]
         for h in history
         for layer, values in h["scores"][transform].items()
     ]
 
 
-HISTORY_HEADER = ["epochs_trained", "layer", *SCORES, *(f"{s}_null" for s in SCORES)]
+HISTORY_HEADER = ["epochs_trained", "layer", *SCORES_AND_NULLS]
 
 
 def figure1(out: Path, quick: bool) -> None:
@@ -92,7 +92,7 @@ def depth_epoch_heatmaps(history: list[dict], title: str, path: Path) -> None:
     fig, axes = plt.subplots(
         1, 3, figsize=(15, 0.9 + 0.45 * len(history[-1]["scores"]["random_affine"])), layout="constrained"
     )
-    steps = [h["step"] for h in history]
+    steps = [f"{h['epoch']:g}" for h in history]
     layers = list(history[-1]["scores"]["random_affine"])
     for ax, score in zip(axes, SCORES):
         grid = [[h["scores"]["random_affine"][layer][score] for h in history] for layer in layers]
@@ -134,7 +134,7 @@ def figure3(out: Path, quick: bool, plain: list[dict] | None = None) -> dict[str
             ax.plot(layers, [final[layer][score] for layer in layers], style, label=label, color=COLOURS[score])
             ax.set_title(score)
             ax.set_ylim(0, 1.02)
-        rows += [[label, history[-1]["step"], layer, *(final[layer][s] for s in SCORES)] for layer in layers]
+        rows += [[label, history[-1]["epoch"], layer, *(final[layer][s] for s in SCORES)] for layer in layers]
     for ax in axes:
         ax.legend(fontsize="small")
         ax.set_xlabel("layer (depth order)")
@@ -210,7 +210,7 @@ def figure4(out: Path, quick: bool, width: int = 16, epochs: int = 4) -> dict[st
     fig.suptitle(f"shapes, ResNet-18 encoder (width {width}, {epochs} epochs): task and decoder")
     fig.savefig(out / "fig4_tasks_decoders.png", dpi=110)
     plt.close(fig)
-    write_csv(out / "fig4_tasks_decoders.csv", ["run", "layer", *SCORES, *(f"{s}_null" for s in SCORES)], rows)
+    write_csv(out / "fig4_tasks_decoders.csv", ["run", "layer", *SCORES_AND_NULLS], rows)
     return runs
 
 
