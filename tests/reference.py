@@ -20,6 +20,35 @@ def _whiten(cov: np.ndarray, keep: float, eps: float) -> np.ndarray | None:
     return vectors[:, :k] / np.sqrt(values[:k])
 
 
+def _principal_axes_in_ties(m: np.ndarray, u: np.ndarray, rho: np.ndarray, z: np.ndarray, tolerance: float = 1e-9):
+    """SEIS_SPEC.md, "Ties": in each run of equal ρ, Gram-Schmidt of the projected principal directions.
+
+    The block's span holds the left singular vectors; project A's whitened principal directions
+    e_1, e_2, ... (the rows of u) onto it, orthonormalise them in order, and take z = Mᵀu/ρ.
+    """
+    u, z = u.copy(), z.copy()
+    start = 0
+    for i in range(1, len(rho) + 1):
+        if i < len(rho) and rho[i - 1] - rho[i] <= tolerance:
+            continue
+        if i - start >= 2 and rho[start] > tolerance:
+            basis = u[:, start:i]
+            projector = basis @ basis.T
+            columns = []
+            for e in np.eye(len(u)):
+                p = projector @ e
+                for c in columns:
+                    p = p - (c @ p) * c
+                if np.linalg.norm(p) > 1e-8:
+                    columns.append(p / np.linalg.norm(p))
+                if len(columns) == i - start:
+                    break
+            u[:, start:i] = np.stack(columns, axis=1)
+            z[:, start:i] = m.T @ u[:, start:i] / rho[start:i]
+        start = i
+    return u, z
+
+
 def _cca(x: np.ndarray, y: np.ndarray, x_cross: np.ndarray, y_cross: np.ndarray, keep: float, eps: float):
     """CCA of x against y (denoised on x, y); cross-covariance from the row pairs (x_cross, y_cross)."""
     wx = _whiten(x.T @ x / (len(x) - 1), keep, eps)
@@ -27,8 +56,10 @@ def _cca(x: np.ndarray, y: np.ndarray, x_cross: np.ndarray, y_cross: np.ndarray,
     if wx is None or wy is None:
         return None
     cross = x_cross.T @ y_cross / (len(x_cross) - 1)
-    u, rho, zt = np.linalg.svd(wx.T @ cross @ wy, full_matrices=False)
-    w, v = wx @ u, wy @ zt.T
+    m = wx.T @ cross @ wy
+    u, rho, zt = np.linalg.svd(m, full_matrices=False)
+    u, z = _principal_axes_in_ties(m, u, rho, zt.T)
+    w, v = wx @ u, wy @ z
     cos = np.abs(np.sum(w * v, 0)) / (np.linalg.norm(w, axis=0) * np.linalg.norm(v, axis=0))
     rho = np.clip(rho, 0, 1)
     return {"rho": rho, "alignment": np.clip(cos, 0, 1), "kx": wx.shape[1], "ky": wy.shape[1]}

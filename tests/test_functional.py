@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 import torchvision.transforms.v2.functional as TF  # noqa: N812
 from sklearn.cross_decomposition import CCA
+from threadpoolctl import threadpool_limits
 
 from seis_lightning.functional import (
     SCORES,
@@ -101,7 +102,9 @@ def test_sequence_of_transformations_shares_the_reference(digit_maps):
     for b, result in zip(bs, many):
         single = seis_scores(a, b)
         for name in ALL_SCORES:
-            assert result[name] == pytest.approx(single[name], abs=1e-12)
+            # The roll ties every ρ at 1: invariance then rests on single principal directions of A,
+            # and the batched products' rounding moves it by ~1e-11 (spec, "Ties": 1e-9).
+            assert result[name] == pytest.approx(single[name], abs=1e-9)
 
 
 def test_expected_behaviour_table(digit_maps, generator):
@@ -124,6 +127,55 @@ def test_expected_behaviour_table(digit_maps, generator):
         assert results[name]["equivariance"] <= 0.2, name
         assert results[name]["invariance"] <= 0.1, name
         assert results[name]["channel_invariance"] <= 0.1, name
+
+
+TIED_CASES = {
+    "rot90": lambda maps: maps.rot90(1, dims=(-2, -1)),
+    "roll3": lambda maps: maps.roll(3, dims=-1),
+    "transpose": lambda maps: maps.transpose(-2, -1),
+}
+
+
+@pytest.mark.parametrize("name", list(TIED_CASES))
+def test_tied_correlations_take_the_principal_axes(name, digit_maps):
+    """SEIS_SPEC.md, "Ties": an exact permutation of positions ties every ρ at 1.
+
+    Invariance is then the same on 1 and 2 threads, equals the reference, and equals its closed
+    form: with every ρ = 1 and kx = ky, u_i = e_i, so w_i is A's i-th principal direction and v_i
+    the same direction moved by the permutation.
+    """
+    a = digit_maps[:256]
+    b = TIED_CASES[name](a)
+    threads = torch.get_num_threads()
+    values = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            with threadpool_limits(count):
+                result = seis_scores(a, b)
+                values += [result["invariance"], reference_scores(a.flatten(2), b.flatten(2))["invariance"]]
+    finally:
+        torch.set_num_threads(threads)
+    assert result["spatial_rho"].min() > 1 - 1e-9 and result["spatial_kx"] == result["spatial_ky"]
+    np.testing.assert_allclose(values, values[0], rtol=0, atol=1e-9)
+    positions = TIED_CASES[name](torch.arange(196.0).reshape(14, 14)).flatten().long()
+    centred = (a.double() - a.double().mean(0)).flatten(2).reshape(-1, 196)
+    _, directions = torch.linalg.eigh(centred.mT @ centred)
+    directions = directions.flip(1)[:, : result["spatial_kx"]]
+    closed_form = (directions * directions[positions]).sum(0).abs().mean()
+    assert values[0] == pytest.approx(float(closed_form), abs=1e-9)
+
+
+def test_tied_invariance_is_the_limit_of_the_untied_case(digit_maps):
+    """Noise of 1e-5 of the maps' spread on an exact rotation moves invariance by less than 3e-4.
+
+    The noise spreads the tied ρ over a few 1e-9; where one gap exceeds the tie tolerance, the
+    block splits and invariance moves by up to 1.4e-3 (seen on 256 images), hence the spec's 512.
+    """
+    a = digit_maps.double()
+    b = a.rot90(1, dims=(-2, -1))
+    noisy = b + 1e-5 * a.std() * torch.randn(b.shape, generator=torch.Generator().manual_seed(0), dtype=b.dtype)
+    assert seis_scores(a, noisy)["invariance"] == pytest.approx(seis_scores(a, b)["invariance"], abs=3e-4)
 
 
 def test_noise_scores_fall_as_images_grow(digit_maps, generator):
@@ -186,8 +238,8 @@ def test_vectors_have_invariance_equal_to_equivariance(generator):
 
 def test_large_maps_are_pooled_to_the_cap(generator):
     a = torch.randn(128, 8, 40, 40, generator=generator)
-    # Noise keeps the canonical correlations distinct: under an exact symmetry they tie at 1 and
-    # the canonical vectors (so invariance) are defined only up to a rotation within the tie.
+    # Noise keeps the canonical correlations distinct; exact symmetries, where they tie at 1, are
+    # covered by the tied-case tests.
     b = a.flip(-1) + 0.5 * torch.randn(a.shape, generator=generator)
     default = seis_scores(a[:8], b[:8])
     assert default["pooled"] and default["num_positions"] == 32 * 32
