@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import yaml
 
 from seis_lightning.cli import SEISLightningCLI, main
 from seis_lightning.functional import SCORES
+from seis_lightning.recipes import list_recipes, resolve_config, resolve_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 NAMES = [path.stem for path in RECIPES]
@@ -40,6 +42,66 @@ def test_all_recipes_are_there():
         header = path.read_text().splitlines()[0]
         assert header.startswith(f"# {path.stem}: ") and "Figure" in path.read_text().split("seed_everything")[0]
         assert yaml.safe_load(path.read_text())["trainer"]["logger"]["init_args"]["save_dir"] == "logs"
+
+
+def test_shipped_recipes_are_the_recipes_folder_with_their_paper_results():
+    recipes = list_recipes()
+    assert [recipe.name for recipe in recipes] == NAMES
+    assert [recipe.path.read_bytes() for recipe in recipes] == [path.read_bytes() for path in RECIPES]
+    beyond = {"cifar100_vit", "cifar100_mixer"}  # the paper's analysis on token models, not one of its results
+    assert {recipe.name for recipe in recipes if recipe.paper_result is None} == beyond
+    for recipe in recipes:
+        if recipe.paper_result is not None:
+            assert re.search(r"\bFigure [234]\b", recipe.paper_result), recipe.name
+    digits = recipes[NAMES.index("digits_cnn")]
+    assert digits.paper_result == (
+        "the depth-wise pattern of Figure 2: in a trained CNN, equivariance falls with depth while invariance rises,"
+        " and the pattern settles early in training."
+    )
+    assert digits.description.startswith("the main job (`make demo`)") and "Paper result" not in digits.description
+
+
+def test_a_recipe_name_resolves_to_its_file_and_anything_else_is_left_alone(tmp_path, monkeypatch):
+    digits = RECIPES[NAMES.index("digits_cnn")]
+    assert resolve_recipe("digits_cnn") == resolve_recipe("digits_cnn.yaml") == digits
+    assert resolve_config("digits_cnn") == str(digits)
+    assert resolve_config(str(digits)) == str(digits)
+    assert resolve_config("{trainer: {max_epochs: 1}}") == "{trainer: {max_epochs: 1}}"  # inline YAML
+    assert resolve_config("my/own.yaml") == "my/own.yaml"  # a path: LightningCLI says if it is missing
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits_cnn").write_text("seed_everything: 1\n")
+    assert resolve_config("digits_cnn") == "digits_cnn"  # an existing file wins over the shipped recipe
+
+
+def test_an_unknown_recipe_name_lists_the_closest_and_the_known_ones():
+    with pytest.raises(ValueError, match="Did you mean digits_cnn, digits_cnn_augment") as error:
+        resolve_recipe("digit_cnn")
+    assert all(name in str(error.value) for name in NAMES) and "seis-lightning recipes" in str(error.value)
+    for command in (["fit", "--config", "digit_cnn"], ["analyze", "--checkpoint", "x.ckpt", "--config=digit_cnn"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(command)
+        assert str(exit_info.value.code).startswith("seis-lightning: error: --config digit_cnn: no such file")
+
+
+@pytest.mark.parametrize("command", ["fit", "validate", "test"])
+@pytest.mark.parametrize("config", [["--config", "digits_cnn"], ["-c", "digits_cnn.yaml"], ["--config=digits_cnn"]])
+def test_subcommands_take_a_recipe_name(command, config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, *config, "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "seis_lightning.models.DigitsCNN"
+    assert printed["trainer"]["logger"]["init_args"]["save_dir"] == "logs"  # relative to where it runs
+
+
+def test_recipes_command_prints_each_recipe_and_its_paper_result(capsys):
+    main(["recipes"])
+    out = capsys.readouterr().out
+    rows = [line.split(maxsplit=1) for line in out.splitlines()[1:] if line and not line.startswith(" ")]
+    assert [row[0] for row in rows[: len(NAMES)]] == NAMES
+    assert "Figure 4 on PASCAL VOC, segmentation with a U-Net decoder." in out
+    assert dict(row for row in rows if len(row) == 2)["cifar100_vit"].startswith("(beyond the paper)")
+    assert "seis-lightning fit --config NAME" in out and str(RECIPES[0].parent) in out
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=NAMES)

@@ -1,0 +1,116 @@
+"""The recipes shipped with the package: list them, and turn a bare recipe name into its file.
+
+The wheel carries the repository's top-level ``recipes/`` folder as ``seis_lightning/recipe_files/``
+(``[tool.setuptools]`` in ``pyproject.toml``), so ``seis-lightning fit --config digits_cnn`` works
+wherever the package is installed. A recipe's header comment says what it is (``# <name>: ...``)
+and, where it reproduces one, the paper's result (``Paper result: ...``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import textwrap
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+__all__ = ["Recipe", "format_recipe_table", "list_recipes", "recipe_folder", "resolve_config", "resolve_recipe"]
+
+_NAME = re.compile(r"[\w.-]+")  # a bare name; anything else (a path, inline YAML) is left to LightningCLI
+_PAPER_RESULT = re.compile(r"Paper result:\s*(.+?\.)(?=\s|$)")
+_SENTENCE = re.compile(r".+?[.?!](?=\s|$)")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A shipped recipe.
+
+    Args:
+        name: the file name without ``.yaml``, as given to ``--config``.
+        path: the YAML file.
+        description: the header comment after ``# <name>:``, without the paper result.
+        paper_result: the paper's result the recipe reproduces, ``None`` for recipes beyond the paper.
+    """
+
+    name: str
+    path: Path
+    description: str
+    paper_result: str | None
+
+
+def recipe_folder() -> Path:
+    """The folder of the shipped recipes: ``seis_lightning/recipe_files`` when installed from a wheel,
+    the repository's ``recipes/`` in a source checkout (an editable install maps no data folders)."""
+    shipped = resources.files("seis_lightning") / "recipe_files"
+    if isinstance(shipped, Path) and shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parents[1] / "recipes"
+
+
+def _read_recipe(path: Path) -> Recipe:
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    header = " ".join(" ".join(lines).removeprefix(f"{path.stem}:").split()).replace("its Figure", "Figure")
+    match = _PAPER_RESULT.search(header)
+    description = header if match is None else " ".join((header[: match.start()] + header[match.end() :]).split())
+    return Recipe(path.stem, path, description, None if match is None else match.group(1))
+
+
+def list_recipes() -> list[Recipe]:
+    """The shipped recipes, sorted by name."""
+    return [_read_recipe(path) for path in sorted(recipe_folder().glob("*.yaml"))]
+
+
+def resolve_recipe(name: str) -> Path:
+    """The file of the shipped recipe ``name`` (``digits_cnn`` or ``digits_cnn.yaml``).
+
+    Example:
+        >>> resolve_recipe("digits_cnn").name
+        'digits_cnn.yaml'
+
+    Raises:
+        ValueError: no shipped recipe has that name; the message lists the closest and all names.
+    """
+    names = [recipe.name for recipe in list_recipes()]
+    stem = name.removesuffix(".yaml")
+    if stem in names:
+        return recipe_folder() / f"{stem}.yaml"
+    closest = difflib.get_close_matches(stem, names, n=3)
+    hint = f" Did you mean {', '.join(closest)}?" if closest else ""
+    raise ValueError(
+        f"--config {name}: no such file and no shipped recipe of that name.{hint} Shipped recipes:"
+        f" {', '.join(names)} (`seis-lightning recipes` describes them)."
+    )
+
+
+def resolve_config(value: str) -> str:
+    """A ``--config`` value as LightningCLI should read it: an existing path or anything that is not a bare
+    name (a path, inline YAML) unchanged, a bare name as the shipped recipe's path.
+
+    Raises:
+        ValueError: a bare name that is neither a file nor a shipped recipe.
+    """
+    if Path(value).exists() or not _NAME.fullmatch(value):
+        return value
+    return str(resolve_recipe(value))
+
+
+def format_recipe_table(recipes: list[Recipe], width: int = 100) -> str:
+    """The recipes as a text table: name and the paper's result each reproduces (or what it is)."""
+    column = max(len(recipe.name) for recipe in recipes) + 2
+    rows = [f"{'recipe':<{column}}paper result"]
+    for recipe in recipes:
+        sentence = _SENTENCE.match(recipe.description)
+        text = recipe.paper_result or f"(beyond the paper) {sentence.group() if sentence else recipe.description}"
+        wrapped = textwrap.wrap(text, width - column, break_on_hyphens=False) or [""]
+        rows.append(f"{recipe.name:<{column}}{wrapped[0]}")
+        rows += [" " * column + line for line in wrapped[1:]]
+    rows.append(
+        f"\nRun one with `seis-lightning fit --config NAME` (a path to your own YAML works too);"
+        f" the files are in {recipe_folder()}."
+    )
+    return "\n".join(rows)
