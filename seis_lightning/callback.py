@@ -117,30 +117,24 @@ class SEISCallback(Callback):
         self.strict = strict
         self.log_figures = log_figures
         self._trainer_id: int | None = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self.history: list[dict[str, Any]] = []  # fit entries: epoch, global_step, scores, draws
+        self.history: list[dict[str, Any]] = []  # fit entries: stage, epoch, global_step, scores, draws
         self.evaluations: list[dict[str, Any]] = []  # validate/test entries, kept apart from training
+        self._reset_run()
+
+    def _reset_run(self) -> None:
         self.disabled: str | None = None
         self._images: dict[str, Tensor] = {}
         self._warned: set[tuple[str, str]] = set()
-        self._validated_at: int | None = None
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(**self._config())
+        # What names the logged series; the other options are checked when a history is loaded.
+        return self._generate_state_key(layers=self.probe.layers, transforms=[t.name for t in self.probe.transforms])
 
     def _config(self) -> dict[str, Any]:
         probe = self.probe
-        return {
-            "layers": probe.layers,
-            "transforms": [t.name for t in probe.transforms],
-            "num_samples": self.num_samples,
-            "seed": probe.seed,
-            "keep": probe.keep,
-            "max_positions": probe.max_positions,
-        }
+        names = ("seed", "keep", "max_positions", "precision", "jackknife_groups")
+        return {"num_samples": self.num_samples, **{name: getattr(probe, name) for name in names}}
 
     @property
     def probe_set(self) -> Tensor | None:
@@ -157,16 +151,18 @@ class SEISCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._trainer_id != id(trainer):  # a new Trainer: a fresh history (a resumed one is loaded after this)
+        if self._trainer_id != id(trainer):  # a new Trainer: its own probe set; a new fit: a fresh history
             self._trainer_id = id(trainer)
-            self._reset()
+            self._reset_run()
+            if stage == "fit":  # a resumed history is loaded after this
+                self.history, self.evaluations = [], []
         if self.probe.layers is not None:
             resolve_layers(pl_module, self.probe.layers)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.score_before_training and not self.history:
-            self._score(trainer, pl_module, "fit", epoch=0.0)
+            self._score(trainer, pl_module, "fit", _epochs_trained(trainer))
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -176,7 +172,6 @@ class SEISCallback(Callback):
             self._score(trainer, pl_module, "validate", epoch=float(trainer.current_epoch))
             return
         epoch = _epochs_trained(trainer)
-        self._validated_at = trainer.global_step
         if math.ceil(epoch) % self.every_n_epochs == 0:
             self._score(trainer, pl_module, "fit", epoch)
 
@@ -299,7 +294,7 @@ class SEISCallback(Callback):
                     " `SEISCallback(probe_data=images_or_dataset)`."
                 )
             source = loader
-        what = "probe_data" if self.probe_data is not None else f"the {source_stage} data"
+        what = "probe_data" if self.probe_data is not None else f"the {stage if stage == 'test' else 'validation'} data"
         images = probe_images(
             source, limit, input_getter=self.input_getter, batch_size=self.probe.batch_size, what=what
         )

@@ -19,25 +19,26 @@ LAYERS = ["conv1", "conv2", "pool", "fc"]
 
 
 def expected_scores(model: TinyCNN, callback: SEISCallback) -> dict:
-    """Scores recomputed by hand from the callback's probe set and draws, with SEISMetric."""
+    """Scores recomputed by hand from the callback's probe set and draws, with forward hooks and SEISMetric."""
     model.eval()
-    expected = {}
+    draws = callback.probe.draws
+    expected: dict = {}
     with torch.no_grad():
         for layer in LAYERS:
-            module = getattr(model, layer)
             out: dict[str, torch.Tensor] = {}
-            handle = module.register_forward_hook(lambda m, i, o, out=out: out.__setitem__("x", o))
-            per_transform: dict[str, list] = {}
-            for name, image_map in callback._maps:
-                metric = SEISMetric()
-                for index in torch.arange(len(callback._probe)).tensor_split(3):
-                    x = callback._probe[index]
-                    model(x)
-                    a = out["x"]
-                    model(image_map(x))
-                    metric.update(a, out["x"])
-                per_transform.setdefault(name, []).append(metric.compute())
+            handle = getattr(model, layer).register_forward_hook(lambda m, i, o, out=out: out.__setitem__("x", o))
+
+            def layer_output(images: torch.Tensor, out=out) -> torch.Tensor:
+                model(images)
+                return out["x"]
+
+            metric = SEISMetric(num_transforms=len(draws))
+            for x in callback.probe_set.split(32):
+                metric.update(layer_output(x), [layer_output(image_map(x)) for _, image_map in draws])
             handle.remove()
+            per_transform: dict[str, list] = {}
+            for (name, _), result in zip(draws, metric.compute()):
+                per_transform.setdefault(name, []).append(result)
             for name, results in per_transform.items():
                 expected.setdefault(name, {})[layer] = {
                     score: sum(r[score] for r in results) / len(results)
@@ -54,7 +55,9 @@ def test_scores_reach_tensorboard(tmp_path):
         warnings.simplefilter("ignore", SEISWarning)
         trainer(tmp_path, [callback], max_epochs=2).fit(model, train, val)
 
-    assert callback._resolved == LAYERS  # the top-level blocks that output a new map, in forward order
+    assert list(callback.scores["rotate30"]) == LAYERS  # the top-level blocks that output a new map, in forward order
+    # The probe images are spread evenly over the validation set, here all of its 96 images.
+    assert torch.equal(callback.probe_set, torch.cat([batch[0] for batch in val]))
     events = read_events(tmp_path / "tb" / "version_0")
     tags = events.Tags()
     for transform in ("random_affine", "rotate30"):
@@ -62,7 +65,7 @@ def test_scores_reach_tensorboard(tmp_path):
             for layer in LAYERS:
                 for suffix in ("", "_null"):
                     tag = f"seis/{transform}/{score}{suffix}/{layer}"
-                    assert [e.step for e in events.Scalars(tag)] == [0, 1, 2], tag
+                    assert [e.step for e in events.Scalars(tag)] == [0, 6, 12], tag  # trainer.global_step
     expected = expected_scores(model, callback)
     for transform, by_layer in expected.items():
         for layer, values in by_layer.items():
@@ -72,7 +75,7 @@ def test_scores_reach_tensorboard(tmp_path):
                 assert callback.scores[transform][layer][score] == pytest.approx(value, abs=1e-9)
     images = tags["images"]
     for transform in ("random_affine", "rotate30"):
-        assert [e.step for e in events.Images(f"seis/{transform}/depth")] == [0, 1, 2]
+        assert [e.step for e in events.Images(f"seis/{transform}/depth")] == [0, 6, 12]
         for score in SCORES:
             heatmaps = events.Images(f"seis/{transform}/heatmap/{score}")
             assert (
@@ -80,6 +83,12 @@ def test_scores_reach_tensorboard(tmp_path):
             )
     assert len(images) == 2 * 4
     # Four fixed draws of the random affine are kept per layer; the logged score is their mean.
+    assert [(h["stage"], h["epoch"], h["global_step"]) for h in callback.history] == [
+        ("fit", 0.0, 0),
+        ("fit", 1.0, 6),
+        ("fit", 2.0, 12),
+    ]
+    assert callback.history[-1]["scores"] == callback.scores and callback.evaluations == []
     assert len(callback.history[-1]["draws"]["random_affine"]["conv1"]) == 4
     assert (
         callback.history[-1]["draws"]["random_affine"]["conv1"][0]
@@ -103,7 +112,7 @@ def test_custom_scalars_layout_is_written(tmp_path):
     layout = layout_pb2.Layout.FromString(events.Tensors(layout_tag)[0].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts["equivariance"] == [r"seis/hflip/equivariance/.*", r"seis/hflip/equivariance_null/.*"]
-    assert callback._resolved == ["conv1", "conv2"]
+    assert list(callback.scores["hflip"]) == ["conv1", "conv2"]
 
 
 class BatchOrder(pl.Callback):
@@ -160,7 +169,7 @@ def test_probe_failure_warns_and_training_goes_on(tmp_path):
     train, val = digits_loaders()
     model = TinyCNN()
     model.conv1.weight.requires_grad_(False)
-    with pytest.warns(UserWarning, match="probe pass at step 0 failed.*boom inside the probe pass"):
+    with pytest.warns(SEISWarning, match=r"probe pass \(fit, step 0\) failed.*boom inside the probe pass"):
         trainer(tmp_path, [SEISCallback(num_samples=64, transforms=[failing_transform()])], max_epochs=1).fit(
             model, train, val
         )
@@ -185,16 +194,16 @@ def test_resume_continues_the_history(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SEISWarning)
         trainer(tmp_path, [first, checkpoint], max_epochs=2, enable_checkpointing=True).fit(TinyCNN(), train, val)
-        assert [h["step"] for h in first.history] == [0, 1, 2]
+        assert [h["global_step"] for h in first.history] == [0, 6, 12]
         second = SEISCallback(layers=["conv1", "fc"], num_samples=64, transforms="rotate:15")
         logger = pl.loggers.TensorBoardLogger(tmp_path, name="tb", version=1)
         trainer(tmp_path, [second], max_epochs=4, logger=logger).fit(
             TinyCNN(), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
         )
-    assert [h["step"] for h in second.history] == [0, 1, 2, 3, 4]
+    assert [(h["epoch"], h["global_step"]) for h in second.history] == [(0, 0), (1, 6), (2, 12), (3, 18), (4, 24)]
     assert second.history[:3] == first.history
     events = read_events(tmp_path / "tb" / "version_1")
-    assert [e.step for e in events.Scalars("seis/rotate15/equivariance/conv1")] == [3, 4]
+    assert [e.step for e in events.Scalars("seis/rotate15/equivariance/conv1")] == [18, 24]
     assert len(events.Images("seis/rotate15/heatmap/equivariance")) == 2
 
 
@@ -211,17 +220,21 @@ def test_unknown_layer_lists_close_names(tmp_path):
 def test_no_validation_data_explains_how_to_give_probes(tmp_path):
     train, _ = digits_loaders()
     model = TinyCNN()
+    match = r"no validation dataloader \(or `limit_val_batches=0`, or the model has no `validation_step`.*probe_data"
     for kwargs in ({}, {"limit_val_batches": 0}):
-        with pytest.raises(
-            MisconfigurationException, match=r"no validation dataloader \(or `limit_val_batches=0`\).*probe_data"
-        ):
-            trainer(tmp_path, [SEISCallback(num_samples=64)], max_epochs=1, **kwargs).fit(model, train)
+        callback = SEISCallback(num_samples=64)
+        with pytest.warns(UserWarning, match="SEISCallback is disabled for this run: .*" + match):
+            fitter = trainer(tmp_path, [callback], max_epochs=1, **kwargs)
+            fitter.fit(model, train)
+        assert fitter.global_step == 6 and callback.history == []  # training went on without SEIS
+        with pytest.raises(MisconfigurationException, match=match):
+            trainer(tmp_path, [SEISCallback(num_samples=64, strict=True)], max_epochs=1, **kwargs).fit(model, train)
     # A probe tensor given directly needs no validation data.
     callback = SEISCallback(num_samples=64, probe_data=next(iter(train))[0], transforms="hflip")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SEISWarning)
         trainer(tmp_path, [callback], max_epochs=1, limit_val_batches=0).fit(model, train)
-    assert [h["step"] for h in callback.history] == [0]
+    assert [(h["epoch"], h["global_step"]) for h in callback.history] == [(0, 0), (1, 6)]
 
 
 class TupleOutput(torch.nn.Module):
@@ -246,7 +259,8 @@ class TupleNet(TinyCNN):
 def test_non_tensor_layer_output_is_rejected_by_name(tmp_path):
     train, val = digits_loaders()
     with pytest.raises(
-        TypeError, match=r"SEIS layer 'pair' \(TupleOutput\) returned a tuple of \['Tensor', 'Tensor'\].*\['conv'\]"
+        RuntimeError,
+        match=r"SEIS layer 'pair' was not scored: TupleOutput returned a tuple of \['Tensor', 'Tensor'\].*`output_getter`",
     ):
         trainer(tmp_path, [SEISCallback(layers=["pair"], num_samples=64, strict=True)]).fit(TupleNet(), train, val)
 
@@ -256,8 +270,8 @@ def test_non_tensor_layer_output_is_rejected_by_name(tmp_path):
     [
         ({"num_samples": 0}, r"`num_samples` to be an integer >= 2"),
         ({"batch_size": 1}, r"`batch_size` to be an integer >= 2"),
-        ({"keep": 1.5}, r"`keep` in \(0, 1\]"),
-        ({"keep": 0}, r"`keep` in \(0, 1\]"),
+        ({"keep": 1.5}, r"`keep` to be a number in \(0, 1\]"),
+        ({"keep": 0}, r"`keep` to be a number in \(0, 1\]"),
         ({"every_n_epochs": 0}, "`every_n_epochs` to be a positive integer"),
         ({"transforms": ["rotate:abc"]}, "Malformed transformation 'rotate:abc'"),
         ({"transforms": ["spin"]}, "Unknown transformation 'spin'; expected one of: random_affine, rotate"),
@@ -291,9 +305,10 @@ def test_dict_batches_and_glob_patterns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SEISWarning)
         trainer(tmp_path, [callback], max_epochs=1, limit_train_batches=2).fit(DictModel(), digits_loaders()[0], loader)
-    assert callback._resolved == ["conv1", "conv2", "fc"]
-    assert set(callback.scores["translate0.1_0.1"]) == {"conv1", "conv2", "fc"}
-    assert callback._probe.shape == (48, 1, 16, 16)
+    assert list(callback.scores["translate0.1_0.1"]) == ["conv1", "conv2", "fc"]
+    # 48 images spread evenly over the 64 items (first and last included), taken by their "image" key.
+    indices = torch.linspace(0, 63, 48).round().long()
+    assert torch.equal(callback.probe_set, images[indices % len(images)])
 
 
 @pytest.mark.distributed
