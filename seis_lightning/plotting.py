@@ -22,6 +22,7 @@ from seis_lightning.functional import SCORES
 Scores = Mapping[str, Mapping[str, float]]
 COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
 CSV_NAME = "seis_scores.csv"
+MARGIN = ("", "_lower", "_upper")  # value, lower and upper tags of a margin chart
 CSV_COLUMNS = ("stage", "epoch", "global_step", "transform", "layer", "score", "value", "null", "se")
 
 
@@ -68,14 +69,38 @@ def heatmap_figure(history: Sequence[tuple[float, Scores]], score: str, title: s
     return figure
 
 
-def custom_scalars_layout(transforms: Sequence[str], prefix: str = "seis") -> dict[str, dict[str, list]]:
-    """TensorBoard custom-scalars layout: one chart per (transformation, score) with all its layers."""
-    return {
-        f"SEIS {name}" + ("" if prefix == "seis" else f" ({prefix})"): {
+def custom_scalars_layout(
+    transforms: Sequence[str], prefix: str = "seis", margins: Mapping[str, Sequence[str]] | None = None
+) -> dict[str, dict[str, list]]:
+    """TensorBoard custom-scalars layout: one chart per (transformation, score) with all its layers and
+    their nulls, and, for the layers in ``margins[transform]`` (those with jackknife standard errors), one
+    margin chart per score and layer: the value between ``<score>_lower`` and ``<score>_upper`` (± 2 SE)."""
+    suffix = "" if prefix == "seis" else f" ({prefix})"
+    layout: dict[str, dict[str, list]] = {}
+    for name in transforms:
+        layout[f"SEIS {name}{suffix}"] = {
             score: ["Multiline", [rf"{prefix}/{name}/{score}/.*", rf"{prefix}/{name}/{score}_null/.*"]]
             for score in SCORES
         }
-        for name in transforms
+        if margins and margins.get(name):
+            layout[f"SEIS {name} ± 2 SE{suffix}"] = {
+                f"{score} {layer}": ["Margin", [f"{prefix}/{name}/{score}{end}/{layer}" for end in MARGIN]]
+                for score in SCORES
+                for layer in margins[name]
+            }
+    return layout
+
+
+def margin_scalars(prefix: str, scores: Mapping[str, Scores]) -> dict[str, float]:
+    """The lower and upper ends (value ∓ 2 SE) that TensorBoard's margin charts draw, for every score that
+    has a standard error: ``<prefix>/<transform>/<score>_lower/<layer>`` and ``..._upper/...``."""
+    return {
+        f"{prefix}/{transform}/{score}{end}/{layer}": values[score] + sign * 2 * values[f"{score}_se"]
+        for transform, by_layer in scores.items()
+        for layer, values in by_layer.items()
+        for score in SCORES
+        if f"{score}_se" in values
+        for end, sign in (("_lower", -1), ("_upper", 1))
     }
 
 
@@ -114,16 +139,24 @@ def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Sequence[Mapping], figures: bool) -> None:
-    """Write one scoring's rows to ``seis_scores.csv`` in the log folder and, with ``figures``, its figures
-    to every logger that takes them (TensorBoard, Weights & Biases, MLflow). Rank zero only."""
+    """Write one scoring's rows to ``seis_scores.csv`` in the log folder (:func:`log_folder`); give every
+    TensorBoard logger the custom-scalars layout and, with the jackknife, the ends of its margin charts
+    (:func:`margin_scalars`); with ``figures``, draw the figures for every logger that takes them
+    (TensorBoard, Weights & Biases, MLflow). Rank zero only."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     if not trainer.is_global_zero:
         return
-    folder = trainer.log_dir or trainer.default_root_dir
-    if folder:
-        _append_csv(os.path.join(folder, CSV_NAME), score_rows(entry))
+    _append_csv(os.path.join(log_folder(trainer), CSV_NAME), score_rows(entry))
+    step, epoch = entry["global_step"], entry["epoch"]
+    bounds = margin_scalars(prefix, entry["scores"])
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            _write_layout(logger.experiment, prefix, entry["scores"])
+            if bounds:
+                logger.log_metrics(bounds, step=step)
     if not figures:
         return
-    step, epoch = entry["global_step"], entry["epoch"]
     for transform, by_layer in entry["scores"].items():
         tagged = {f"{prefix}/{transform}/depth": depth_figure(by_layer, f"{transform}, epoch {epoch:g}")}
         if len(history) > 1 or prefix == "seis":
@@ -133,24 +166,51 @@ def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Se
                     series, score, f"{score} ({transform})"
                 )
         for logger in trainer.loggers:
-            _log_figures(logger, tagged, step, [t for t in entry["scores"]], prefix)
+            _log_figures(logger, tagged, step)
 
 
-def _log_figures(logger: Any, figures: Mapping[str, Figure], step: int, transforms: list[str], prefix: str) -> None:
+def log_folder(trainer: Any) -> str:
+    """Where ``seis_scores.csv`` goes: the first logger's folder (what ``trainer.log_dir`` gives, without its
+    broadcast, which would stall a multi-process run called from rank zero alone), else the Trainer's
+    ``default_root_dir`` (``logger=False``, or a logger with no local folder)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        folder = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+        if folder:
+            return folder
+    return trainer.default_root_dir
+
+
+def _write_layout(writer: Any, prefix: str, scores: Mapping[str, Scores]) -> None:
+    """One custom-scalars layout per writer, merged over every SEIS callback and stage that logs to it and
+    rewritten when one adds a chart (TensorBoard reads the latest)."""
+    written: dict[tuple[str, str], tuple[str, ...]] = getattr(writer, "_seis_layout", {})
+    new = {
+        (prefix, transform): tuple(layer for layer, values in by_layer.items() if _has_se(values))
+        for transform, by_layer in scores.items()
+    }
+    if all(written.get(key) == layers for key, layers in new.items()):
+        return
+    written = writer._seis_layout = {**written, **new}
+    layout: dict = {}
+    for p in sorted({p for p, _ in written}):
+        transforms = sorted(t for q, t in written if q == p)
+        layout.update(custom_scalars_layout(transforms, p, {t: written[p, t] for t in transforms}))
+    writer.add_custom_scalars(layout)
+
+
+def _has_se(values: Mapping[str, float]) -> bool:
+    return any(f"{score}_se" in values for score in SCORES)
+
+
+def _log_figures(logger: Any, figures: Mapping[str, Figure], step: int) -> None:
     from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
 
     if isinstance(logger, TensorBoardLogger):
-        writer = logger.experiment
-        written = getattr(writer, "_seis_layout", set())
-        if not {(prefix, t) for t in transforms} <= written:  # one merged layout for every SEIS callback
-            written = written | {(prefix, t) for t in transforms}
-            writer._seis_layout = written
-            layout: dict = {}
-            for p in {p for p, _ in written}:
-                layout.update(custom_scalars_layout(sorted(t for q, t in written if q == p), p))
-            writer.add_custom_scalars(layout)
         for tag, figure in figures.items():
-            writer.add_figure(tag, figure, step)
+            logger.experiment.add_figure(tag, figure, step)
     elif isinstance(logger, WandbLogger):
         for tag, figure in figures.items():
             logger.log_image(key=tag, images=[_png(figure)], step=step)
