@@ -184,7 +184,7 @@ class SEISCallback(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last = self.history[-1]["global_step"] if self.history else None
         if last != trainer.global_step:  # the model as training ends is always scored once
-            self._score(trainer, pl_module, "fit", _epochs_trained(trainer, ended=True))
+            self._score(trainer, pl_module, "fit", _epochs_trained(trainer))
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -307,18 +307,13 @@ class SEISCallback(Callback):
         return images
 
 
-def _epochs_trained(trainer: pl.Trainer, ended: bool = False) -> float:
-    """Epochs trained so far, fractional inside an epoch (mid-epoch validation, ``max_steps``)."""
-    completed = trainer.fit_loop.epoch_progress.current.completed
-    batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+def _epochs_trained(trainer: pl.Trainer) -> float:
+    """Epochs trained so far, fractional inside an epoch (mid-epoch validation, ``max_steps``, a mid-epoch resume)."""
+    begun = trainer.fit_loop.epoch_progress.current.ready  # epochs begun, the latest included
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # of the latest epoch begun
     total = trainer.num_training_batches
-    if ended:
-        processed = trainer.fit_loop.epoch_progress.current.processed
-        if completed == processed and (batches == 0 or batches >= total):
-            return float(completed)
-    if not math.isfinite(total) or total <= 0:
-        return float(completed + (1 if batches else 0))
-    return completed + min(batches, total) / total
+    fraction = min(batches / total, 1.0) if math.isfinite(total) and total > 0 else float(batches > 0)
+    return max(begun - 1, 0) + fraction
 
 
 def _loader(trainer: pl.Trainer, stage: str, num_samples: int) -> tuple[Any, int]:

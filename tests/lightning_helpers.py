@@ -35,6 +35,9 @@ class TinyCNN(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         self.log("val_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
 
+    def test_step(self, batch, batch_idx):
+        self.log("test_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 

@@ -62,8 +62,8 @@ class ContentDependent(TinyCNN):
 def test_layer_output_shape_change_between_x_and_tx_is_named(tmp_path):
     callback = SEISCallback(layers=["crop", "conv1"], transforms="hflip", num_samples=64, strict=True)
     with pytest.raises(
-        ValueError,
-        match=r"SEIS layer 'crop' gives maps of shape \[64, 1, 16, [78]\] for the probe images but"
+        RuntimeError,
+        match=r"SEIS layer 'crop' was not scored: it gives maps of shape \[64, 1, 16, [78]\] for the probe images but"
         r" \[64, 1, 16, [78]\] for the images transformed by 'hflip'; .* does not depend on the image content",
     ):
         fit(tmp_path, callback, ContentDependent())
@@ -73,7 +73,8 @@ def test_layer_that_does_not_run_for_some_images_is_named(tmp_path):
     callback = SEISCallback(layers=["extra", "conv1"], transforms="hflip", num_samples=64, strict=True)
     with pytest.raises(
         RuntimeError,
-        match=r"SEIS layer 'extra' did not run in the forward pass of the (probe images|images transformed by .hflip.)",
+        match=r"SEIS layer 'extra' was not scored: it did not run in the forward pass of the"
+        r" (probe images|images transformed by .hflip.)",
     ):
         fit(tmp_path, callback, ContentDependent())
 
@@ -81,36 +82,62 @@ def test_layer_that_does_not_run_for_some_images_is_named(tmp_path):
 def test_small_validation_set_warns_and_uses_what_is_there(tmp_path):
     _, val = digits_loaders(num_val=40)
     callback = SEISCallback(num_samples=512, transforms="hflip")
-    with pytest.warns(UserWarning, match=r"num_samples=512 probe images but the validation data holds 40"):
+    with pytest.warns(UserWarning, match=r"num_samples=512 probe images but the validation data gives 40"):
         fit(tmp_path, callback, val=val)
-    assert callback._probe.shape[0] == 40 and [h["step"] for h in callback.history] == [0, 1]
+    assert callback.probe_set.shape[0] == 40 and [h["global_step"] for h in callback.history] == [0, 6]
 
 
-def test_one_image_validation_set_is_refused(tmp_path):
+class PixelsData(torch.utils.data.Dataset):
+    """Dict items whose image key (``"pixels"``) is none SEIS knows."""
+
+    def __init__(self) -> None:
+        self.images, self.labels = next(iter(digits_loaders()[1]))
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"pixels": self.images[i], "label": self.labels[i]}
+
+
+class PixelsModel(TinyCNN):
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", nn.functional.cross_entropy(self(batch["pixels"]), batch["label"]))
+
+
+def one_image():
     images, labels = next(iter(digits_loaders()[1]))
-    one = DataLoader(TensorDataset(images[:1], labels[:1]))
-    with pytest.raises(MisconfigurationException, match=r"found 1 probe image\(s\); it needs at least 2"):
-        fit(tmp_path, SEISCallback(transforms="hflip"), val=one)
+    return {"val": DataLoader(TensorDataset(images[:1], labels[:1]))}
 
 
-def test_integer_images_are_refused_with_shape_and_dtype(tmp_path):
-    probe = torch.zeros(8, 1, 16, 16, dtype=torch.uint8)
-    with pytest.raises(
-        MisconfigurationException, match=r"floating-point images.*shape \[8, 1, 16, 16\] and dtype torch.uint8"
-    ):
-        fit(tmp_path, SEISCallback(probe_data=probe))
-
-
-def test_non_tensor_batches_ask_for_an_input_getter(tmp_path):
-    class Strings(torch.utils.data.Dataset):
-        def __len__(self):
-            return 8
-
-        def __getitem__(self, i):
-            return {"path": f"image{i}.png"}
-
-    with pytest.raises(MisconfigurationException, match=r"could not take the images.*`input_getter`"):
-        fit(tmp_path, SEISCallback(), val=DataLoader(Strings(), batch_size=4), num_sanity_val_steps=0)
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [
+        (one_image, r"found 1 probe image\(s\) in the validation data; it needs at least 2"),
+        (
+            lambda: {"callback": {"probe_data": torch.zeros(8, 1, 16, 16, dtype=torch.uint8)}},
+            r"floating-point images in probe_data, but got uint8 \[8, 1, 16, 16\]; convert them.*images.float\(\) / 255",
+        ),
+        (
+            lambda: {"val": DataLoader(PixelsData(), batch_size=8), "model": PixelsModel()},
+            r"could not take the images from the validation data \(.*batch keys \['pixels', 'label'\].*`input_getter`",
+        ),
+    ],
+    ids=["one-image", "uint8", "unknown-key"],
+)
+@pytest.mark.parametrize("strict", [False, True])
+def test_probe_collection_problems_warn_and_disable_unless_strict(tmp_path, setup, match, strict):
+    options = setup()
+    callback = SEISCallback(transforms="hflip", strict=strict, **options.pop("callback", {}))
+    if strict:
+        with pytest.raises(MisconfigurationException, match=match):
+            fit(tmp_path, callback, **options)
+        return
+    with pytest.warns(UserWarning, match="SEISCallback is disabled for this run: .*" + match) as caught:
+        model = fit(tmp_path, callback, **options)
+    assert sum("disabled for this run" in str(w.message) for w in caught) == 1
+    assert callback.disabled and callback.history == [] and callback.scores == {}
+    assert model.trainer.global_step == 6 and model.trainer.state.finished  # training went on to its end
 
 
 def test_probe_of_another_dtype_and_device_is_moved_to_the_model(tmp_path):
@@ -140,9 +167,9 @@ class NaNInEval(TinyCNN):
 
 def test_nan_activations_give_nan_scores_and_a_named_warning(tmp_path):
     callback = SEISCallback(layers=["conv1", "bad"], transforms="hflip", num_samples=64)
-    with pytest.warns(SEISWarning, match=r"SEIS layer 'bad', after 0 epoch\(s\): SEIS scores are NaN.*NaN or Inf"):
+    with pytest.warns(SEISWarning, match=r"SEIS layer 'bad' at step 0: SEIS scores are NaN.*NaN or Inf"):
         fit(tmp_path, callback, NaNInEval(), max_epochs=2)
-    assert [h["step"] for h in callback.history] == [0, 1, 2]  # training went on
+    assert [h["global_step"] for h in callback.history] == [0, 6, 12]  # training went on
     assert math.isnan(callback.scores["hflip"]["bad"]["equivariance"])
     assert not math.isnan(callback.scores["hflip"]["conv1"]["equivariance"])
 
@@ -223,7 +250,7 @@ def test_killed_run_resumes_without_duplicates_or_gaps(tmp_path):
         fitter = trainer(tmp_path, [first, every_step, Crash()], max_epochs=4, enable_checkpointing=True)
         with pytest.raises(RuntimeError, match="killed mid-epoch"):
             fitter.fit(TinyCNN(), train, val)
-    assert [h["step"] for h in first.history] == [0, 1, 2]
+    assert [h["global_step"] for h in first.history] == [0, 6, 12]
     second = SEISCallback(layers=["conv1"], transforms="hflip", num_samples=64)
     logger = pl.loggers.TensorBoardLogger(tmp_path, name="tb", version=1)
     with warnings.catch_warnings():
@@ -231,11 +258,10 @@ def test_killed_run_resumes_without_duplicates_or_gaps(tmp_path):
         trainer(tmp_path, [second], max_epochs=4, logger=logger).fit(
             TinyCNN(), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt")
         )
-    assert [h["step"] for h in second.history] == [0, 1, 2, 3, 4]
-    assert [e.step for e in read_events(tmp_path / "tb" / "version_1").Scalars("seis/hflip/equivariance/conv1")] == [
-        3,
-        4,
-    ]
+    assert [(h["epoch"], h["global_step"]) for h in second.history] == [(0, 0), (1, 6), (2, 12), (3, 18), (4, 24)]
+    assert second.history[:3] == first.history
+    events = read_events(tmp_path / "tb" / "version_1")
+    assert [e.step for e in events.Scalars("seis/hflip/equivariance/conv1")] == [18, 24]
 
 
 def test_requires_grad_and_modes_are_restored(tmp_path):
