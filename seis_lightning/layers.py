@@ -110,16 +110,29 @@ class Features(dict):
     """Outputs of the captured layers for one forward pass, ``{name: tensor}`` in forward order.
 
     ``errors`` holds, per layer, why its output could not be read (e.g. a tuple without
-    ``output_getter``); such a layer is absent from the mapping.
+    ``output_getter``); such a layer is absent from the mapping. ``order`` lists both kinds of
+    layer in the order they ran.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.errors: dict[str, str] = {}
+        self.order: list[str] = []
+
+    def __setitem__(self, name: str, output: Tensor) -> None:
+        super().__setitem__(name, output)
+        self.order.append(name)
+
+    def fail(self, name: str, reason: str) -> None:
+        """Record why layer ``name`` could not be read in this pass."""
+        if name not in self.errors and name not in self:
+            self.order.append(name)
+        self.errors[name] = reason
 
     def clear(self) -> None:
         super().clear()
         self.errors.clear()
+        self.order.clear()
 
 
 def _getter_of(output_getter: OutputGetter | Mapping[str, OutputGetter] | None, name: str) -> OutputGetter | None:
@@ -188,14 +201,15 @@ def capture(
                 try:
                     output = getter(output)
                 except Exception as error:  # a user's getter: report it for this layer only
-                    features.errors[name] = f"`output_getter` failed on its output ({type(error).__name__}: {error})"
+                    features.fail(name, f"`output_getter` failed on its output ({type(error).__name__}: {error})")
                     return
             if not isinstance(output, Tensor):
                 if not new_maps_only:
-                    features.errors[name] = (
+                    features.fail(
+                        name,
                         f"{type(module).__name__} returned a {_describe(output)}, not a tensor; pass"
                         " `output_getter` (e.g. `lambda out: out[0]` or `lambda out: out.last_hidden_state`,"
-                        " or a mapping per layer) to take the feature map from it"
+                        " or a mapping per layer) to take the feature map from it",
                     )
                 return
             if new_maps_only:

@@ -185,15 +185,15 @@ class SEISProbe:
                         x = chunk.to(device=device, dtype=dtype, non_blocking=True)
                         with record_function("seis.forward"):
                             a = self._forward(model, forward, x, features)
+                            order.update(dict.fromkeys(features.order))  # forward order, unreadable layers too
                             bs = [
                                 self._forward(model, forward, self._transformed(name, g, x), features)
                                 for name, g in self.draws
                             ]
-                        order.update(dict.fromkeys(a))
                         if not counted:
                             continue
                         for name in layers:
-                            if name in reasons or (auto and name not in a):
+                            if name in reasons or (auto and name not in a and name not in a["__errors__"]):
                                 continue  # default layers: a block that gives no new map is not one
                             problem = self._problem(name, a, bs, features, x.shape[0])
                             if problem:

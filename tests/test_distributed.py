@@ -1,0 +1,96 @@
+"""``SEISProbe.score`` over two processes (gloo, CPU) (issue 16, section 4).
+
+The model's forward is a collective (``all_reduce``, as FSDP's and DeepSpeed ZeRO-3's gathers are):
+a rank that ran fewer forward passes than the other would leave it waiting for ever. Five probe
+chunks over two ranks give one rank three and the other two; that rank repeats a chunk and discards
+its statistics, so the scores still equal one process's.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import socket
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from seis_lightning import SEISMetric, SEISProbe
+from seis_lightning.scoring import LOGGED
+
+EXACT = {"precision": "float64"} if "precision" in inspect.signature(SEISMetric).parameters else {}
+OPTIONS = dict(layers=["conv", "head"], transforms=["hflip", "rotate:30"], batch_size=8, **EXACT)
+NUM_IMAGES = 40  # 5 chunks of 8: 3 on rank 0, 2 on rank 1
+
+
+class AllReduceModel(nn.Module):
+    """A conv net whose forward all-reduces a buffer, as sharded models gather their weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.head = nn.Linear(6, 4)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if dist.is_available() and dist.is_initialized():
+            scale = torch.ones(1)
+            dist.all_reduce(scale)  # every rank must call this the same number of times
+            x = x * (scale / dist.get_world_size())
+        return self.head(torch.relu(self.conv(x)).mean((-2, -1)))
+
+
+def _data() -> tuple[AllReduceModel, torch.Tensor]:
+    torch.manual_seed(0)
+    return AllReduceModel(), torch.rand(NUM_IMAGES, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model, images = _data()
+        result = SEISProbe(**OPTIONS).score(model, images, rank=rank, world_size=world_size)
+        torch.save({"scores": result.scores, "calls": model.calls}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(120)
+def test_uneven_chunks_over_two_ranks_finish_and_equal_one_process(tmp_path):
+    out = str(tmp_path / "scores")
+    context = mp.start_processes(_worker, args=(2, _free_port(), out), nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 90
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):  # raises if a worker fails
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the probe pass did not finish on both ranks in 90 s (a rank waited in all_reduce)")
+    ranks = [torch.load(f"{out}.{rank}") for rank in range(2)]
+
+    model, images = _data()
+    single = SEISProbe(**OPTIONS).score(model, images)
+    passes_per_chunk = 1 + len(SEISProbe(**OPTIONS).draws)
+    assert model.calls == 5 * passes_per_chunk
+    # 3 chunks each: rank 1 repeats one of its 2.
+    assert [rank["calls"] for rank in ranks] == [3 * passes_per_chunk] * 2
+    for rank in ranks:
+        for transform, layers in single.scores.items():
+            for layer, scores in layers.items():
+                assert math.isfinite(scores["equivariance"])
+                for name in LOGGED:
+                    got = rank["scores"][transform][layer][name]
+                    assert got == pytest.approx(scores[name], abs=1e-9 if EXACT else 1e-6, nan_ok=True), (layer, name)
