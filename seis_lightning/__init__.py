@@ -5,6 +5,7 @@ from importlib.metadata import version as _version
 from seis_lightning.callback import SEISCallback
 from seis_lightning.functional import (
     SEISWarning,
+    jackknife_se,
     seis_combine_statistics,
     seis_from_statistics,
     seis_maps,
@@ -29,6 +30,7 @@ __all__ = [
     "SEISWarning",
     "capture",
     "flip",
+    "jackknife_se",
     "layer_names",
     "parse_transform",
     "probe_images",

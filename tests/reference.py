@@ -78,13 +78,27 @@ def null_permutation(num_images: int, batch_size: int | None = None) -> np.ndarr
     return perm
 
 
-def reference_scores(a, b, keep: float = 0.99, eps: float = 1e-8, batch_size: int | None = None, centring: str = "map"):
-    """SEIS scores of maps a, b of shape [N, C, S] (numpy float64)."""
+def reference_scores(
+    a,
+    b,
+    keep: float = 0.99,
+    eps: float = 1e-8,
+    batch_size: int | None = None,
+    centring: str = "map",
+    b_null=None,
+):
+    """SEIS scores of maps a, b of shape [N, C, S] (numpy float64).
+
+    ``b_null`` [N, C, S]: the transformed maps paired with each image for the null, which may lie
+    outside ``b`` (a jackknife's left-out images); by default ``b`` in the order of
+    :func:`null_permutation`. Either way they are centred on ``b``'s mean map.
+    """
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     n, c, s = a.shape
     perm = null_permutation(n, batch_size)
-    paired = perm >= 0
+    paired = perm >= 0 if b_null is None else np.ones(n, dtype=bool)
+    partners = b[perm[paired]] if b_null is None else np.asarray(b_null, dtype=np.float64)
     out = {}
     for unfolding in ("spatial", "channel"):
         if unfolding == "spatial":
@@ -94,7 +108,7 @@ def reference_scores(a, b, keep: float = 0.99, eps: float = 1e-8, batch_size: in
         if centring == "map":
             ac, bc = a - a.mean(0), b - b.mean(0)
             x, y = unfold(ac), unfold(bc)
-            y_null = unfold(bc[perm[paired]])
+            y_null = unfold(partners - b.mean(0))
             x_null = unfold(ac[paired])
         else:  # plain per-column centring, as reimplementations of the paper do
             x, y = unfold(a), unfold(b)

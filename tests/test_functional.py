@@ -142,7 +142,8 @@ def test_tied_correlations_take_the_principal_axes(name, digit_maps):
 
     Invariance is then the same on 1 and 2 threads, equals the reference, and equals its closed
     form: with every ρ = 1 and kx = ky, u_i = e_i, so w_i is A's i-th principal direction and v_i
-    the same direction moved by the permutation.
+    the same direction moved by the permutation. Float64 products: float32 ones round differently
+    on 1 and 2 threads, which moves every score (here by 3e-7), tied or not.
     """
     a = digit_maps[:256]
     b = TIED_CASES[name](a)
@@ -152,7 +153,7 @@ def test_tied_correlations_take_the_principal_axes(name, digit_maps):
         for count in (1, 2):
             torch.set_num_threads(count)
             with threadpool_limits(count):
-                result = seis_scores(a, b)
+                result = seis_scores(a, b, precision="float64")
                 values += [result["invariance"], reference_scores(a.flatten(2), b.flatten(2))["invariance"]]
     finally:
         torch.set_num_threads(threads)
@@ -175,7 +176,8 @@ def test_tied_invariance_is_the_limit_of_the_untied_case(digit_maps):
     a = digit_maps.double()
     b = a.rot90(1, dims=(-2, -1))
     noisy = b + 1e-5 * a.std() * torch.randn(b.shape, generator=torch.Generator().manual_seed(0), dtype=b.dtype)
-    assert seis_scores(a, noisy)["invariance"] == pytest.approx(seis_scores(a, b)["invariance"], abs=3e-4)
+    tied, untied = (seis_scores(a, x, precision="float64")["invariance"] for x in (b, noisy))
+    assert untied == pytest.approx(tied, abs=3e-4)
 
 
 def test_noise_scores_fall_as_images_grow(digit_maps, generator):
