@@ -312,9 +312,10 @@ def _call(model: nn.Module, images: Tensor) -> Any:
 
 def _declared_layout(model: nn.Module, layer: str, ndim: int, layout: Any, num_prefix_tokens: Any) -> tuple[str, int]:
     """The layout and prefix tokens of one layer: the option, else what the model declares (``seis_*``
-    attributes, or timm's ``output_fmt`` / ``num_prefix_tokens`` on the layer's nearest owner)."""
-    owners = [model] + [_module_at(model, layer.rsplit(".", depth)[0]) for depth in range(layer.count(".") + 1, 0, -1)]
-    owners = [owner for owner in owners if owner is not None][::-1]  # nearest owner first
+    attributes, or timm's ``output_fmt`` / ``num_prefix_tokens`` on the layer itself or its nearest owner)."""
+    parts = layer.split(".")
+    owners = [model] + [_module_at(model, ".".join(parts[:depth])) for depth in range(1, len(parts) + 1)]
+    owners = [owner for owner in owners if owner is not None][::-1]  # the layer, then its nearest owner first
 
     def declared(attribute: str) -> Any:
         return next(
@@ -326,7 +327,8 @@ def _declared_layout(model: nn.Module, layer: str, ndim: int, layout: Any, num_p
     if tokens is None:
         tokens = _per_layer(declared("seis_num_prefix_tokens"), layer)
     timm_tokens = declared("num_prefix_tokens")
-    nhwc = ndim == 4 and str(declared("output_fmt") or "").upper() == "NHWC"
+    output_fmt = declared("output_fmt")
+    nhwc = ndim == 4 and str(getattr(output_fmt, "value", output_fmt) or "").upper() == "NHWC"  # str or timm's Format
     if chosen_layout is None and (nhwc or (ndim == 3 and timm_tokens is not None)):
         chosen_layout = "channels_last"
     if tokens is None and isinstance(timm_tokens, int):

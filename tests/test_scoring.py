@@ -10,6 +10,7 @@ small stand-ins below declare what they declare (``num_prefix_tokens``, ``output
 from __future__ import annotations
 
 import copy
+import enum
 import inspect
 import math
 import warnings
@@ -350,14 +351,30 @@ def test_timm_num_prefix_tokens_drops_the_class_token():
     _assert_scores(per_layer["hflip"]["blocks.0"], with_class_token)
 
 
-def test_timm_output_fmt_nhwc_is_read_as_channels_last():
+class Format(str, enum.Enum):
+    """timm's ``timm.layers.Format``: ``str(Format.NHWC)`` is not ``"NHWC"``."""
+
+    NCHW = "NCHW"
+    NHWC = "NHWC"
+
+
+@pytest.mark.parametrize("output_fmt", ["NHWC", Format.NHWC], ids=["str", "timm_Format"])
+@pytest.mark.parametrize("on", ["model", "layer"])
+def test_timm_output_fmt_nhwc_is_read_as_channels_last(output_fmt, on):
     torch.manual_seed(0)
-    model, images = TimmStyleNHWC(), _images(16)
+    model, images = TimmStyleNHWC(), _images(16, size=8)
+    if on == "layer":  # declared by the layer itself (as timm's PatchEmbed does): it comes before the model's
+        model.output_fmt = "NCHW"
+        model.stages[0].output_fmt = output_fmt
+    else:
+        model.output_fmt = output_fmt
     a, b = _hooked(model, "stages.0", images), _hooked(model, "stages.0", images.flip(-2))
-    assert a.shape == (16, 16, 16, 8)
+    assert a.shape == (16, 8, 8, 8)
     channels_first = _reference(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2))
     scores = score_model(model, images, layers=["stages.0"], transforms="vflip", **EXACT)["vflip"]["stages.0"]
     _assert_scores(scores, channels_first)
+    if on == "layer" or output_fmt is Format.NHWC:
+        return
     # layout="channels_first" overrides the declaration: the raw [N, H, W, C] read as [N, C=H, W, C].
     override = score_model(model, images, layers=["stages.0"], transforms="vflip", layout="channels_first", **EXACT)
     _assert_scores(override["vflip"]["stages.0"], _reference(a, b))
@@ -365,7 +382,7 @@ def test_timm_output_fmt_nhwc_is_read_as_channels_last():
 
 def test_seis_attributes_on_the_model_declare_the_layout():
     torch.manual_seed(0)
-    model, images = TimmStyleNHWC(), _images(16)
+    model, images = TimmStyleNHWC(), _images(16, size=8)
     model.output_fmt = "NCHW"
     model.seis_layout = {"stages.1": "channels_last"}
     a, b = _hooked(model, "stages.1", images), _hooked(model, "stages.1", images.flip(-1))
@@ -440,6 +457,7 @@ def test_bf16_mixed_trainer_scores_through_the_callback(tmp_path):
     full = score_model(model, images, layers=["conv1", "conv2"], transforms="hflip")["hflip"]
     for layer in ("conv1", "conv2"):
         assert math.isfinite(logged[layer]["equivariance"])
+        assert logged[layer]["equivariance"] != full[layer]["equivariance"]  # the probe pass ran under autocast
         # bf16 activations: the same scores to bfloat16's few digits, not to float32's.
         assert logged[layer]["equivariance"] == pytest.approx(full[layer]["equivariance"], abs=0.05)
         assert logged[layer]["invariance"] == pytest.approx(full[layer]["invariance"], abs=0.05)
