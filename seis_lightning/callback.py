@@ -117,11 +117,13 @@ class SEISCallback(Callback):
         self.strict = strict
         self.log_figures = log_figures
         self._trainer_id: int | None = None
+        self._fit_id: int | None = None
+        self._saved: dict[str, Any] | None = None
         self.history: list[dict[str, Any]] = []  # fit entries: stage, epoch, global_step, scores, draws
-        self.evaluations: list[dict[str, Any]] = []  # validate/test entries, kept apart from training
         self._reset_run()
 
     def _reset_run(self) -> None:
+        self.evaluations: list[dict[str, Any]] = []  # this Trainer's validate/test entries, apart from training
         self.disabled: str | None = None
         self._images: dict[str, Tensor] = {}
         self._warned: set[tuple[str, str]] = set()
@@ -151,16 +153,26 @@ class SEISCallback(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._trainer_id != id(trainer):  # a new Trainer: its own probe set; a new fit: a fresh history
+        self._saved = None  # a checkpoint's state, loaded after this
+        if self._trainer_id != id(trainer):  # a new Trainer: its own probe set and evaluations
             self._trainer_id = id(trainer)
             self._reset_run()
-            if stage == "fit":  # a resumed history is loaded after this
-                self.history, self.evaluations = [], []
+        if stage == "fit" and self._fit_id != id(trainer):  # a new fit: a fresh history
+            self._fit_id = id(trainer)
+            self.history = []
         if self.probe.layers is not None:
             resolve_layers(pl_module, self.probe.layers)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        saved, self._saved = self._saved, None
+        if saved is not None and saved.get("config") not in (None, self._config()):
+            rank_zero_warn(
+                f"SEISCallback: the checkpoint's SEIS history was made with {saved['config']}, but this callback is"
+                f" configured with {self._config()}; starting a fresh history instead of mixing the two."
+            )
+        elif saved is not None:
+            self.history = list(saved.get("history", []))
         if self.score_before_training and not self.history:
             self._score(trainer, pl_module, "fit", _epochs_trained(trainer))
 
@@ -196,14 +208,7 @@ class SEISCallback(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("config")
-        if saved is not None and saved != self._config():
-            rank_zero_warn(
-                f"SEISCallback: the checkpoint's SEIS history was made with {saved}, but this callback is configured"
-                f" with {self._config()}; starting a fresh history instead of mixing the two."
-            )
-            return
-        self.history = list(state_dict.get("history", []))
+        self._saved = state_dict  # a resumed fit takes it at train start; validate/test runs leave the history alone
 
     # ------------------------------------------------------------------ scoring
 
@@ -247,14 +252,10 @@ class SEISCallback(Callback):
             self._warn("layer", reason)
         for layer, message in result.warnings:
             self._warn(layer, f"SEIS layer {layer!r} at step {trainer.global_step}: {message}")
-        entry = {
-            "stage": stage,
-            "epoch": epoch,
-            "global_step": trainer.global_step,
-            "scores": result.scores,
-            "draws": result.draws,
-            "order": len(self.history) + len(self.evaluations),
-        }
+        entry = dict(
+            stage=stage, epoch=epoch, global_step=trainer.global_step, scores=result.scores, draws=result.draws
+        )
+        entry["order"] = max([e["order"] for e in self.history + self.evaluations], default=-1) + 1  # the latest
         (self.history if stage == "fit" else self.evaluations).append(entry)
         prefix = "seis" if stage == "fit" else f"seis_{stage}"
         flat = {
@@ -275,35 +276,30 @@ class SEISCallback(Callback):
             rank_zero_warn(message, category=SEISWarning)
 
     def _probe_images(self, trainer: pl.Trainer, stage: str) -> Tensor:
-        source_stage = "test" if stage == "test" else "validate"
-        if source_stage in self._images:
-            return self._images[source_stage]
-        if self._images and self.probe_data is not None:
-            return next(iter(self._images.values()))
-        if "validate" in self._images:  # test runs reuse the training's probe set
-            return self._images["validate"]
-        source: Any = self.probe_data
-        limit = self.num_samples
+        # One probe set per Trainer: the validation set's (or probe_data), which test runs reuse when there is one.
+        key = "test" if stage == "test" and self.probe_data is None and "validate" not in self._images else "validate"
+        if key in self._images:
+            return self._images[key]
+        source, limit = self.probe_data, self.num_samples
         if source is None:
-            loader, limit = _loader(trainer, source_stage, self.num_samples)
-            if loader is None:
+            source, limit = _loader(trainer, key, self.num_samples)
+            if source is None:
                 raise MisconfigurationException(
                     "SEISCallback needs probe images, but the Trainer has no validation dataloader (or"
                     " `limit_val_batches=0`, or the model has no `validation_step`, so Lightning skips validation)."
                     " Pass `val_dataloaders` to `Trainer.fit`, use a datamodule with `val_dataloader()`, or give"
                     " `SEISCallback(probe_data=images_or_dataset)`."
                 )
-            source = loader
-        what = "probe_data" if self.probe_data is not None else f"the {stage if stage == 'test' else 'validation'} data"
+        what = "probe_data" if self.probe_data is not None else f"the {'test' if key == 'test' else 'validation'} data"
         images = probe_images(
-            source, limit, input_getter=self.input_getter, batch_size=self.probe.batch_size, what=what
+            source, limit, input_getter=self.input_getter, what=what, batch_size=self.probe.batch_size
         )
         if len(images) < self.num_samples:
             rank_zero_warn(
                 f"SEISCallback asked for num_samples={self.num_samples} probe images but {what} gives {len(images)}"
                 " (bounded by the data, `limit_val_batches` or `fast_dev_run`); using those."
             )
-        self._images[source_stage] = images
+        self._images[key] = images
         return images
 
 
@@ -318,14 +314,13 @@ def _epochs_trained(trainer: pl.Trainer) -> float:
 
 def _loader(trainer: pl.Trainer, stage: str, num_samples: int) -> tuple[Any, int]:
     """The stage's first dataloader, and how many images its limits (``limit_*_batches``, ``fast_dev_run``) allow."""
-    if stage == "test":
-        loaders, limit = trainer.test_dataloaders, trainer.limit_test_batches
-        if loaders is None and trainer.datamodule is not None:
-            loaders = _from_datamodule(trainer.datamodule, "test_dataloader")
-    else:
-        loaders, limit = trainer.val_dataloaders, trainer.limit_val_batches
-        if loaders is None and trainer.datamodule is not None:
-            loaders = _from_datamodule(trainer.datamodule, "val_dataloader")
+    name = "test" if stage == "test" else "val"
+    loaders, limit = getattr(trainer, f"{name}_dataloaders"), getattr(trainer, f"limit_{name}_batches")
+    if loaders is None and trainer.datamodule is not None:
+        try:
+            loaders = getattr(trainer.datamodule, f"{name}_dataloader")()
+        except (NotImplementedError, AttributeError, MisconfigurationException):
+            loaders = None
     if isinstance(loaders, Mapping):
         loaders = next(iter(loaders.values()), None)
     if isinstance(loaders, (list, tuple)):
@@ -338,10 +333,3 @@ def _loader(trainer: pl.Trainer, stage: str, num_samples: int) -> tuple[Any, int
     elif limit < 1 and hasattr(loaders, "__len__"):
         num_samples = min(num_samples, max(1, int(limit * len(loaders))) * batch_size)
     return loaders, num_samples
-
-
-def _from_datamodule(datamodule: Any, method: str) -> Any:
-    try:
-        return getattr(datamodule, method)()
-    except (NotImplementedError, AttributeError, MisconfigurationException):
-        return None

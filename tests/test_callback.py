@@ -260,7 +260,8 @@ def test_non_tensor_layer_output_is_rejected_by_name(tmp_path):
     train, val = digits_loaders()
     with pytest.raises(
         RuntimeError,
-        match=r"SEIS layer 'pair' was not scored: TupleOutput returned a tuple of \['Tensor', 'Tensor'\].*`output_getter`",
+        match=r"SEIS layer 'pair' was not scored: TupleOutput returned a tuple of \['Tensor', 'Tensor'\]"
+        r".*`output_getter`",
     ):
         trainer(tmp_path, [SEISCallback(layers=["pair"], num_samples=64, strict=True)]).fit(TupleNet(), train, val)
 

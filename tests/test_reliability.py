@@ -116,7 +116,7 @@ def one_image():
         (one_image, r"found 1 probe image\(s\) in the validation data; it needs at least 2"),
         (
             lambda: {"callback": {"probe_data": torch.zeros(8, 1, 16, 16, dtype=torch.uint8)}},
-            r"floating-point images in probe_data, but got uint8 \[8, 1, 16, 16\]; convert them.*images.float\(\) / 255",
+            r"floating-point images in probe_data, but got uint8 \[8, 1, 16, 16\]; convert them.*float\(\) / 255",
         ),
         (
             lambda: {"val": DataLoader(PixelsData(), batch_size=8), "model": PixelsModel()},

@@ -81,7 +81,7 @@ class ConstantValidation(TinyCNN):
         (2, {"max_epochs": 6, "early_stopping": True}, [(0, 0), (2, 12), (3, 18)]),
         (1, {"max_epochs": 6, "early_stopping": True}, [(0, 0), (1, 6), (2, 12), (3, 18)]),
     ],
-    ids=["max_epochs", "max_steps", "max_steps-every-epoch", "max_time", "early_stopping", "early_stopping-every-epoch"],
+    ids=["max_epochs", "max_steps", "max_steps-each", "max_time", "early_stopping", "early_stopping-each"],
 )
 def test_every_n_epochs_and_the_final_model_scored_once(tmp_path, monkeypatch, every_n_epochs, kwargs, expected):
     clock = itertools.count()  # max_time: the Timer's clock moves 1 s each time it is read, so it stops after 3 batches
@@ -101,36 +101,39 @@ def test_every_n_epochs_and_the_final_model_scored_once(tmp_path, monkeypatch, e
 
 def test_validate_and_test_keep_the_training_history(tmp_path):
     callback = seis()
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", save_top_k=-1)
     model = TinyCNN()
-    fitter = fit(tmp_path, [callback, checkpoint], model=model, max_epochs=1, enable_checkpointing=True)
+    fitter = fit(tmp_path, [callback, checkpoint], model=model, enable_checkpointing=True)
     history = list(callback.history)
     trained = history[-1]["scores"]["hflip"]["conv1"]
     _, val = digits_loaders()
     fitter.validate(model, val, verbose=False)
     fitter.test(model, val, verbose=False)
-    assert callback.history == history and when(callback) == [(0, 0), (1, 6)]
-    assert [(e["stage"], e["global_step"]) for e in callback.evaluations] == [("validate", 6), ("test", 6)]
+    assert callback.history == history and when(callback) == [(0, 0), (1, 6), (2, 12)]
+    assert [(e["stage"], e["global_step"]) for e in callback.evaluations] == [("validate", 12), ("test", 12)]
     for entry in callback.evaluations:  # the trained model on the same probe set
         assert entry["scores"]["hflip"]["conv1"] == pytest.approx(trained, abs=1e-9)
     assert callback.scores is callback.evaluations[-1]["scores"]
     events = read_events(tmp_path / "tb" / "version_0")
-    assert [e.step for e in events.Scalars(TAG)] == [0, 6]
+    assert [e.step for e in events.Scalars(TAG)] == [0, 6, 12]
     for stage in ("validate", "test"):
         (event,) = events.Scalars(f"seis_{stage}/hflip/equivariance/conv1")
-        assert event.step == 6 and event.value == pytest.approx(trained["equivariance"], abs=1e-6)
+        assert event.step == 12 and event.value == pytest.approx(trained["equivariance"], abs=1e-6)
 
-    # A fresh Trainer validating the checkpoint: the weights are the trained ones, the history stays.
+    # A fresh Trainer validating the first epoch's checkpoint: its weights are scored, the history stays whole.
+    after_one_epoch = history[1]["scores"]["hflip"]["conv1"]
     logger = TensorBoardLogger(tmp_path, name="tb", version=1)
     fresh = trainer(tmp_path, [callback], logger=logger)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SEISWarning)
-        fresh.validate(TinyCNN(), val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), verbose=False)
+        fresh.validate(TinyCNN(), val, ckpt_path=str(tmp_path / "ckpt" / "epoch=0.ckpt"), verbose=False)
     assert callback.history == history
-    assert callback.evaluations[-1]["stage"] == "validate"
-    assert callback.evaluations[-1]["scores"]["hflip"]["conv1"] == pytest.approx(trained, abs=1e-9)
+    # this Trainer's evaluations; a fresh Trainer's step is 0, where Lightning logs its own validate metrics too
+    assert [(e["stage"], e["global_step"]) for e in callback.evaluations] == [("validate", 0)]
+    assert callback.scores["hflip"]["conv1"] == pytest.approx(after_one_epoch, abs=1e-9)
+    assert after_one_epoch["equivariance"] != trained["equivariance"]
     (event,) = read_events(tmp_path / "tb" / "version_1").Scalars("seis_validate/hflip/equivariance/conv1")
-    assert event.value == pytest.approx(trained["equivariance"], abs=1e-6)
+    assert event.value == pytest.approx(after_one_epoch["equivariance"], abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -197,6 +200,12 @@ def test_two_callbacks_checkpoint_and_resume(tmp_path):
     with pytest.warns(UserWarning, match=r"made with .*'keep': 0\.99.*configured with .*'keep': 0\.9\b.*fresh history"):
         fit(tmp_path, [changed], max_epochs=2, ckpt_path=last, logger=TensorBoardLogger(tmp_path, name="tb", version=3))
     assert when(changed) == [(1, 6), (2, 12)]  # the resumed model first, never the old history's entries
+
+    # Other transformations: another state_key, so Lightning names the checkpoint's unclaimed state.
+    other = seis(transforms="vflip")
+    with pytest.warns(UserWarning, match=r"Please add the following callbacks: \[.*'transforms': \['hflip'\]"):
+        fit(tmp_path, [other], max_epochs=2, ckpt_path=last, logger=TensorBoardLogger(tmp_path, name="tb", version=4))
+    assert when(other) == [(1, 6), (2, 12)]
 
 
 def test_warnings_once_per_layer_and_kind(tmp_path):
