@@ -136,6 +136,20 @@ def test_validate_and_test_keep_the_training_history(tmp_path):
     assert event.value == pytest.approx(after_one_epoch["equivariance"], abs=1e-6)
 
 
+def test_test_in_a_fresh_trainer_scores_the_test_data(tmp_path):
+    callback = seis()
+    _, loader = digits_loaders()
+    model = TinyCNN()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SEISWarning)
+        trainer(tmp_path, [callback]).test(model, loader, verbose=False)
+    images = torch.cat([batch[0] for batch in loader])
+    assert torch.equal(callback.probe_set, images[torch.linspace(0, 95, 32).round().long()])  # spread over the set
+    assert callback.history == [] and [e["stage"] for e in callback.evaluations] == ["test"]
+    (event,) = read_events(tmp_path / "tb" / "version_0").Scalars("seis_test/hflip/equivariance/conv1")
+    assert event.value == pytest.approx(callback.scores["hflip"]["conv1"]["equivariance"], abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "bound"),
     [({"fast_dev_run": True}, 32), ({"limit_val_batches": 2, "limit_train_batches": 2}, 2 * 32)],
