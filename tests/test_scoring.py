@@ -412,6 +412,9 @@ def test_compiled_submodule_is_named_as_written_and_scored_after_an_eval_pass():
     compiled.eval()
     with torch.no_grad():
         compiled(images[:8])  # compiled at the probe batch size, before any hook exists
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
     options = dict(layers=["body.0", "body.2", "head"], transforms=list(FLIPS), batch_size=8, **EXACT)
     with warnings.catch_warnings():
         warnings.filterwarnings("error", ".*not scored", SEISWarning)  # e.g. "it did not run"
@@ -426,8 +429,9 @@ def test_compiled_submodule_is_named_as_written_and_scored_after_an_eval_pass():
                     expected[transform][layer][name], abs=1e-6, nan_ok=True
                 )
     assert all(not m._forward_hooks for m in compiled.modules())
-    with torch.no_grad():  # the compiled module still runs compiled afterwards
+    with torch.no_grad():  # the compiled module still runs its graph afterwards, not recompiled
         assert torch.allclose(compiled(images[:8]), plain.eval()(images[:8]), atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 # --------------------------------------------------------------------- precision of the model
