@@ -363,11 +363,13 @@ def score_model(
         >>> from torch import nn
         >>> from seis_lightning import score_model
         >>> _ = torch.manual_seed(0)
-        >>> model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        >>> images = torch.rand(64, 1, 12, 12)
-        >>> scores = score_model(model, images, layers=["0"], transforms=["hflip"], precision="float64")
-        >>> round(scores["hflip"]["0"]["equivariance"], 3)
-        1.0
+        >>> model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        >>> images = torch.rand(64, 3, 6, 6)
+        >>> scores = score_model(model, images, layers=["1", "3"], transforms=["hflip"], precision="float64")
+        >>> {layer: round(values["equivariance"], 3) for layer, values in scores["hflip"].items()}  # pointwise: moved
+        {'1': 1.0, '3': 1.0}
+        >>> scores["hflip"]["1"]["invariance"] < 0.5  # ...but not in place
+        True
 
     Args:
         model: any module; its train/eval modes, weights, gradients and RNG streams are left as they were.
