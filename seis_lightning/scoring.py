@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from seis_lightning._checks import check_options
-from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning
+from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, jackknife_se
 from seis_lightning.layers import OutputGetter, capture, default_layers, resolve_layers
 from seis_lightning.metric import SEISMetric
 from seis_lightning.probe import check_images
@@ -266,7 +266,8 @@ class SEISProbe:
             max_positions=self.max_positions,
             layout=layout,
             num_prefix_tokens=num_prefix_tokens,
-            **_TEMP_OPTIONS(self),
+            precision=self.precision,
+            jackknife_groups=self.jackknife_groups,
         )
 
     def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:
@@ -292,18 +293,9 @@ class SEISProbe:
                 values = {name: sum(d[name] for d in draws[layer]) / len(draws[layer]) for name in LOGGED}
                 for score, per_draw_replicates in replicates.get(transform, {}).items():
                     # the standard error of the family's mean: the jackknife of the draw-averaged replicates
-                    from seis_lightning.functional import jackknife_se  # TEMP until landed
-
                     values[f"{score}_se"] = jackknife_se(torch.stack(per_draw_replicates).mean(0))
                 result.scores[transform][layer] = values
         return result
-
-
-def _TEMP_OPTIONS(self):  # noqa: N802  TEMP until the metric takes them
-    import inspect
-
-    params = inspect.signature(SEISMetric.__init__).parameters
-    return {k: getattr(self, k) for k in ("precision", "jackknife_groups") if k in params}
 
 
 def _call(model: nn.Module, images: Tensor) -> Any:
