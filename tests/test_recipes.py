@@ -142,9 +142,9 @@ def test_recipe_runs_one_fake_batch_with_the_callback(path, tmp_path):
         warnings.simplefilter("ignore")
         cli = SEISLightningCLI(args=args)
     history = cli.seis.history
-    assert [h["step"] for h in history] == [0, 1]
+    assert [(h["epoch"], h["global_step"]) for h in history] == [(0, 0), (1, cli.trainer.global_step)]
     layers = list(history[-1]["scores"]["random_affine"])
-    assert layers == list(cli.seis._resolved) and set(layers) <= set(dict(cli.model.named_modules()))
+    assert layers and set(layers) <= set(dict(cli.model.named_modules()))
     for values in history[-1]["scores"]["random_affine"].values():
         assert set(SCORES) <= set(values)
     assert any((tmp_path / path.stem).rglob("events.out.tfevents.*"))
