@@ -31,7 +31,8 @@ class SEISCallback(Callback):
     are compared with those of the transformed images (SEIS, arXiv 2602.04054; ``SEIS_SPEC.md``):
     ``equivariance``, ``invariance`` and ``channel_invariance``, each next to its null baseline.
     Scores go to every logger as ``seis/<transform>/<score>/<layer>`` (and ``<score>_null``, and
-    ``<score>_se`` with the jackknife) at ``trainer.global_step``, like Lightning's own logging;
+    ``<score>_se`` with the jackknife) at ``trainer.global_step`` (``SEIS_SPEC.md``, "What the
+    callback logs"; Lightning logs a validation's own metrics one step earlier, at ``global_step - 1``);
     figures go to loggers that take them. The scoring itself is :class:`SEISProbe`'s (see
     :func:`~seis_lightning.score_model`); this callback decides when, on which images, and where
     the results go. It never changes weights, modes, gradients or RNG streams, and a failure only
@@ -41,7 +42,18 @@ class SEISCallback(Callback):
     every ``every_n_epochs``-th epoch (mid-epoch validations included), at each epoch end when the
     model has no validation loop, and always once on the model as training ends. ``validate`` and
     ``test`` runs log under ``seis_validate/`` and ``seis_test/`` and keep their own entries: the
-    training history is never overwritten.
+    training history is never overwritten (a checkpoint's history is taken only by a resumed fit,
+    and a changed configuration warns and starts afresh). A new Trainer takes its own probe set;
+    a new fit starts a fresh history. ``state_key`` follows ``layers`` and ``transforms``, so
+    several callbacks can share a Trainer and its checkpoints.
+
+    Attributes:
+        probe: the :class:`SEISProbe` (``layers``, ``transforms``, ``draws``).
+        probe_set: the probe images, once taken.
+        history: the fit's scorings, each ``{"stage", "epoch", "global_step", "scores", "draws"}``
+            (``epoch`` fractional for mid-epoch validation).
+        evaluations: this Trainer's ``validate``/``test`` scorings, the same way.
+        scores: the latest scores, ``{transform: {layer: {score: value}}}``.
 
     Example:
         >>> from lightning.pytorch import Trainer
