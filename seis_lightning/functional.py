@@ -6,6 +6,8 @@
 3. :func:`seis_from_statistics`: covariances centred on the mean feature map, SVD denoising,
    CCA, and the three scores with their null baselines.
 4. :func:`seis_scores`: the one-shot convenience, 1 to 3 in a row.
+5. :func:`jackknife_se`: the delete-a-group jackknife's standard error (spec, "Uncertainty"), which
+   :func:`seis_from_statistics` reports when the statistics are kept per group.
 
 Everything that depends on the reference activations ``a`` alone (their sums, Grams and
 eigendecompositions) is computed once and shared by every transformation passed as a sequence
@@ -14,14 +16,18 @@ eigendecompositions) is computed once and shared by every transformation passed 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
+
+from seis_lightning._checks import check_options
 
 LAYOUTS = ("channels_first", "channels_last")
 SCORES = ("equivariance", "invariance", "channel_invariance")
@@ -51,10 +57,70 @@ CONSTANT_TOLERANCE = 1e-12
 # Canonical correlations this close form a tied block, whose canonical vectors the SVD leaves to
 # rounding; the principal-axes rule fixes them (spec, "Ties").
 TIE_TOLERANCE = 1e-9
+# CUDA compute capabilities whose float64 runs at half the float32 rate (P100, V100, A100, H100);
+# other GPUs run it at 1/32 to 1/64, Apple MPS has none (spec, "Precision").
+FULL_RATE_FLOAT64 = ((6, 0), (7, 0), (8, 0), (9, 0))
+# Float32 Gram products carry rounding of about 1e-7 of λ_max (4e-8 to 1.2e-7 measured in the null
+# space of rank-deficient maps, 256 to 262,144 rows): from float32 statistics, directions below
+# 1e-6 λ_max are rounding, and ``eps`` is raised to this floor (:func:`statistics_eps`).
+FLOAT32_EPS = 1e-6
+# Gram products of at least this many variables are computed by blocks on and above the diagonal.
+SYMMETRIC_GRAM_FROM = 64
 
 
 class SEISWarning(UserWarning):
     """Warnings about the reliability of a SEIS score (too few samples, NaN scores)."""
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """The precision of the Gram products on ``device``: ``"float64"`` or ``"float32"`` (spec, "Precision").
+
+    ``"auto"`` picks ``"float64"`` on CUDA devices whose float64 runs at full rate (compute
+    capability 6.0, 7.0, 8.0 or 9.0: :data:`FULL_RATE_FLOAT64`) and ``"float32"`` elsewhere: CPU,
+    Apple MPS, other GPUs.
+
+    Raises:
+        ValueError: if ``precision`` is not one of ``("auto", "float64", "float32")``, or is
+            ``"float64"`` on a device without float64 (MPS).
+    """
+    check_options(precision=precision)
+    device = torch.device(device)
+    if precision == "auto":
+        full_rate = device.type == "cuda" and torch.cuda.get_device_capability(device) in FULL_RATE_FLOAT64
+        return "float64" if full_rate else "float32"
+    if precision == "float64" and not _has_float64(device):
+        raise ValueError(f"Expected `precision` 'float32' or 'auto' on {device.type}, which has no float64.")
+    return precision
+
+
+def statistics_eps(eps: float, precision: str) -> float:
+    """The ``eps`` to score statistics of ``precision`` with: at least :data:`FLOAT32_EPS` for float32."""
+    return max(eps, FLOAT32_EPS) if precision == "float32" and eps >= 0 else eps
+
+
+def _has_float64(device: torch.device) -> bool:
+    return device.type != "mps"
+
+
+@contextlib.contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """Float32 products without TF32 (CUDA) or bf16 (oneDNN on CPU), whatever the user set; restored after."""
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    saved = [backend.fp32_precision for backend in backends]
+    try:
+        exact = torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:  # torch refuses to answer once legacy and per-backend settings were mixed
+        exact = False
+    if exact and all(value in ("none", "ieee") for value in saved):
+        yield
+        return
+    for backend in backends:
+        backend.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for backend, value in zip(backends, saved):
+            backend.fp32_precision = value
 
 
 def seis_maps(
@@ -62,8 +128,9 @@ def seis_maps(
     layout: str = "channels_first",
     num_prefix_tokens: int = 0,
     max_positions: int = 1024,
+    dtype: torch.dtype | None = torch.float64,
 ) -> tuple[Tensor, bool]:
-    """Bring activations to float64 maps ``[N, C, S]``, average-pooled to ``max_positions``.
+    """Bring activations to maps ``[N, C, S]``, average-pooled (in float64) to ``max_positions``.
 
     Args:
         x: ``[N, C, *spatial]`` (1 to 3 spatial axes), ``[N, T, D]`` tokens with
@@ -72,6 +139,8 @@ def seis_maps(
         num_prefix_tokens: leading tokens (class/register tokens) to drop; only for a single
             sequence axis.
         max_positions: cap on ``S``; larger maps are average-pooled to fit (spec, "Large maps").
+        dtype: of the maps; ``None`` keeps float32 and float64 activations as they are (a view
+            where possible) and brings other dtypes to float32.
 
     Returns:
         The maps and whether they were pooled.
@@ -88,7 +157,11 @@ def seis_maps(
         )
     if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"Expected real activations, but got dtype {x.dtype}.")
-    x = x.detach().to(torch.float64)
+    x = x.detach()
+    if dtype is not None:
+        x = x.to(dtype)
+    elif x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
     if layout == "channels_last" and x.ndim > 2:
         x = x.movedim(-1, 1)
     if num_prefix_tokens:
@@ -106,58 +179,179 @@ def seis_maps(
         ratio = (max_positions / math.prod(spatial)) ** (1 / len(spatial))
         size = tuple(max(1, math.floor(s * ratio + 1e-9)) for s in spatial)
         pool = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[len(spatial) - 1]
-        x = pool(x, size)
-    return x.reshape(x.shape[0], x.shape[1], -1), pooled
+        x = pool(x.to(torch.float64 if _has_float64(x.device) else x.dtype), size)
+    x = x.reshape(x.shape[0], x.shape[1], -1)
+    return (x if dtype is None else x.to(dtype)), pooled
 
 
-def _unfold(maps: Tensor) -> tuple[Tensor, Tensor]:
-    """Spatial unfolding ``[..., N*C, S]`` and channel unfolding ``[..., N*S, C]`` of ``[..., N, C, S]``."""
-    n, c, s = maps.shape[-3:]
-    lead = maps.shape[:-3]
-    return maps.reshape(*lead, n * c, s), maps.transpose(-1, -2).reshape(*lead, n * s, c)
+def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Spatial ``[J, N*C, S]`` and channel ``[J, N*S, C]`` unfoldings of J maps ``[N, C, S]``, and their sums.
+
+    The map sums ``[J, C, S]`` are float64. In ``float32`` each map is centred on its own mean
+    map, so that its products keep what varies across images, not what they share (spec,
+    "Precision"). Each unfolding of a map is a matrix of its own: products of the same shape then
+    round alike, which keeps exact symmetries (tied canonical correlations) exact in float32.
+    """
+    n, c, s = maps[0].shape
+    float32 = precision == "float32"
+    home = maps[0].device if _has_float64(maps[0].device) else torch.device("cpu")
+    spatial = maps[0].new_empty(len(maps), n, c, s, dtype=torch.float32 if float32 else torch.float64)
+    channel = spatial.new_empty(len(maps), c, n, s)  # stored transposed: [C, N*S] per map
+    sums = []
+    for block, x in zip(spatial, maps):
+        if float32 and n:
+            # The float64 mean map as a float32 mean plus the mean of what it leaves: cheaper than
+            # subtracting in float64, and as exact for the centred maps.
+            first = x.mean(0, dtype=torch.float32)
+            torch.sub(x, first, out=block)
+            rest = block.mean(0)
+            block.sub_(rest)
+            sums.append(n * (first.to(home, torch.float64) + rest.to(home, torch.float64)))
+        else:
+            block.copy_(x)
+            sums.append(block.sum(0).to(home, torch.float64))
+    channel.copy_(spatial.transpose(1, 2))
+    return spatial.view(len(maps), n * c, s), channel.view(len(maps), c, n * s).mT, torch.stack(sums)
 
 
-def _reference_statistics(a: Tensor) -> dict[str, Tensor]:
-    spatial, channel = _unfold(a)
+def _gram(x: Tensor, symmetric: bool = True, out: Tensor | None = None) -> Tensor:
+    """``xᵀx`` of ``x`` [R, D] (into ``out``); ``symmetric``: by blocks on and above the diagonal.
+
+    From :data:`SYMMETRIC_GRAM_FROM` variables on, 2 blocks (3/4 of the work), 4 from twice that (5/8).
+    """
+    d = x.shape[1]
+    out = x.new_empty(d, d) if out is None else out
+    if not symmetric or d < SYMMETRIC_GRAM_FROM:
+        return torch.mm(x.mT, x, out=out)
+    blocks = 4 if d >= 2 * SYMMETRIC_GRAM_FROM else 2
+    edges = [d * i // blocks for i in range(blocks + 1)]
+    for low, high in itertools.pairwise(edges):
+        torch.mm(x[:, low:high].mT, x[:, low:], out=out[low:high, low:])
+        out[high:, low:high] = out[low:high, high:].mT
+    return out
+
+
+def _mean_products(sum_x: Tensor, sum_y: Tensor, n: int, unfolding: str, precision: str) -> Tensor | None:
+    """``n·m̄_xᵀm̄_y`` of the unfolding from the map sums ``[..., C, S]``; needed by float32 products only."""
+    if precision != "float32":
+        return None
+    return (sum_x.mT @ sum_y if unfolding == "spatial" else sum_x @ sum_y.mT).div_(max(n, 1))
+
+
+def _float64_sums(products: Tensor, mean_products: Tensor | None) -> Tensor:
+    """Gram sums in float64: float32 products of centred maps plus ``n·m̄_xᵀm̄_y`` (spec, "Precision")."""
+    if mean_products is None:  # float64 products of the maps themselves
+        return products
+    return products.to(mean_products.device, torch.float64).add_(mean_products)
+
+
+def _reference_statistics(
+    a: Tensor, precision: str = "float64", unfolded: tuple[Tensor, Tensor, Tensor] | None = None
+) -> dict[str, Tensor]:
+    """Statistics of the original maps ``a`` [N, C, S] (spec, "Streaming statistics"), float64 sums.
+
+    ``unfolded``: ``_unfold([a], precision)`` when the caller has it already.
+    """
+    n = a.shape[0]
+    spatial, channel, sums = unfolded or _unfold([a], precision)
+    float32 = precision == "float32"
+    with _ieee_float32():
+        # Float32 spatial Grams stay plain products, to round like the cross Grams (see _unfold).
+        spatial_gram = _gram(spatial[0], symmetric=not float32)
+        channel_gram = _gram(channel[0])
     return {
-        "num_images": torch.full((), float(a.shape[0]), dtype=torch.float64, device=a.device),  # no host copy
-        "map_sum_a": a.sum(0),
-        "spatial_gram_aa": spatial.mT @ spatial,
-        "channel_gram_aa": channel.mT @ channel,
+        "num_images": torch.full((), float(n), dtype=torch.float64, device=sums.device),  # no host copy
+        "map_sum_a": sums[0],
+        "spatial_gram_aa": _float64_sums(spatial_gram, _mean_products(sums[0], sums[0], n, "spatial", precision)),
+        "channel_gram_aa": _float64_sums(channel_gram, _mean_products(sums[0], sums[0], n, "channel", precision)),
     }
 
 
-def _paired_statistics(a: Tensor, b: Tensor) -> dict[str, Tensor]:
-    """Statistics of ``a`` [N, C, S] against ``b`` [K, N, C, S], one entry per transformation."""
-    num_transforms, n, c, s = b.shape
-    spatial_a, channel_a = _unfold(a)
-    spatial_b, channel_b = _unfold(b)
-    # Null pairing (spec, "Null baseline"): image n against another transformed image of the
-    # batch (roll by one: n against n-1). A single image has no derangement and adds nothing to the null.
-    has_null = n >= 2
-    weight = 1.0 if has_null else 0.0
-    map_sum_b = b.sum(1)
-    return {
-        "map_sum_b": map_sum_b,
-        "spatial_gram_bb": spatial_b.mT @ spatial_b,
-        "spatial_gram_ab": spatial_a.mT @ spatial_b,
-        "channel_gram_bb": channel_b.mT @ channel_b,
-        "channel_gram_ab": channel_a.mT @ channel_b,
-        "null_num_images": torch.full((num_transforms,), weight * n, dtype=torch.float64, device=b.device),
-        "null_map_sum_a": weight * a.sum(0).expand_as(map_sum_b),
-        "null_map_sum_b": weight * map_sum_b,
-        "spatial_gram_ab_null": weight * _rolled_cross(spatial_a, spatial_b, c),
-        "channel_gram_ab_null": weight * _rolled_cross(channel_a, channel_b, s),
-    }
+def _paired_statistics(
+    a: Tensor,
+    b: Sequence[Tensor],
+    precision: str = "float64",
+    b_null: Sequence[Tensor] | None = None,
+    unfolded_a: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """Statistics of ``a`` [N, C, S] against ``b`` [K, N, C, S], one entry per transformation.
+
+    ``b_null`` [K, N, C, S], when given, holds each image's null partner already gathered (the
+    jackknife's groups take theirs from the whole batch); without it, image n meets n - 1.
+    ``unfolded_a``: ``_unfold([a], precision)`` when the caller has it already.
+    """
+    num_transforms = len(b)
+    n, c, s = a.shape
+    float32 = precision == "float32"
+    spatial_a, channel_a, sum_a = unfolded_a or _unfold([a], precision)
+    spatial_b, channel_b, sums = _unfold([*b, *b_null] if b_null is not None else list(b), precision)
+    sum_a, sum_b = sum_a[0], sums[:num_transforms]
+    null_sum_b = sum_b if b_null is None else sums[num_transforms:]
+    stats = {"map_sum_b": sum_b}
+    with _ieee_float32():
+        for unfolding, x, ys, rows_per_image in (
+            ("spatial", spatial_a[0], spatial_b, c),
+            ("channel", channel_a[0], channel_b, s),
+        ):
+            d = x.shape[1]
+            gram, cross, null = x.new_empty(3, num_transforms, d, d)
+            for k in range(num_transforms):
+                # Float32 spatial Grams stay plain products, to round like the cross Grams (see _unfold).
+                _gram(ys[k], symmetric=not float32 or unfolding == "channel", out=gram[k])
+                torch.mm(x.mT, ys[k], out=cross[k])
+                if b_null is None:
+                    _rolled_cross(x, ys[k], rows_per_image, out=null[k])
+                else:
+                    torch.mm(x.mT, ys[num_transforms + k], out=null[k])
+            mean_cross = _mean_products(sum_a, sum_b, n, unfolding, precision)
+            mean_null = mean_cross if b_null is None else _mean_products(sum_a, null_sum_b, n, unfolding, precision)
+            stats[f"{unfolding}_gram_bb"] = _float64_sums(gram, _mean_products(sum_b, sum_b, n, unfolding, precision))
+            stats[f"{unfolding}_gram_ab"] = _float64_sums(cross, mean_cross)
+            stats[f"{unfolding}_gram_ab_null"] = _float64_sums(null, mean_null)
+    stats["null_num_images"] = torch.full((num_transforms,), float(n), dtype=torch.float64, device=sums.device)
+    stats["null_map_sum_a"] = sum_a.expand_as(sum_b).clone()
+    stats["null_map_sum_b"] = null_sum_b.clone()
+    if n < 2 and b_null is None:
+        # Null pairing (spec, "Null baseline"): image n against another transformed image of the
+        # batch (roll by one: n against n-1). A single image has no derangement and adds nothing.
+        for name in PAIRED_STATISTICS:
+            if "null" in name:
+                stats[name].zero_()
+    return {name: stats[name] for name in PAIRED_STATISTICS}
 
 
-def _rolled_cross(x: Tensor, y: Tensor, rows_per_image: int) -> Tensor:
-    """``Σ_n X_nᵀ Y_{n-1}`` (n - 1 mod N) over the images of unfolded ``x`` [N*r, D] and ``y`` [..., N*r, D].
+def _rolled_cross(x: Tensor, y: Tensor, rows_per_image: int, out: Tensor) -> Tensor:
+    """``Σ_n X_nᵀ Y_{n-1}`` (n - 1 mod N) over the images of unfolded ``x``, ``y`` [N*r, D], into ``out``.
 
-    The same as ``x.mT @ y.roll(r, dims=-2)``, from two views of ``y`` instead of a rolled copy.
+    The same as ``x.mT @ y.roll(r, dims=0)``, from two views of ``y`` instead of a rolled copy.
     """
     r = rows_per_image
-    return x[r:].mT @ y[..., :-r, :] + x[:r].mT @ y[..., -r:, :]
+    return torch.mm(x[r:].mT, y[:-r], out=out).addmm_(x[:r].mT, y[-r:])
+
+
+def _group_statistics(
+    a: Tensor, b: Tensor, groups: int, first_index: int, precision: str = "float64"
+) -> dict[str, Tensor]:
+    """Statistics of ``a`` [N, C, S] and ``b`` [K, N, C, S] per jackknife group, stacked first (spec, "Uncertainty").
+
+    Image n of the batch, global index ``first_index + n``, goes to group ``(first_index + n) mod G``
+    with its null pair (image n against transformed image n - 1 of the batch).
+    """
+    n = a.shape[0]
+    per_group: dict[int, dict[str, Tensor]] = {}
+    for group in range(groups):
+        start = (group - first_index) % groups
+        if start >= n:
+            continue  # a batch smaller than G leaves this group empty: zeros, below
+        partners = (torch.arange(n, device=a.device)[start::groups] - 1) % n
+        b_null = b[:, partners] if n >= 2 else None
+        a_group = a[start::groups]
+        per_group[group] = {
+            **_reference_statistics(a_group, precision),
+            **_paired_statistics(a_group, b[:, start::groups], precision, b_null=b_null),
+        }
+    zeros = {name: torch.zeros_like(value) for name, value in next(iter(per_group.values())).items()}
+    return {name: torch.stack([per_group.get(g, zeros)[name] for g in range(groups)]) for name in STATISTICS}
 
 
 def seis_statistics(
@@ -167,6 +361,9 @@ def seis_statistics(
     layout: str = "channels_first",
     num_prefix_tokens: int = 0,
     max_positions: int = 1024,
+    jackknife_groups: int = 0,
+    first_index: int = 0,
+    precision: str = "auto",
 ) -> dict[str, Tensor]:
     """Streaming statistics of one batch of paired activations (spec, "Streaming statistics").
 
@@ -177,14 +374,24 @@ def seis_statistics(
         layout: see :func:`seis_maps`.
         num_prefix_tokens: see :func:`seis_maps`.
         max_positions: see :func:`seis_maps`.
+        jackknife_groups: 0 (off), or the number G >= 2 of groups of the delete-a-group jackknife
+            (spec, "Uncertainty"): every statistic then carries a leading axis of length G.
+        first_index: the global index of the batch's first image; image n goes to group
+            ``(first_index + n) mod G``, with its null pair. Streaming callers count the images seen.
+        precision: of the Gram products, ``"float64"``, ``"float32"`` (centred per batch, summed
+            in float64) or ``"auto"`` (:func:`resolve_precision`; spec, "Precision").
 
     Returns:
         float64 tensors keyed by :data:`STATISTICS`. Paired statistics have a leading axis of
-        length K when ``b`` is a sequence of K tensors. They add up over batches and processes.
+        length K when ``b`` is a sequence of K tensors (after the group axis, if any). They add up
+        over batches and processes.
 
     Raises:
-        ValueError: if shapes, devices or dtypes do not fit.
+        ValueError: if shapes, devices or dtypes do not fit, or ``jackknife_groups`` is 1 or negative.
     """
+    check_options(jackknife_groups=jackknife_groups)
+    if isinstance(first_index, bool) or not isinstance(first_index, int) or first_index < 0:
+        raise ValueError(f"Expected `first_index` to be a non-negative integer, but got {first_index!r}.")
     many = not isinstance(b, Tensor)
     bs = list(b) if many else [b]
     if not bs:
@@ -201,9 +408,20 @@ def seis_statistics(
             raise ValueError(f"Expected `{name}` on the device of `a`, {a.device}, but got {item.device}.")
     if a.shape[0] < 1:
         raise ValueError(f"Expected at least one image, but got activations of shape {list(a.shape)}.")
-    maps_a, _ = seis_maps(a, layout, num_prefix_tokens, max_positions)
-    maps_b = torch.stack([seis_maps(item, layout, num_prefix_tokens, max_positions)[0] for item in bs])
-    stats = {**_reference_statistics(maps_a), **_paired_statistics(maps_a, maps_b)}
+    precision = resolve_precision(precision, a.device)
+    # The maps keep their dtype: the unfoldings convert them on the way.
+    maps_a, _ = seis_maps(a, layout, num_prefix_tokens, max_positions, dtype=None)
+    maps_b = [seis_maps(item, layout, num_prefix_tokens, max_positions, dtype=None)[0] for item in bs]
+    if jackknife_groups:
+        stats = _group_statistics(maps_a, torch.stack(maps_b), jackknife_groups, first_index, precision)
+        if not many:
+            stats.update({name: stats[name][:, 0] for name in PAIRED_STATISTICS})
+        return stats
+    unfolded_a = _unfold([maps_a], precision)
+    stats = {
+        **_reference_statistics(maps_a, precision, unfolded_a),
+        **_paired_statistics(maps_a, maps_b, precision, unfolded_a=unfolded_a),
+    }
     if not many:
         stats.update({name: stats[name][0] for name in PAIRED_STATISTICS})
     return stats
@@ -362,7 +580,7 @@ def _scores_of_one(
                 f" (fewer than 10 per dimension): {score} is biased upwards; compare it with its null"
                 " or use more probe images.",
                 SEISWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         for suffix, cross in (("", cov["xy"]), ("_null", cov["xy_null"])):
             if cross is None:
@@ -392,7 +610,8 @@ def seis_from_statistics(
     """Turn summed statistics into scores (spec, "Compute, per unfolding").
 
     Args:
-        stats: statistics from :func:`seis_statistics`, possibly combined over batches.
+        stats: statistics from :func:`seis_statistics`, possibly combined over batches; with a
+            leading group axis, scored with the delete-a-group jackknife (spec, "Uncertainty").
         keep: share of variance kept by the SVD denoising, in (0, 1].
         eps: directions with eigenvalue below ``eps * λ_max`` are dropped.
         pooled: whether the maps were pooled to the position cap (reported as is).
@@ -403,7 +622,9 @@ def seis_from_statistics(
         retained dimensions ``spatial_kx``, ``spatial_ky``, ``channel_kx``, ``channel_ky``, the
         canonical correlations ``spatial_rho``, ``channel_rho`` (and ``*_rho_null``),
         ``num_images``, ``num_channels``, ``num_positions``, ``pooled``, and ``reasons``: why each
-        NaN score is NaN.
+        NaN score is NaN. Statistics with a group axis (``jackknife_groups``) add the standard
+        errors ``<score>_se`` and ``<score>_null_se`` and, under ``jackknife``, each score's G
+        leave-one-group-out values (for :func:`jackknife_se` of a mean over draws).
 
     Raises:
         ValueError: if ``keep`` or ``eps`` is out of range or a statistic is missing.
@@ -415,6 +636,36 @@ def seis_from_statistics(
     missing = [name for name in STATISTICS if name not in stats]
     if missing:
         raise ValueError(f"Statistics are missing {missing}; build them with `seis_statistics`.")
+    num_groups = stats["num_images"].shape[0] if stats["num_images"].ndim else 0
+    total = {name: stats[name].sum(0) for name in STATISTICS} if num_groups else stats
+    many = total["map_sum_b"].ndim == 3
+    results = _scores_of_set(total, keep, eps)
+    for k, result in enumerate(results):
+        result["pooled"] = pooled
+        if result["reasons"]:
+            where = f" (transformation {k})" if many else ""
+            details = "; ".join(f"{name}: {reason}" for name, reason in result["reasons"].items())
+            warnings.warn(f"SEIS scores are NaN{where}: {details}.", SEISWarning, stacklevel=2)
+    if num_groups:
+        # Delete-a-group jackknife (spec, "Uncertainty"): the scores without group g come from the
+        # total minus group g, A's whiteners included; only the total warns.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SEISWarning)
+            left_out = [
+                _scores_of_set({name: total[name] - stats[name][g] for name in STATISTICS}, keep, eps)
+                for g in range(num_groups)
+            ]
+        for k, result in enumerate(results):
+            replicates = {
+                name: torch.tensor([one[k][name] for one in left_out], dtype=torch.float64) for name in SCORES_AND_NULLS
+            }
+            result.update({f"{name}_se": jackknife_se(replicates[name]) for name in SCORES_AND_NULLS})
+            result["jackknife"] = replicates
+    return results if many else results[0]
+
+
+def _scores_of_set(stats: Mapping[str, Tensor], keep: float, eps: float) -> list[dict[str, Any]]:
+    """Scores of every transformation in ungrouped statistics, A's whiteners built once."""
     many = stats["map_sum_b"].ndim == 3
     num_channels, num_positions = stats["map_sum_a"].shape
     reference = {name: stats[name] for name in REFERENCE_STATISTICS}
@@ -429,17 +680,32 @@ def seis_from_statistics(
         ):
             whiteners_a[unfolding] = _whitener((gram - n * centre) / (rows - 1), gram.trace() / (rows - 1), keep, eps)
     num_transforms = stats["map_sum_b"].shape[0] if many else 1
-    results = []
-    for k in range(num_transforms):
-        one = {**reference, **{name: stats[name][k] if many else stats[name] for name in PAIRED_STATISTICS}}
-        result = _scores_of_one(one, whiteners_a, keep, eps)
-        result["pooled"] = pooled
-        if result["reasons"]:
-            where = f" (transformation {k})" if many else ""
-            details = "; ".join(f"{name}: {reason}" for name, reason in result["reasons"].items())
-            warnings.warn(f"SEIS scores are NaN{where}: {details}.", SEISWarning, stacklevel=2)
-        results.append(result)
-    return results if many else results[0]
+    return [
+        _scores_of_one(
+            {**reference, **{name: stats[name][k] if many else stats[name] for name in PAIRED_STATISTICS}},
+            whiteners_a,
+            keep,
+            eps,
+        )
+        for k in range(num_transforms)
+    ]
+
+
+def jackknife_se(replicates: Tensor) -> float:
+    """Delete-a-group jackknife standard error from G leave-one-group-out values (spec, "Uncertainty").
+
+    ``se = sqrt((G - 1) / G · Σ_g (s_(g) - mean_g s_(g))²)``. For a score averaged over several
+    draws of a random transformation, pass the draws' replicates averaged per group, e.g.
+    ``torch.stack([r["jackknife"]["invariance"] for r in results]).mean(0)``: the SE of the mean.
+
+    Raises:
+        ValueError: if there are fewer than 2 replicates.
+    """
+    replicates = torch.as_tensor(replicates, dtype=torch.float64).flatten()
+    num_groups = replicates.numel()
+    if num_groups < 2:
+        raise ValueError(f"Expected at least 2 jackknife replicates, but got {num_groups}.")
+    return float(((num_groups - 1) / num_groups * (replicates - replicates.mean()).square().sum()).sqrt())
 
 
 def seis_scores(
@@ -451,6 +717,8 @@ def seis_scores(
     layout: str = "channels_first",
     num_prefix_tokens: int = 0,
     max_positions: int = 1024,
+    jackknife_groups: int = 0,
+    precision: str = "auto",
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """SEIS scores of activations ``a = f(x)`` against ``b = f(T x)`` in one call.
 
@@ -472,10 +740,23 @@ def seis_scores(
         layout: see :func:`seis_maps`.
         num_prefix_tokens: see :func:`seis_maps`.
         max_positions: see :func:`seis_maps`.
+        jackknife_groups: 0 (off), or G >= 2 to add jackknife standard errors ``<score>_se``
+            (image n in group n mod G; see :func:`seis_statistics`).
+        precision: of the Gram products: see :func:`seis_statistics`. Float32 statistics are
+            scored with ``eps`` at least :data:`FLOAT32_EPS` (:func:`statistics_eps`).
 
     Returns:
         See :func:`seis_from_statistics`.
     """
-    stats = seis_statistics(a, b, layout=layout, num_prefix_tokens=num_prefix_tokens, max_positions=max_positions)
+    stats = seis_statistics(
+        a,
+        b,
+        layout=layout,
+        num_prefix_tokens=num_prefix_tokens,
+        max_positions=max_positions,
+        jackknife_groups=jackknife_groups,
+        precision=precision,
+    )
     pooled = seis_maps(a[:1], layout, num_prefix_tokens, max_positions)[1]
+    eps = statistics_eps(eps, resolve_precision(precision, a.device))
     return seis_from_statistics(stats, keep=keep, eps=eps, pooled=pooled)

@@ -9,13 +9,16 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from seis_lightning._checks import check_options
 from seis_lightning.functional import (
     LAYOUTS,
     PAIRED_STATISTICS,
     STATISTICS,
+    resolve_precision,
     seis_from_statistics,
     seis_maps,
     seis_statistics,
+    statistics_eps,
 )
 
 
@@ -38,7 +41,8 @@ class SEISMetric(Metric):
     As input to ``update``:
 
     - ``a``: ``[N, C, *spatial]`` (1 to 3 spatial axes), ``[N, T, D]`` with
-      ``layout="channels_last"``, or ``[N, D]``; any floating dtype (upcast to float64);
+      ``layout="channels_last"``, or ``[N, D]``; any floating dtype (products in ``precision``,
+      sums in float64);
     - ``b``: a tensor of the same shape, or a sequence of ``num_transforms`` such tensors, which
       then share every statistic of ``a``.
 
@@ -49,6 +53,15 @@ class SEISMetric(Metric):
     ``channel_rho``; ``num_images``, ``num_channels``, ``num_positions``, ``pooled``; and
     ``reasons``, why each NaN score is NaN.
 
+    With ``jackknife_groups = G`` (spec, "Uncertainty"), image n (counted over all updates since the
+    last reset) goes to group ``n mod G``, with its null pair, and every statistic is kept per group
+    (G times the state, still summed across batches and processes). ``compute`` then also scores
+    the G leave-one-group-out totals and adds the delete-a-group jackknife standard errors
+    ``equivariance_se``, ``invariance_se``, ``channel_invariance_se`` (and ``<score>_null_se``),
+    ``se = sqrt((G-1)/G · Σ_g (s_(g) - mean_g s_(g))²)``, and under ``jackknife`` each score's G
+    values ``s_(g)``, from which :func:`~seis_lightning.functional.jackknife_se` gives the SE of a
+    mean over draws. It costs G + 1 eigendecompositions per layer instead of one.
+
     Args:
         num_transforms: ``None`` to pass one tensor ``b`` to ``update``; an integer K to pass a
             sequence of K tensors (e.g. several draws of a random transformation).
@@ -57,6 +70,12 @@ class SEISMetric(Metric):
         layout: ``"channels_first"`` or ``"channels_last"``.
         num_prefix_tokens: leading tokens (class/register) to drop from ``[N, T, D]`` inputs.
         max_positions: larger maps are average-pooled to at most this many positions.
+        jackknife_groups: 0 (off, the default) or the number of jackknife groups G >= 2 (e.g. 8)
+            for the standard errors ``<score>_se``.
+        precision: of the Gram products: ``"float64"``, ``"float32"`` (each batch centred on its
+            mean map, summed in float64; scores within 1e-4 of float64) or ``"auto"``: float64 on
+            CUDA devices with full-rate float64 (compute capability 6.0, 7.0, 8.0, 9.0), float32
+            elsewhere (:func:`~seis_lightning.functional.resolve_precision`).
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Raises:
@@ -66,13 +85,15 @@ class SEISMetric(Metric):
     Example:
         >>> import torch
         >>> from seis_lightning import SEISMetric
-        >>> metric = SEISMetric()
+        >>> metric = SEISMetric(jackknife_groups=8)
         >>> a = torch.randn(128, 8, 5, 5, generator=torch.Generator().manual_seed(0))
         >>> for batch in a.split(32):
         ...     metric.update(batch, batch.rot90(1, dims=(-2, -1)))
         >>> scores = metric.compute()
         >>> round(scores["equivariance"], 3), round(scores["invariance"], 3) < 0.3
         (1.0, True)
+        >>> round(scores["invariance"], 3), round(scores["invariance_se"], 3), len(scores["jackknife"]["invariance"])
+        (0.128, 0.055, 8)
     """
 
     is_differentiable = False
@@ -87,9 +108,13 @@ class SEISMetric(Metric):
         layout: str = "channels_first",
         num_prefix_tokens: int = 0,
         max_positions: int = 1024,
+        jackknife_groups: int = 0,
+        precision: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_options(precision=precision)
+        check_options(jackknife_groups=jackknife_groups)
         if num_transforms is not None and (not isinstance(num_transforms, int) or num_transforms < 1):
             raise ValueError(f"Expected `num_transforms` to be None or a positive integer, but got {num_transforms!r}.")
         if not 0 < keep <= 1:
@@ -110,7 +135,12 @@ class SEISMetric(Metric):
         self.layout = layout
         self.num_prefix_tokens = num_prefix_tokens
         self.max_positions = max_positions
+        self.jackknife_groups = jackknife_groups
+        self.precision = precision
         self.pooled = False
+        # Images seen since the last reset: the next batch's jackknife groups continue from here.
+        self._images_seen = 0
+        self._in_forward = False
         # Shapes are fixed by the first update: a scalar zero broadcasts into the first batch's sums.
         for name in STATISTICS:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
@@ -123,11 +153,18 @@ class SEISMetric(Metric):
             got = "a tensor" if isinstance(b, Tensor) else f"{len(b)} tensors"
             raise ValueError(f"`b` must be a sequence of num_transforms={self.num_transforms} tensors, but got {got}.")
         stats = seis_statistics(
-            a, b, layout=self.layout, num_prefix_tokens=self.num_prefix_tokens, max_positions=self.max_positions
+            a,
+            b,
+            layout=self.layout,
+            num_prefix_tokens=self.num_prefix_tokens,
+            max_positions=self.max_positions,
+            jackknife_groups=self.jackknife_groups,
+            first_index=self._images_seen,
+            precision=self.precision,
         )
         current = self.map_sum_a
         if current.ndim and current.shape != stats["map_sum_a"].shape:
-            (c_old, s_old), (c_new, s_new) = current.shape, stats["map_sum_a"].shape
+            (c_old, s_old), (c_new, s_new) = current.shape[-2:], stats["map_sum_a"].shape[-2:]
             raise ValueError(
                 f"Activations of shape {list(a.shape)} give {c_new} channels x {s_new} positions, but"
                 f" earlier batches gave {c_old} x {s_old}; one SEISMetric scores one layer."
@@ -135,21 +172,38 @@ class SEISMetric(Metric):
         self.pooled = seis_maps(a[:1], self.layout, self.num_prefix_tokens, self.max_positions)[1]
         for name in STATISTICS:
             setattr(self, name, getattr(self, name) + stats[name])
+        self._images_seen += a.shape[0]
 
     def compute(self) -> dict[str, Any] | list[dict[str, Any]]:
         """SEIS scores of all images seen since the last reset."""
         stats = {name: getattr(self, name) for name in STATISTICS}
         if not stats["map_sum_a"].ndim:
             # No update yet: empty statistics give NaN scores with a reason.
-            stats = _empty_statistics(self.num_transforms)
-        return seis_from_statistics(stats, keep=self.keep, eps=self.eps, pooled=self.pooled)
+            stats = _empty_statistics(self.num_transforms, self.jackknife_groups)
+        eps = statistics_eps(self.eps, resolve_precision(self.precision, self.device))
+        return seis_from_statistics(stats, keep=self.keep, eps=eps, pooled=self.pooled)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """``update`` plus the scores of this batch alone; the jackknife groups continue the count."""
+        self._in_forward = True  # torchmetrics' forward resets the states around the batch
+        try:
+            return super().forward(*args, **kwargs)
+        finally:
+            self._in_forward = False
+
+    def reset(self) -> None:
+        """Forget every image seen; jackknife groups start again from image 0."""
+        super().reset()
+        if not self._in_forward:
+            self._images_seen = 0
 
 
-def _empty_statistics(num_transforms: int | None) -> dict[str, Tensor]:
+def _empty_statistics(num_transforms: int | None, jackknife_groups: int = 0) -> dict[str, Tensor]:
+    groups = (jackknife_groups,) if jackknife_groups else ()
     lead = () if num_transforms is None else (num_transforms,)
-    stats = {name: torch.zeros(1, 1, dtype=torch.float64) for name in STATISTICS}
-    stats["num_images"] = torch.zeros((), dtype=torch.float64)
+    stats = {name: torch.zeros(*groups, 1, 1, dtype=torch.float64) for name in STATISTICS}
+    stats["num_images"] = torch.zeros(groups, dtype=torch.float64)
     for name in PAIRED_STATISTICS:
-        stats[name] = stats[name].expand(*lead, 1, 1).clone()
-    stats["null_num_images"] = torch.zeros(lead, dtype=torch.float64)
+        stats[name] = torch.zeros(*groups, *lead, 1, 1, dtype=torch.float64)
+    stats["null_num_images"] = torch.zeros((*groups, *lead), dtype=torch.float64)
     return stats
