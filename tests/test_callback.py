@@ -325,7 +325,7 @@ def test_two_processes_score_like_one(tmp_path):
             warnings.simplefilter("ignore")
             trainer(path, [callback], **kwargs).validate(model, val)
         events = read_events(path / "tb" / "version_0")
-        return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("seis/")}
+        return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("seis_validate/")}
 
     single = validate(tmp_path / "one")
     ddp = validate(tmp_path / "two", strategy="ddp_spawn", devices=2)
