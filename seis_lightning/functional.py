@@ -217,13 +217,13 @@ def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Ten
 def _gram(x: Tensor, symmetric: bool = True, out: Tensor | None = None) -> Tensor:
     """``xᵀx`` of ``x`` [R, D] (into ``out``); ``symmetric``: by blocks on and above the diagonal.
 
-    From :data:`SYMMETRIC_GRAM_FROM` variables on, 2 blocks (3/4 of the work), 4 from twice that (5/8).
+    From :data:`SYMMETRIC_GRAM_FROM` variables on, 2 blocks (3/4 of the work), 4 from 4 times that (5/8).
     """
     d = x.shape[1]
     out = x.new_empty(d, d) if out is None else out
     if not symmetric or d < SYMMETRIC_GRAM_FROM:
         return torch.mm(x.mT, x, out=out)
-    blocks = 4 if d >= 2 * SYMMETRIC_GRAM_FROM else 2
+    blocks = 4 if d >= 4 * SYMMETRIC_GRAM_FROM else 2
     edges = [d * i // blocks for i in range(blocks + 1)]
     for low, high in itertools.pairwise(edges):
         torch.mm(x[:, low:high].mT, x[:, low:], out=out[low:high, low:])
@@ -231,18 +231,19 @@ def _gram(x: Tensor, symmetric: bool = True, out: Tensor | None = None) -> Tenso
     return out
 
 
-def _mean_products(sum_x: Tensor, sum_y: Tensor, n: int, unfolding: str, precision: str) -> Tensor | None:
-    """``n·m̄_xᵀm̄_y`` of the unfolding from the map sums ``[..., C, S]``; needed by float32 products only."""
+def _float64_sums(products: Tensor, sum_x: Tensor, sum_y: Tensor, n: int, unfolding: str, precision: str) -> Tensor:
+    """Gram sums in float64: float32 products of centred maps plus ``n·m̄_xᵀm̄_y`` (spec, "Precision").
+
+    ``sum_x``, ``sum_y``: the map sums ``[..., C, S]`` of the two sides; float64 products are the
+    sums already.
+    """
     if precision != "float32":
-        return None
-    return (sum_x.mT @ sum_y if unfolding == "spatial" else sum_x @ sum_y.mT).div_(max(n, 1))
-
-
-def _float64_sums(products: Tensor, mean_products: Tensor | None) -> Tensor:
-    """Gram sums in float64: float32 products of centred maps plus ``n·m̄_xᵀm̄_y`` (spec, "Precision")."""
-    if mean_products is None:  # float64 products of the maps themselves
         return products
-    return products.to(mean_products.device, torch.float64).add_(mean_products)
+    out = products.to(sum_y.device, torch.float64)
+    flat = sum_y.reshape(-1, *sum_y.shape[-2:])
+    for gram, x, y in zip(out.view(-1, *out.shape[-2:]), sum_x.expand_as(sum_y).reshape_as(flat), flat):
+        gram.addmm_(*((x.mT, y) if unfolding == "spatial" else (x, y.mT)), alpha=1 / max(n, 1))
+    return out
 
 
 def _reference_statistics(
@@ -262,8 +263,8 @@ def _reference_statistics(
     return {
         "num_images": torch.full((), float(n), dtype=torch.float64, device=sums.device),  # no host copy
         "map_sum_a": sums[0],
-        "spatial_gram_aa": _float64_sums(spatial_gram, _mean_products(sums[0], sums[0], n, "spatial", precision)),
-        "channel_gram_aa": _float64_sums(channel_gram, _mean_products(sums[0], sums[0], n, "channel", precision)),
+        "spatial_gram_aa": _float64_sums(spatial_gram, sums[0], sums[0], n, "spatial", precision),
+        "channel_gram_aa": _float64_sums(channel_gram, sums[0], sums[0], n, "channel", precision),
     }
 
 
@@ -303,11 +304,9 @@ def _paired_statistics(
                     _rolled_cross(x, ys[k], rows_per_image, out=null[k])
                 else:
                     torch.mm(x.mT, ys[num_transforms + k], out=null[k])
-            mean_cross = _mean_products(sum_a, sum_b, n, unfolding, precision)
-            mean_null = mean_cross if b_null is None else _mean_products(sum_a, null_sum_b, n, unfolding, precision)
-            stats[f"{unfolding}_gram_bb"] = _float64_sums(gram, _mean_products(sum_b, sum_b, n, unfolding, precision))
-            stats[f"{unfolding}_gram_ab"] = _float64_sums(cross, mean_cross)
-            stats[f"{unfolding}_gram_ab_null"] = _float64_sums(null, mean_null)
+            stats[f"{unfolding}_gram_bb"] = _float64_sums(gram, sum_b, sum_b, n, unfolding, precision)
+            stats[f"{unfolding}_gram_ab"] = _float64_sums(cross, sum_a, sum_b, n, unfolding, precision)
+            stats[f"{unfolding}_gram_ab_null"] = _float64_sums(null, sum_a, null_sum_b, n, unfolding, precision)
     stats["null_num_images"] = torch.full((num_transforms,), float(n), dtype=torch.float64, device=sums.device)
     stats["null_map_sum_a"] = sum_a.expand_as(sum_b).clone()
     stats["null_map_sum_b"] = null_sum_b.clone()
