@@ -20,6 +20,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+# The baseline is the tests' float64 numpy reference (tests/reference.py): one home for it.
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPOSITORY not in sys.path:
+    sys.path.insert(0, REPOSITORY)
+
 # The scores compared between the metric and the baseline.
 COMPARED = (
     "equivariance",
@@ -80,11 +85,13 @@ def synthetic_batches(
         yield a, b.contiguous()
 
 
-def streamed_metric(batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> tuple[Any, dict]:
+def streamed_metric(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device, precision: str = "auto"
+) -> tuple[Any, dict]:
     """Stream ``(a, b)`` batches into a fresh ``SEISMetric`` on ``device``; return it and its scores."""
     from seis_lightning.metric import SEISMetric
 
-    metric = SEISMetric().to(device)
+    metric = SEISMetric(precision=precision).to(device)
     for a, b in batches:
         metric.update(a, b)
     scores = metric.compute()

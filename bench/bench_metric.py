@@ -1,20 +1,29 @@
-"""SEISMetric (streaming sums, batches of 64) against the store-everything baseline on the same activations.
+"""SEISMetric against the store-everything baseline, and the statistics' precisions against their GEMM floor.
 
-For each layer (channels x map size) and probe-set size, two fresh processes regenerate the same
-seeded activations batch by batch (``_harness.synthetic_batches``):
+Part 1, statistics of one batch (``seis_statistics``, 64 images, K draws of a transformation), per
+layer shape, in one fresh process: seconds in ``precision="float64"`` and ``"float32"`` and their
+GEMM floors, the same number of bare ``torch.matmul`` calls of the same shapes and dtype (A's Grams
+once; per draw B's Grams, the cross Grams and the null cross Grams; both unfoldings) on ready
+operands, one per map and unfolding as in the statistics. Interleaved repeats, best of each; CPU
+time of the thread on a CPU (the machine is shared), wall time after a synchronize on CUDA.
+Targets (issue 13): float32 >= 1.8x faster than float64 on a CPU; float64 >= 0.9 of its floor.
 
-- metric: each batch goes straight into ``SEISMetric.update``; then ``compute``;
-- baseline: every batch is kept (numpy), then ``baseline.baseline_scores`` runs on the full
-  unfolded matrices.
+Part 2, for each layer (channels x map size) and probe-set size, two fresh processes regenerate the
+same seeded activations batch by batch (``_harness.synthetic_batches``):
+
+- metric: each batch goes straight into ``SEISMetric.update`` (``--precision``, default ``auto``);
+  then ``compute``;
+- baseline: every batch is kept (numpy), then the tests' float64 reference
+  (``tests/reference.py``, ``reference_scores``) runs on the full unfolded matrices.
 
 Both times include producing the activations (shown separately as "gen s"). Each side's peak
 memory is its peak resident memory above the level after imports and warm-up. Targets (issue 6):
 the metric is at least 20x faster at 1024 images or more, and every score and null agrees with the
-baseline within 1e-6.
+baseline within 1e-6 (1e-4 for float32 products, spec "Precision").
 
-    .venv/bin/python bench/bench_metric.py            # full grid, about 2 minutes on 2 CPU cores
-    .venv/bin/python bench/bench_metric.py --quick    # about 25 s
-    .venv/bin/python bench/bench_metric.py --grid 64x16x1024 512x4x2048
+    .venv/bin/python bench/bench_metric.py            # both parts, full grids, about 4 minutes on 2 CPU cores
+    .venv/bin/python bench/bench_metric.py --quick    # about 40 s
+    .venv/bin/python bench/bench_metric.py --grid 64x16x1024 512x4x2048 --statistics 64x16
 """
 
 from __future__ import annotations
@@ -36,12 +45,19 @@ from _harness import (
     synthetic_batches,
 )
 
+from seis_lightning.functional import resolve_precision
+
 # channels x map size x probe images
 FULL_GRID = ("64x16x1024", "512x4x1024", "64x32x512", "128x8x4096")
 QUICK_GRID = ("64x16x256", "512x4x256")
+# channels x map size, for the statistics of one batch
+FULL_STATISTICS = ("64x16", "512x4", "64x32", "128x8")
+QUICK_STATISTICS = ("64x16", "512x4")
 SPEED_TARGET = 20.0
 SPEED_TARGET_IMAGES = 1024
-SCORE_TOLERANCE = 1e-6
+SCORE_TOLERANCE = {"float64": 1e-6, "float32": 1e-4}
+FLOAT32_SPEED_TARGET = 1.8
+FLOOR_TARGET = 0.9
 
 
 class _Timed:
@@ -61,6 +77,63 @@ class _Timed:
             finally:
                 self.seconds += time.perf_counter() - start
             yield item
+
+
+def _statistics_worker(args: argparse.Namespace) -> dict:
+    """Seconds of one batch's statistics in each precision and of their GEMM floors (best of ``args.repeats``)."""
+    import torch
+
+    from seis_lightning.functional import seis_statistics
+
+    device = pick_device()
+    n, c, s, k = args.batch_size, args.channels, args.size**2, args.draws[0]
+    a, b = next(
+        synthetic_batches(seed=args.seed, num_images=n, batch_size=n, channels=c, size=args.size, device=device)
+    )
+    bs = [b.roll(draw, dims=-1) for draw in range(k)]
+    generator = torch.Generator(device).manual_seed(args.seed)
+    # Ready operands, as many as the statistics read: A and each draw of B, in both unfoldings.
+    operands = {
+        dtype: {
+            shape: [torch.randn(shape, generator=generator, device=device, dtype=dtype) for _ in range(1 + k)]
+            for shape in ((n * c, s), (n * s, c))
+        }
+        for dtype in (torch.float64, torch.float32)
+    }
+
+    def floor(dtype: torch.dtype) -> None:
+        for x, *ys in operands[dtype].values():
+            torch.matmul(x.mT, x)  # A's Gram
+            for y in ys:  # per draw: B's Gram, the cross Gram, the null cross Gram
+                torch.matmul(y.mT, y)
+                torch.matmul(x.mT, y)
+                torch.matmul(x.mT, y)
+
+    runs = {
+        "float64": lambda: seis_statistics(a, bs, precision="float64"),
+        "float32": lambda: seis_statistics(a, bs, precision="float32"),
+        "floor64": lambda: floor(torch.float64),
+        "floor32": lambda: floor(torch.float32),
+    }
+
+    def seconds(run) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            run()
+            torch.cuda.synchronize()
+            return time.perf_counter() - start
+        start = time.thread_time()  # CPU time: what other jobs on a shared machine take does not count
+        run()
+        return time.thread_time() - start
+
+    for run in runs.values():  # warm-up
+        run()
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            best[name] = min(best[name], seconds(run))
+    return {**best, "device": str(device)}
 
 
 def _worker(args: argparse.Namespace) -> dict:
@@ -84,10 +157,10 @@ def _worker(args: argparse.Namespace) -> dict:
 
         def run(num_images: int, channels: int, size: int) -> tuple[dict, float]:
             produced = batches(num_images, channels, size)
-            return streamed_metric(produced, device)[1], produced.seconds
+            return streamed_metric(produced, device, args.precision)[1], produced.seconds
 
     else:
-        from baseline import baseline_scores
+        from tests.reference import reference_scores
 
         def run(num_images: int, channels: int, size: int) -> tuple[dict, float]:
             produced = batches(num_images, channels, size)
@@ -97,7 +170,8 @@ def _worker(args: argparse.Namespace) -> dict:
                 stored_b.append(b.cpu().numpy())
             all_a, all_b = np.concatenate(stored_a), np.concatenate(stored_b)
             del stored_a, stored_b
-            return baseline_scores(all_a, all_b, batch_size=args.batch_size), produced.seconds
+            all_a, all_b = all_a.reshape(*all_a.shape[:2], -1), all_b.reshape(*all_b.shape[:2], -1)
+            return reference_scores(all_a, all_b, batch_size=args.batch_size), produced.seconds
 
     run(2 * args.batch_size, 8, 4)  # warm-up: threads, BLAS/LAPACK, allocator
     memory = PeakMemory()
@@ -122,29 +196,64 @@ def _parse_layer(spec: str) -> tuple[int, int, int]:
     return channels, size, images
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"small grid {' '.join(QUICK_GRID)} (about 25 s)")
-    parser.add_argument(
-        "--grid", nargs="+", type=_parse_layer, help=f"CHANNELSxSIZExIMAGES entries (default {' '.join(FULL_GRID)})"
+def _parse_shape(spec: str) -> tuple[int, int]:
+    try:
+        channels, size = (int(part) for part in spec.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CHANNELSxSIZE such as 64x16, got {spec!r}") from None
+    return channels, size
+
+
+def _statistics_part(args: argparse.Namespace) -> bool:
+    """Print the statistics table; return whether both targets hold."""
+    shapes = args.statistics or [_parse_shape(spec) for spec in (QUICK_STATISTICS if args.quick else FULL_STATISTICS)]
+    draws = args.draws or ([1] if args.quick else [1, 4])
+    print(
+        f"seis_statistics of one batch of {args.batch_size} images, float64 and float32 products, vs their GEMM floor"
     )
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="BLAS/LAPACK/OpenMP threads per worker (default 1)")
-    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
-    parser.add_argument("--worker", choices=("metric", "baseline"), help=argparse.SUPPRESS)
-    parser.add_argument("--channels", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--images", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    header = (
+        f"{'layer':<14}{'draws':>6}{'f64 ms':>9}{'f32 ms':>9}{'f64/f32':>9}"
+        f"{'floor64 ms':>12}{'f64 share':>11}{'floor32 ms':>12}{'f32 share':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    rows = []
+    for channels, size in shapes:
+        for k in draws:
+            common = ["--channels", str(channels), "--size", str(size), "--draws", str(k)]
+            common += ["--batch-size", str(args.batch_size), "--seed", str(args.seed), "--repeats", str(args.repeats)]
+            t = run_worker(__file__, ["--worker", "statistics", *common], args.threads)
+            row = {
+                "speedup": t["float64"] / t["float32"],
+                "share64": t["floor64"] / t["float64"],
+                "share32": t["floor32"] / t["float32"],
+            }
+            rows.append(row)
+            print(
+                f"{f'{channels}ch {size}x{size}':<14}{k:>6}{1e3 * t['float64']:>9.1f}{1e3 * t['float32']:>9.1f}"
+                f"{row['speedup']:>9.2f}{1e3 * t['floor64']:>12.1f}{row['share64']:>11.2f}"
+                f"{1e3 * t['floor32']:>12.1f}{row['share32']:>11.2f}",
+                flush=True,
+            )
+    print("share = floor / time: 1 means the statistics cost what their bare products cost.")
+    slowest = min(row["speedup"] for row in rows)
+    lowest = min(row["share64"] for row in rows)
+    speed_ok, floor_ok = slowest >= FLOAT32_SPEED_TARGET, lowest >= FLOOR_TARGET
+    print(
+        f"{'PASS' if speed_ok else 'MISS'}  float32 >= {FLOAT32_SPEED_TARGET}x faster than float64"
+        f" (lowest {slowest:.2f}x)"
+    )
+    print(f"{'PASS' if floor_ok else 'MISS'}  float64 >= {FLOOR_TARGET} of its GEMM floor (lowest {lowest:.2f})")
+    return speed_ok and floor_ok
 
-    if args.worker:
-        print(json.dumps(_worker(args)))
-        return 0
 
+def _baseline_part(args: argparse.Namespace) -> bool:
+    """Print the metric-vs-baseline table; return whether both targets hold."""
     grid = args.grid or [_parse_layer(spec) for spec in (QUICK_GRID if args.quick else FULL_GRID)]
-    print(f"machine: {machine_description()}; workers use {args.threads} thread(s)")
-    print(f"SEISMetric (batches of {args.batch_size}, float32 activations) vs store-everything numpy float64 baseline")
+    print(
+        f"SEISMetric (batches of {args.batch_size}, float32 activations, precision={args.precision!r}) vs"
+        " store-everything numpy float64 baseline (tests/reference.py)"
+    )
     header = (
         f"{'layer':<14}{'N':>6}{'metric s':>10}{'baseline s':>12}{'gen s':>8}{'time x':>8}"
         f"{'metric MB':>11}{'baseline MB':>13}{'mem x':>8}{'max |diff|':>12}"
@@ -154,7 +263,7 @@ def main() -> int:
     rows = []
     for channels, size, images in grid:
         common = ["--channels", str(channels), "--size", str(size), "--images", str(images)]
-        common += ["--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+        common += ["--batch-size", str(args.batch_size), "--seed", str(args.seed), "--precision", args.precision]
         metric = run_worker(__file__, ["--worker", "metric", *common], args.threads)
         baseline = run_worker(__file__, ["--worker", "baseline", *common], args.threads)
         difference = max(abs(metric["scores"][name] - baseline["scores"][name]) for name in COMPARED)
@@ -176,26 +285,67 @@ def main() -> int:
         " MB = peak resident memory above the level after imports; mem x = baseline MB / metric MB."
     )
 
-    failed = False
+    passed = True
     speed_rows = [row for row in rows if row["images"] >= SPEED_TARGET_IMAGES]
     if speed_rows:
         slowest = min(row["time_ratio"] for row in speed_rows)
-        passed = slowest >= SPEED_TARGET
-        failed |= not passed
+        passed &= slowest >= SPEED_TARGET
         print(
-            f"{'PASS' if passed else 'FAIL'}  speed: metric >= {SPEED_TARGET:.0f}x faster at >= {SPEED_TARGET_IMAGES}"
-            f" images (lowest ratio {slowest:.1f}x)"
+            f"{'PASS' if slowest >= SPEED_TARGET else 'FAIL'}  speed: metric >= {SPEED_TARGET:.0f}x faster at"
+            f" >= {SPEED_TARGET_IMAGES} images (lowest ratio {slowest:.1f}x)"
         )
     else:
         print(f"SKIP  speed: no layer with >= {SPEED_TARGET_IMAGES} images in this grid (run without --quick)")
     largest = max(row["difference"] for row in rows)
-    passed = largest <= SCORE_TOLERANCE
-    failed |= not passed
+    tolerance = SCORE_TOLERANCE[resolve_precision(args.precision, pick_device())]
+    passed &= largest <= tolerance
     print(
-        f"{'PASS' if passed else 'FAIL'}  agreement: max |metric - baseline| over all scores and nulls"
-        f" {largest:.1e} <= {SCORE_TOLERANCE:.0e}"
+        f"{'PASS' if largest <= tolerance else 'FAIL'}  agreement: max |metric - baseline| over all scores and nulls"
+        f" {largest:.1e} <= {tolerance:.0e}"
     )
-    return int(failed and args.strict)
+    return passed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small grids, one draw (about 40 s)")
+    parser.add_argument(
+        "--grid", nargs="+", type=_parse_layer, help=f"CHANNELSxSIZExIMAGES entries (default {' '.join(FULL_GRID)})"
+    )
+    parser.add_argument(
+        "--statistics",
+        nargs="+",
+        type=_parse_shape,
+        help=f"CHANNELSxSIZE layer shapes of part 1 (default {' '.join(FULL_STATISTICS)})",
+    )
+    parser.add_argument("--draws", nargs="+", type=int, help="draws K of part 1 (default 1 4; --quick: 1)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats of part 1, best kept (default 5)")
+    parser.add_argument("--part", choices=("all", "statistics", "baseline"), default="all")
+    parser.add_argument(
+        "--precision", choices=("auto", "float64", "float32"), default="auto", help="of part 2's metric"
+    )
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/LAPACK/OpenMP threads per worker (default 1)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target fails")
+    parser.add_argument("--worker", choices=("metric", "baseline", "statistics"), help=argparse.SUPPRESS)
+    parser.add_argument("--channels", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--images", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        print(json.dumps(_statistics_worker(args) if args.worker == "statistics" else _worker(args)))
+        return 0
+
+    print(f"machine: {machine_description()}; workers use {args.threads} thread(s)")
+    passed = True
+    if args.part in ("all", "statistics"):
+        passed &= _statistics_part(args)
+        print()
+    if args.part in ("all", "baseline"):
+        passed &= _baseline_part(args)
+    return int(not passed and args.strict)
 
 
 if __name__ == "__main__":
