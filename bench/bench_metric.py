@@ -204,6 +204,11 @@ def _parse_shape(spec: str) -> tuple[int, int]:
     return channels, size
 
 
+def _print_header(header: str) -> None:
+    print(header)
+    print("-" * len(header))
+
+
 def _statistics_part(args: argparse.Namespace) -> bool:
     """Print the statistics table; return whether both targets hold."""
     shapes = args.statistics or [_parse_shape(spec) for spec in (QUICK_STATISTICS if args.quick else FULL_STATISTICS)]
@@ -211,12 +216,10 @@ def _statistics_part(args: argparse.Namespace) -> bool:
     print(
         f"seis_statistics of one batch of {args.batch_size} images, float64 and float32 products, vs their GEMM floor"
     )
-    header = (
+    _print_header(
         f"{'layer':<14}{'draws':>6}{'f64 ms':>9}{'f32 ms':>9}{'f64/f32':>9}"
         f"{'floor64 ms':>12}{'f64 share':>11}{'floor32 ms':>12}{'f32 share':>11}"
     )
-    print(header)
-    print("-" * len(header))
     rows = []
     for channels, size in shapes:
         for k in draws:
@@ -254,12 +257,10 @@ def _baseline_part(args: argparse.Namespace) -> bool:
         f"SEISMetric (batches of {args.batch_size}, float32 activations, precision={args.precision!r}) vs"
         " store-everything numpy float64 baseline (tests/reference.py)"
     )
-    header = (
+    _print_header(
         f"{'layer':<14}{'N':>6}{'metric s':>10}{'baseline s':>12}{'gen s':>8}{'time x':>8}"
         f"{'metric MB':>11}{'baseline MB':>13}{'mem x':>8}{'max |diff|':>12}"
     )
-    print(header)
-    print("-" * len(header))
     rows = []
     for channels, size, images in grid:
         common = ["--channels", str(channels), "--size", str(size), "--images", str(images)]
