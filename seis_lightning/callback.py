@@ -31,9 +31,10 @@ class SEISCallback(Callback):
     are compared with those of the transformed images (SEIS, arXiv 2602.04054; ``SEIS_SPEC.md``):
     ``equivariance``, ``invariance`` and ``channel_invariance``, each next to its null baseline.
     Scores go to every logger as ``seis/<transform>/<score>/<layer>`` (and ``<score>_null``, and
-    ``<score>_se`` with the jackknife) at ``trainer.global_step`` (``SEIS_SPEC.md``, "What the
-    callback logs"; Lightning logs a validation's own metrics one step earlier, at ``global_step - 1``);
-    figures go to loggers that take them. The scoring itself is :class:`SEISProbe`'s (see
+    ``<score>_se`` with the jackknife) at the step Lightning's own ``self.log`` uses
+    (``fit_loop.epoch_loop._batches_that_stepped``, as ``LearningRateMonitor`` does: ``trainer.global_step``
+    except inside a validation after an optimizer step, where Lightning logs one step earlier), so
+    the SEIS scalars join the validation metrics' rows; figures go to loggers that take them. The scoring itself is :class:`SEISProbe`'s (see
     :func:`~seis_lightning.score_model`); this callback decides when, on which images, and where
     the results go. It never changes weights, modes, gradients or RNG streams, and a failure only
     warns unless ``strict=True``.
@@ -50,8 +51,8 @@ class SEISCallback(Callback):
     Attributes:
         probe: the :class:`SEISProbe` (``layers``, ``transforms``, ``draws``).
         probe_set: the probe images, once taken.
-        history: the fit's scorings, each ``{"stage", "epoch", "global_step", "scores", "draws"}``
-            (``epoch`` fractional for mid-epoch validation).
+        history: the fit's scorings, each ``{"stage", "epoch", "global_step", "step", "scores", "draws"}``
+            (``epoch`` fractional for mid-epoch validation; ``step`` the logged step).
         evaluations: this Trainer's ``validate``/``test`` scorings, the same way.
         scores: the latest scores, ``{transform: {layer: {score: value}}}``.
 
@@ -264,9 +265,10 @@ class SEISCallback(Callback):
             self._warn("layer", reason)
         for layer, message in result.warnings:
             self._warn(layer, f"SEIS layer {layer!r} at step {trainer.global_step}: {message}")
-        entry = dict(
-            stage=stage, epoch=epoch, global_step=trainer.global_step, scores=result.scores, draws=result.draws
-        )
+        # Lightning's own logging step (what `self.log` and LearningRateMonitor use), so rows line up
+        step = trainer.fit_loop.epoch_loop._batches_that_stepped
+        entry = dict(stage=stage, epoch=epoch, global_step=trainer.global_step, step=step)
+        entry.update(scores=result.scores, draws=result.draws)
         entry["order"] = max([e["order"] for e in self.history + self.evaluations], default=-1) + 1  # the latest
         (self.history if stage == "fit" else self.evaluations).append(entry)
         prefix = "seis" if stage == "fit" else f"seis_{stage}"
@@ -278,7 +280,7 @@ class SEISCallback(Callback):
         }
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in flat.items()})
         for logger in trainer.loggers:
-            logger.log_metrics(flat, step=trainer.global_step)
+            logger.log_metrics(flat, step=step)
         log_results(trainer, prefix, entry, self.history if stage == "fit" else [entry], figures=self.log_figures)
 
     def _warn(self, layer: str, message: str) -> None:

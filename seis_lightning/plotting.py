@@ -23,7 +23,7 @@ Scores = Mapping[str, Mapping[str, float]]
 COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
 CSV_NAME = "seis_scores.csv"
 MARGIN = ("", "_lower", "_upper")  # value, lower and upper tags of a margin chart
-CSV_COLUMNS = ("stage", "epoch", "global_step", "transform", "layer", "score", "value", "null", "se")
+CSV_COLUMNS = ("stage", "epoch", "global_step", "step", "transform", "layer", "score", "value", "null", "se")
 
 
 def depth_figure(scores: Scores, title: str = "") -> Figure:
@@ -125,6 +125,7 @@ def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
             "stage": entry["stage"],
             "epoch": entry["epoch"],
             "global_step": entry["global_step"],
+            "step": entry["step"],
             "transform": transform,
             "layer": layer,
             "score": score,
@@ -147,8 +148,9 @@ def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Se
 
     if not trainer.is_global_zero:
         return
-    _append_csv(os.path.join(log_folder(trainer), CSV_NAME), score_rows(entry))
-    step, epoch = entry["global_step"], entry["epoch"]
+    if not trainer.fast_dev_run:  # like Lightning's own logs and checkpoints, none in a fast_dev_run
+        _append_csv(os.path.join(log_folder(trainer), CSV_NAME), score_rows(entry))
+    step, epoch = entry["step"], entry["epoch"]
     bounds = margin_scalars(prefix, entry["scores"])
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):

@@ -98,11 +98,11 @@ def test_standard_errors_reach_tensorboard_with_margin_charts(tmp_path, standard
     for score, se in KNOWN_SE.items():
         for layer in LAYERS:
             value = events.Scalars(f"seis/hflip/{score}/{layer}")
-            assert [e.step for e in events.Scalars(f"seis/hflip/{score}_se/{layer}")] == [0, 6]
+            assert [e.step for e in events.Scalars(f"seis/hflip/{score}_se/{layer}")] == [0, 5]
             assert [e.value for e in events.Scalars(f"seis/hflip/{score}_se/{layer}")] == pytest.approx([se, se])
             lower = events.Scalars(f"seis/hflip/{score}_lower/{layer}")
             upper = events.Scalars(f"seis/hflip/{score}_upper/{layer}")
-            assert [e.step for e in lower] == [e.step for e in upper] == [e.step for e in value] == [0, 6]
+            assert [e.step for e in lower] == [e.step for e in upper] == [e.step for e in value] == [0, 5]
             for v, lo, up in zip(value, lower, upper):
                 assert (lo.value, up.value) == pytest.approx((v.value - 2 * se, v.value + 2 * se), abs=1e-6)
     assert len([tag for tag in scalars if tag.startswith("seis/")]) == len(SCORES) * len(LAYERS) * 5
@@ -113,7 +113,7 @@ def test_standard_errors_reach_tensorboard_with_margin_charts(tmp_path, standard
             tags = [f"seis/hflip/{score}{end}/{layer}" for end in ("", "_lower", "_upper")]
             assert charts[f"{score} {layer}"] == ("Margin", tags)
             assert all(tag in scalars for tag in tags)
-    assert [e.step for e in events.Images("seis/hflip/depth")] == [0, 6]
+    assert [e.step for e in events.Images("seis/hflip/depth")] == [0, 5]
     assert_rows_match(read_rows(tmp_path / "tb" / "version_0" / CSV_NAME), callback.history)
 
 
@@ -183,7 +183,7 @@ def test_csv_logger_gets_the_scalars(tmp_path, standard_errors):
     folder = tmp_path / "csv" / "version_0"
     with open(folder / "metrics.csv", newline="") as file:
         metrics = [row for row in csv.DictReader(file) if row["seis/hflip/invariance/conv1"]]
-    assert [int(row["step"]) for row in metrics] == [0, 6]
+    assert [int(row["step"]) for row in metrics] == [0, 5]
     for row, entry in zip(metrics, callback.history):
         for layer, values in entry["scores"]["hflip"].items():
             for name, value in values.items():
@@ -239,14 +239,14 @@ def test_mlflow_gets_scalars_and_figures(tmp_path, monkeypatch):
     client = MlflowClient(uri)
     history = client.get_metric_history(logger.run_id, "seis/hflip/invariance/conv1")
     assert [(m.step, m.value) for m in history] == [
-        (e["global_step"], pytest.approx(e["scores"]["hflip"]["conv1"]["invariance"], abs=1e-6))
+        (e["step"], pytest.approx(e["scores"]["hflip"]["conv1"]["invariance"], abs=1e-6))
         for e in callback.history
     ]
     artifacts = {a.path for a in client.list_artifacts(logger.run_id, "seis/hflip")}
-    assert {"seis/hflip/depth_step0.png", "seis/hflip/depth_step6.png"} <= artifacts
+    assert {"seis/hflip/depth_step0.png", "seis/hflip/depth_step5.png"} <= artifacts
     heatmaps = {a.path for a in client.list_artifacts(logger.run_id, "seis/hflip/heatmap")}
-    assert heatmaps == {f"seis/hflip/heatmap/{score}_step{step}.png" for score in SCORES for step in (0, 6)}
+    assert heatmaps == {f"seis/hflip/heatmap/{score}_step{step}.png" for score in SCORES for step in (0, 5)}
     local = tmp_path / "mlruns"
-    pngs = list(local.rglob("depth_step6.png"))
+    pngs = list(local.rglob("depth_step5.png"))
     assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"
     assert math.isfinite(history[-1].value)

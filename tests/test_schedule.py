@@ -48,12 +48,14 @@ def test_scalars_at_global_step_line_up_with_csv_loss_rows(tmp_path):
     with open(tmp_path / "csv" / "version_0" / "metrics.csv") as file:
         rows = list(csv.DictReader(file))
     seis_rows = [row for row in rows if row.get(TAG)]
-    assert [int(row["step"]) for row in seis_rows] == [0, 6, 12]
+    # Lightning logs a validation's metrics at the step of the batch before it (global_step - 1), and
+    # so does SEIS: its scalars share the validation rows' steps (the step-0 baseline precedes training).
+    assert [int(row["step"]) for row in seis_rows] == [0, 5, 11]
+    assert [entry["step"] for entry in callback.history] == [0, 5, 11]
     for row, entry in zip(seis_rows, callback.history):
         assert float(row[TAG]) == pytest.approx(entry["scores"]["hflip"]["conv1"]["equivariance"], abs=1e-6)
     train_steps = {int(row["step"]) for row in rows if row.get("train_loss")}
     assert train_steps == set(range(12)) and {0, 6} <= train_steps
-    # Lightning logs a validation's metrics at the step of the batch before it (global_step - 1).
     assert [int(row["step"]) for row in rows if row.get("val_loss")] == [5, 11]
 
 
@@ -61,7 +63,9 @@ def test_mid_epoch_validation_is_scored_each_time_at_its_own_step(tmp_path):
     callback = seis()
     fit(tmp_path, [callback], val_check_interval=0.5)
     assert when(callback) == [(0, 0), (0.5, 3), (1, 6), (1.5, 9), (2, 12)]
-    assert [e.step for e in read_events(tmp_path / "tb" / "version_0").Scalars(TAG)] == [0, 3, 6, 9, 12]
+    steps = [e.step for e in read_events(tmp_path / "tb" / "version_0").Scalars(TAG)]
+    assert steps == [0, 2, 5, 8, 11] == [entry["step"] for entry in callback.history]
+    assert steps[1:] == [e.step for e in read_events(tmp_path / "tb" / "version_0").Scalars("val_loss")]
 
 
 class ConstantValidation(TinyCNN):
@@ -96,7 +100,9 @@ def test_every_n_epochs_and_the_final_model_scored_once(tmp_path, monkeypatch, e
     assert fitter.global_step == expected[-1][1]  # the run ended where the setup says
     assert when(callback) == expected
     steps = [e.step for e in read_events(tmp_path / "tb" / "version_0").Scalars(TAG)]
-    assert steps == [step for _, step in expected]  # once each: no duplicate at the final step
+    # once each (no duplicate at the final step), at Lightning's logging step: a validation's is global_step - 1
+    assert steps == [entry["step"] for entry in callback.history]
+    assert all(entry["step"] in (entry["global_step"], entry["global_step"] - 1) for entry in callback.history)
 
 
 def test_validate_and_test_keep_the_training_history(tmp_path):
@@ -115,7 +121,7 @@ def test_validate_and_test_keep_the_training_history(tmp_path):
         assert entry["scores"]["hflip"]["conv1"] == pytest.approx(trained, abs=1e-9)
     assert callback.scores is callback.evaluations[-1]["scores"]
     events = read_events(tmp_path / "tb" / "version_0")
-    assert [e.step for e in events.Scalars(TAG)] == [0, 6, 12]
+    assert [e.step for e in events.Scalars(TAG)] == [0, 5, 11]
     for stage in ("validate", "test"):
         (event,) = events.Scalars(f"seis_{stage}/hflip/equivariance/conv1")
         assert event.step == 12 and event.value == pytest.approx(trained["equivariance"], abs=1e-6)
@@ -191,8 +197,8 @@ def test_two_callbacks_checkpoint_and_resume(tmp_path):
     assert when(first) == when(second) == [(0, 0), (1, 6)]
     assert list(first.scores) == ["hflip"] and list(second.scores["rotate30"]) == ["conv2", "fc"]
     events = read_events(tmp_path / "tb" / "version_0")
-    assert [e.step for e in events.Scalars(TAG)] == [0, 6]
-    assert [e.step for e in events.Scalars("seis/rotate30/invariance/fc")] == [0, 6]
+    assert [e.step for e in events.Scalars(TAG)] == [0, 5]
+    assert [e.step for e in events.Scalars("seis/rotate30/invariance/fc")] == [0, 5]
     states = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
     assert states[first.state_key]["history"] == first.history
     assert states[second.state_key]["history"] == second.history
