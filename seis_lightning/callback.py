@@ -34,7 +34,8 @@ class SEISCallback(Callback):
     ``<score>_se`` with the jackknife) at the step Lightning's own ``self.log`` uses
     (``fit_loop.epoch_loop._batches_that_stepped``, as ``LearningRateMonitor`` does: ``trainer.global_step``
     except inside a validation after an optimizer step, where Lightning logs one step earlier), so
-    the SEIS scalars join the validation metrics' rows; figures go to loggers that take them. The scoring itself is :class:`SEISProbe`'s (see
+    the SEIS scalars join the validation metrics' rows; figures go to loggers that take them. The
+    scoring itself is :class:`SEISProbe`'s (see
     :func:`~seis_lightning.score_model`); this callback decides when, on which images, and where
     the results go. It never changes weights, modes, gradients or RNG streams, and a failure only
     warns unless ``strict=True``.

@@ -325,7 +325,8 @@ def test_two_processes_score_like_one(tmp_path):
             warnings.simplefilter("ignore")
             trainer(path, [callback], **kwargs).validate(model, val)
         events = read_events(path / "tb" / "version_0")
-        return {tag: events.Scalars(tag)[-1].value for tag in events.Tags()["scalars"] if tag.startswith("seis_validate/")}
+        tags = [tag for tag in events.Tags()["scalars"] if tag.startswith("seis_validate/")]
+        return {tag: events.Scalars(tag)[-1].value for tag in tags}
 
     single = validate(tmp_path / "one")
     ddp = validate(tmp_path / "two", strategy="ddp_spawn", devices=2)

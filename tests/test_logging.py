@@ -239,8 +239,7 @@ def test_mlflow_gets_scalars_and_figures(tmp_path, monkeypatch):
     client = MlflowClient(uri)
     history = client.get_metric_history(logger.run_id, "seis/hflip/invariance/conv1")
     assert [(m.step, m.value) for m in history] == [
-        (e["step"], pytest.approx(e["scores"]["hflip"]["conv1"]["invariance"], abs=1e-6))
-        for e in callback.history
+        (e["step"], pytest.approx(e["scores"]["hflip"]["conv1"]["invariance"], abs=1e-6)) for e in callback.history
     ]
     artifacts = {a.path for a in client.list_artifacts(logger.run_id, "seis/hflip")}
     assert {"seis/hflip/depth_step0.png", "seis/hflip/depth_step5.png"} <= artifacts
