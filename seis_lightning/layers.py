@@ -134,6 +134,14 @@ class Features(dict):
         self.errors.clear()
         self.order.clear()
 
+    def copy(self) -> Features:
+        """A snapshot of this pass (outputs, errors and order), kept when the next pass clears this one."""
+        snapshot = Features()
+        snapshot.update(self)
+        snapshot.errors.update(self.errors)
+        snapshot.order.extend(self.order)
+        return snapshot
+
 
 def _getter_of(output_getter: OutputGetter | Mapping[str, OutputGetter] | None, name: str) -> OutputGetter | None:
     if isinstance(output_getter, Mapping):

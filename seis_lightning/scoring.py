@@ -21,7 +21,7 @@ from torch.profiler import record_function
 
 from seis_lightning._checks import check_options
 from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, jackknife_se
-from seis_lightning.layers import OutputGetter, capture, default_layers, resolve_layers
+from seis_lightning.layers import Features, OutputGetter, capture, default_layers, layer_names, resolve_layers
 from seis_lightning.metric import SEISMetric
 from seis_lightning.probe import check_images
 from seis_lightning.transforms import GeometricTransform, ImageMap, RandomAffine, parse_transform
@@ -193,9 +193,9 @@ class SEISProbe:
                         if not counted:
                             continue
                         for name in layers:
-                            if name in reasons or (auto and name not in a and name not in a["__errors__"]):
+                            if name in reasons or (auto and name not in a and name not in a.errors):
                                 continue  # default layers: a block that gives no new map is not one
-                            problem = self._problem(name, a, bs, features, x.shape[0])
+                            problem = self._problem(name, a, bs)
                             if problem:
                                 reasons[name] = problem
                                 continue
@@ -217,17 +217,18 @@ class SEISProbe:
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _forward(model: nn.Module, forward: ForwardFn, x: Tensor, features: Any) -> dict[str, Tensor]:
+    def _forward(model: nn.Module, forward: ForwardFn, x: Tensor, features: Features) -> Features:
+        """One forward pass: the readable outputs, and in ``errors`` why the others cannot be read."""
         features.clear()
         forward(model, x)
+        outputs = features.copy()
         for name, output in features.items():
             if output.ndim == 0 or output.shape[0] != x.shape[0]:
-                features.errors[name] = (
+                del outputs[name]
+                outputs.errors[name] = (
                     f"its output has shape {list(output.shape)}, whose first axis is not the batch of {x.shape[0]}"
                     " images"
                 )
-        outputs = {name: output for name, output in features.items() if name not in features.errors}
-        outputs["__errors__"] = dict(features.errors)  # type: ignore[assignment]
         return outputs
 
     @staticmethod
@@ -240,12 +241,11 @@ class SEISProbe:
             )
         return tx
 
-    def _problem(self, name: str, a: dict, bs: list[dict], features: Any, num_images: int) -> str | None:
+    def _problem(self, name: str, a: Features, bs: list[Features]) -> str | None:
         """Why layer ``name`` cannot be scored from this chunk, or ``None``."""
         for (transform, _), outputs in zip([("probe images", None), *self.draws], [a, *bs]):
-            errors = outputs["__errors__"]
-            if name in errors:
-                return errors[name]
+            if name in outputs.errors:
+                return outputs.errors[name]
             if name not in outputs:
                 what = "the probe images" if transform == "probe images" else f"the images transformed by {transform!r}"
                 return f"it did not run in the forward pass of {what}"
@@ -305,8 +305,8 @@ def _call(model: nn.Module, images: Tensor) -> Any:
 def _declared_layout(model: nn.Module, layer: str, ndim: int, layout: Any, num_prefix_tokens: Any) -> tuple[str, int]:
     """The layout and prefix tokens of one layer: the option, else what the model declares (``seis_*``
     attributes, or timm's ``output_fmt`` / ``num_prefix_tokens`` on the layer itself or its nearest owner)."""
-    parts = layer.split(".")
-    owners = [model] + [_module_at(model, ".".join(parts[:depth])) for depth in range(1, len(parts) + 1)]
+    parts, names = layer.split("."), layer_names(model)
+    owners = [model] + [names.get(".".join(parts[:depth])) for depth in range(1, len(parts) + 1)]
     owners = [owner for owner in owners if owner is not None][::-1]  # the layer, then its nearest owner first
 
     def declared(attribute: str) -> Any:
@@ -326,12 +326,6 @@ def _declared_layout(model: nn.Module, layer: str, ndim: int, layout: Any, num_p
     if tokens is None and isinstance(timm_tokens, int):
         tokens = timm_tokens
     return chosen_layout or "channels_first", int(tokens or 0) if ndim == 3 else 0
-
-
-def _module_at(model: nn.Module, name: str) -> nn.Module | None:
-    from seis_lightning.layers import layer_names
-
-    return layer_names(model).get(name)
 
 
 def _per_layer(option: Any, layer: str) -> Any:
