@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
 from seis_lightning._checks import check_options
@@ -14,6 +15,7 @@ from seis_lightning.functional import (
     LAYOUTS,
     PAIRED_STATISTICS,
     STATISTICS,
+    _has_float64,
     resolve_precision,
     seis_from_statistics,
     seis_maps,
@@ -37,6 +39,12 @@ class SEISMetric(Metric):
     each with a null baseline that pairs image ``n`` with the transformed image ``n - 1`` of its
     batch. Only sums are kept (image count, map sums, Gram sums; float64), so memory does not grow
     with the number of images, and batches and processes combine by addition.
+
+    The sums follow the metric to its device (``.to``, ``.cuda``), except to a device without
+    float64 (Apple MPS): there they stay on the CPU in float64, ``update`` takes activations on
+    that device (products in float32, sums back on the CPU: :func:`~seis_lightning.functional.seis_statistics`),
+    the eigen/SVD steps of ``compute`` run on the CPU (spec, "Precision"), and ``metric.device``
+    still reports MPS. Dtype casts (``set_dtype``, ``.to(dtype)``, ``.half()``) leave them float64.
 
     As input to ``update``:
 
@@ -75,12 +83,14 @@ class SEISMetric(Metric):
         precision: of the Gram products: ``"float64"``, ``"float32"`` (each batch centred on its
             mean map, summed in float64; scores within 1e-4 of float64) or ``"auto"``: float64 on
             CUDA devices with full-rate float64 (compute capability 6.0, 7.0, 8.0, 9.0), float32
-            elsewhere (:func:`~seis_lightning.functional.resolve_precision`).
+            elsewhere (:func:`~seis_lightning.functional.resolve_precision`). On MPS, ``"float32"``
+            or ``"auto"``.
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Raises:
         ValueError: if an argument is out of range, or (from ``update``) if the shapes of ``a``
-            and ``b`` differ or differ from earlier batches.
+            and ``b`` differ or differ from earlier batches, or (from ``update`` and ``compute``) if
+            ``precision="float64"`` on a device without float64.
 
     Example:
         >>> import torch
@@ -142,8 +152,9 @@ class SEISMetric(Metric):
         self._images_seen = 0
         self._in_forward = False
         # Shapes are fixed by the first update: a scalar zero broadcasts into the first batch's sums.
+        home = _float64_home(self.device)  # torch's default device, which may be MPS
         for name in STATISTICS:
-            self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64, device=home), dist_reduce_fx="sum")
 
     def update(self, a: Tensor, b: Tensor | Sequence[Tensor]) -> None:
         """Add the statistics of one batch of paired activations."""
@@ -169,7 +180,7 @@ class SEISMetric(Metric):
                 f"Activations of shape {list(a.shape)} give {c_new} channels x {s_new} positions, but"
                 f" earlier batches gave {c_old} x {s_old}; one SEISMetric scores one layer."
             )
-        self.pooled = seis_maps(a[:1], self.layout, self.num_prefix_tokens, self.max_positions)[1]
+        self.pooled = seis_maps(a[:1], self.layout, self.num_prefix_tokens, self.max_positions, dtype=None)[1]
         for name in STATISTICS:
             setattr(self, name, getattr(self, name) + stats[name])
         self._images_seen += a.shape[0]
@@ -196,6 +207,34 @@ class SEISMetric(Metric):
         super().reset()
         if not self._in_forward:
             self._images_seen = 0
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], exclude_state: Sequence[str] = "") -> nn.Module:
+        """torchmetrics' ``_apply`` (``.to``, ``.cuda``, ``set_dtype``, ...), float64 tensors kept float64.
+
+        The target device is read as torchmetrics reads it, from ``fn`` applied to a float32
+        tensor. Float64 tensors (the sums, their defaults, cached results) go through ``fn`` but stay
+        float64 (a cast is dropped), or stay on the CPU where the device has no float64 (MPS).
+        ``metric.device`` and everything else are torchmetrics' as before.
+        """
+        target = fn(torch.zeros(1, dtype=torch.float32, device=self.device)).device
+        home = _float64_home(target)
+
+        # torchmetrics tells the casts it ignores (`.half()`, ...) by the name of `fn`: wraps keeps it.
+        @functools.wraps(fn)
+        def keep_float64(t: Tensor) -> Tensor:
+            if t.dtype != torch.float64:
+                return fn(t)
+            if home != target:
+                return t.to(home)
+            out = fn(t)
+            return out if out.dtype == torch.float64 else t.to(out.device)
+
+        return super()._apply(keep_float64, exclude_state)
+
+
+def _float64_home(device: torch.device) -> torch.device:
+    """Where float64 sums of a metric on ``device`` live: there, or on the CPU if it has no float64."""
+    return device if _has_float64(device) else torch.device("cpu")
 
 
 def _empty_statistics(num_transforms: int | None, jackknife_groups: int = 0) -> dict[str, Tensor]:

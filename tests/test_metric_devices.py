@@ -1,0 +1,268 @@
+"""``SEISMetric`` across devices and dtypes: float64 sums stay float64, on the CPU where the device has none.
+
+No MPS here: a device without float64 is simulated by ``_has_float64`` answering False for ``meta``
+(as it does for ``mps``), in ``functional`` and where ``metric`` imported it. Meta tensors hold no
+data, so what runs on such a device is the routing (states, defaults, cached results stay on the
+CPU while ``metric.device`` is the target) and the CPU side: updates adding CPU statistics into the
+CPU states, ``compute``, ``reset``, state dicts and distributed sync of a metric moved there.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import seis_lightning.functional
+import seis_lightning.metric
+from seis_lightning import SEISMetric
+from seis_lightning.functional import STATISTICS
+from tests.reference import reference_scores
+from tests.test_functional import ALL_SCORES, assert_matches_reference, warped
+from tests.test_metric import _free_port
+
+CPU, META = torch.device("cpu"), torch.device("meta")
+
+
+def _without_float64(device: torch.device) -> bool:
+    return torch.device(device).type not in ("mps", "meta")
+
+
+def _simulate_meta_without_float64() -> None:
+    seis_lightning.functional._has_float64 = _without_float64
+    seis_lightning.metric._has_float64 = _without_float64
+
+
+@pytest.fixture
+def no_float64(monkeypatch):
+    """The ``meta`` device counts as one without float64, like MPS."""
+    monkeypatch.setattr(seis_lightning.functional, "_has_float64", _without_float64)
+    monkeypatch.setattr(seis_lightning.metric, "_has_float64", _without_float64)
+
+
+@pytest.fixture
+def pair(digit_maps, generator):
+    a = digit_maps[:192, :, ::2, ::2]
+    return a, warped(a, generator)
+
+
+def _states(metric: SEISMetric) -> dict[str, torch.Tensor]:
+    return {name: getattr(metric, name) for name in STATISTICS}
+
+
+def _assert_float64_on(metric: SEISMetric, device: torch.device) -> None:
+    for name in STATISTICS:
+        for where, value in (("state", getattr(metric, name)), ("default", metric._defaults[name])):
+            assert value.dtype == torch.float64, (where, name)
+            assert value.device == device, (where, name)
+
+
+def _fed(metric: SEISMetric, a: torch.Tensor, b: torch.Tensor, batch: int = 64) -> SEISMetric:
+    for x, y in zip(a.split(batch), b.split(batch)):
+        metric.update(x, y)
+    return metric
+
+
+def test_states_stay_on_the_cpu_on_a_device_without_float64(no_float64):
+    metric = SEISMetric(precision="float32").to("meta")
+    assert metric.device == META
+    _assert_float64_on(metric, CPU)
+    metric.to(META, torch.float16)  # again, with a cast: still the CPU, still float64
+    assert metric.device == META
+    _assert_float64_on(metric, CPU)
+    metric.reset()
+    _assert_float64_on(metric, CPU)
+    assert all(value.ndim == 0 and value.item() == 0 for value in _states(metric).values())
+
+
+def test_states_follow_a_device_with_float64():
+    metric = SEISMetric().to("cpu")
+    assert metric.device == CPU
+    _assert_float64_on(metric, CPU)
+    metric.to("meta")  # unpatched, meta has float64: the states go there, as torchmetrics moves them
+    assert metric.device == META
+    _assert_float64_on(metric, META)
+    metric.reset()
+    _assert_float64_on(metric, META)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_states_follow_cuda_and_back(pair):
+    a, b = pair
+    metric = SEISMetric(precision="float64").cuda()
+    assert metric.device.type == "cuda"
+    _fed(metric, a.cuda(), b.cuda())
+    _assert_float64_on(metric, torch.device("cuda", torch.cuda.current_device()))
+    result = metric.cpu().compute()
+    _assert_float64_on(metric, CPU)
+    expected = _fed(SEISMetric(precision="float64"), a, b).compute()
+    for name in ALL_SCORES:
+        assert result[name] == pytest.approx(expected[name], abs=1e-9), name
+
+
+def test_the_default_device_without_float64_keeps_the_states_on_the_cpu(no_float64):
+    with torch.device("meta"):
+        metric = SEISMetric()
+    assert metric.device == META
+    _assert_float64_on(metric, CPU)
+
+
+def test_the_default_device_with_float64_holds_the_states():
+    with torch.device("meta"):
+        metric = SEISMetric()
+    assert metric.device == META
+    _assert_float64_on(metric, META)
+
+
+@pytest.mark.parametrize("precision", ["float32", "auto"])
+def test_float32_updates_into_cpu_states_equal_the_reference(no_float64, pair, precision):
+    a, b = pair
+    metric = SEISMetric(precision=precision).to("meta")
+    result = _fed(metric, a, b).compute()
+    assert metric.device == META
+    _assert_float64_on(metric, CPU)
+    assert metric.map_sum_a.shape == (32, 49)
+    assert metric.num_images.item() == 192
+    assert_matches_reference(result, reference_scores(a.flatten(2), b.flatten(2), batch_size=64), atol=1e-4)
+    # the same sums and scores as a metric that never left the CPU
+    on_cpu = _fed(SEISMetric(precision="float32"), a, b)
+    for name in STATISTICS:
+        torch.testing.assert_close(getattr(metric, name), getattr(on_cpu, name), rtol=0, atol=0)
+    expected = on_cpu.compute()
+    for name in ALL_SCORES:
+        assert result[name] == expected[name], name
+
+
+def test_jackknife_and_forward_into_cpu_states(no_float64, pair):
+    a, b = pair
+    metric = SEISMetric(precision="float32", jackknife_groups=4).to("meta")
+    batch_scores = [metric(x, y) for x, y in zip(a.split(64), b.split(64))]
+    assert [scores["num_images"] for scores in batch_scores] == [64, 64, 64]
+    _assert_float64_on(metric, CPU)
+    assert metric.num_images.tolist() == [48.0, 48.0, 48.0, 48.0]
+    result = metric.compute()
+    expected = _fed(SEISMetric(precision="float64", jackknife_groups=4), a, b).compute()
+    for name in ALL_SCORES:
+        assert result[name] == pytest.approx(expected[name], abs=1e-4), name
+        assert result[f"{name}_se"] == pytest.approx(expected[f"{name}_se"], abs=1e-4), name
+
+
+def test_cached_scores_and_reset_after_a_move(no_float64, pair):
+    a, b = pair
+    metric = _fed(SEISMetric(precision="float32"), a, b)
+    before = metric.compute()
+    assert metric._computed is not None
+    metric.to("meta")  # the cached result's float64 tensors stay on the CPU too
+    cached = metric.compute()
+    assert cached["spatial_rho"].device == CPU and cached["spatial_rho"].dtype == torch.float64
+    torch.testing.assert_close(cached["spatial_rho"], before["spatial_rho"], rtol=0, atol=0)
+    assert cached["equivariance"] == before["equivariance"]
+    metric.reset()
+    _assert_float64_on(metric, CPU)
+    assert metric.num_images.item() == 0
+    again = _fed(metric, a, b).compute()
+    assert again["equivariance"] == before["equivariance"]
+
+
+def test_float64_precision_is_refused_on_a_device_without_float64(no_float64, pair):
+    a, b = pair
+    metric = _fed(SEISMetric(precision="float64"), a[:64], b[:64]).to("meta")
+    with pytest.raises(ValueError, match="meta, which has no float64"):
+        metric.compute()
+
+
+CASTS = {
+    "half": lambda m: m.half(),
+    "float": lambda m: m.float(),
+    "double": lambda m: m.double(),
+    "bfloat16": lambda m: m.bfloat16(),
+    "type(float32)": lambda m: m.type(torch.float32),
+    "to(float32)": lambda m: m.to(torch.float32),
+    "to(float16)": lambda m: m.to(torch.float16),
+    "to(cpu, float16)": lambda m: m.to("cpu", torch.float16),
+    "set_dtype(float32)": lambda m: m.set_dtype(torch.float32),
+    "set_dtype(float16)": lambda m: m.set_dtype(torch.float16),
+}
+
+
+@pytest.mark.parametrize("cast", CASTS)
+def test_casts_leave_the_sums_float64(cast, pair):
+    a, b = pair
+    metric = _fed(SEISMetric(precision="float32"), a, b)
+    before = {name: value.clone() for name, value in _states(metric).items()}
+    expected = metric.compute()
+    metric.reset()
+    _fed(metric, a, b)
+    out = CASTS[cast](metric)
+    assert out is metric
+    assert metric.device == CPU
+    _assert_float64_on(metric, CPU)
+    for name in STATISTICS:
+        torch.testing.assert_close(getattr(metric, name), before[name], rtol=0, atol=0)
+    result = metric.compute()
+    for name in ALL_SCORES:
+        assert result[name] == expected[name], name
+    metric.reset()
+    _assert_float64_on(metric, CPU)
+
+
+# torchmetrics does not save the update count: a restored metric warns that compute comes before update.
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric SEISMetric was called before:UserWarning")
+@pytest.mark.parametrize("move", [False, True], ids=["cpu", "no-float64 device"])
+def test_state_dict_round_trip(no_float64, pair, move):
+    a, b = pair
+    metric = SEISMetric(precision="float32")
+    metric.persistent(True)
+    if move:
+        metric.to("meta")
+    _fed(metric, a, b)
+    expected = metric.compute()
+    buffer = io.BytesIO()
+    torch.save(metric.state_dict(), buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer)
+    assert set(saved) == set(STATISTICS)
+    assert all(value.device == CPU and value.dtype == torch.float64 for value in saved.values())
+    restored = SEISMetric(precision="float32")
+    restored.persistent(True)
+    if move:
+        restored.to("meta")
+    restored.load_state_dict(saved)
+    _assert_float64_on(restored, CPU)
+    for name in STATISTICS:
+        torch.testing.assert_close(getattr(restored, name), getattr(metric, name), rtol=0, atol=0)
+    result = restored.compute()
+    for name in ALL_SCORES:
+        assert result[name] == expected[name], name
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, a: torch.Tensor, b: torch.Tensor, out: str) -> None:
+    _simulate_meta_without_float64()  # a fresh process: the patch is its own
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        metric = SEISMetric(precision="float32").to("meta")
+        for x, y in zip(a[rank::world_size], b[rank::world_size]):
+            metric.update(x, y)
+        result = metric.compute()  # gloo all-gathers the CPU states
+        if rank == 0:
+            torch.save({"scores": {name: result[name] for name in ALL_SCORES}, "device": str(metric.device)}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_processes_sync_cpu_states(pair, tmp_path):
+    a, b = pair
+    batches_a, batches_b = list(a.split(32)), list(b.split(32))
+    out = str(tmp_path / "ddp.pt")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), batches_a, batches_b, out), nprocs=2, join=True)
+    synced = torch.load(out)
+    assert synced["device"] == "meta"
+    expected = _fed(SEISMetric(precision="float32"), a, b, batch=32).compute()
+    for name in ALL_SCORES:
+        assert synced["scores"][name] == pytest.approx(expected[name], abs=1e-9), name
