@@ -184,34 +184,75 @@ def seis_maps(
     return (x if dtype is None else x.to(dtype)), pooled
 
 
-def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Spatial ``[J, N*C, S]`` and channel ``[J, N*S, C]`` unfoldings of J maps ``[N, C, S]``, and their sums.
+def _float64_mean(x: Tensor) -> Tensor:
+    """The mean map ``[C, S]`` of maps ``x`` ``[N, C, S]``, summed in float64.
 
-    The map sums ``[J, C, S]`` are float64. In ``float32`` each map is centred on its own mean
-    map, so that its products keep what varies across images, not what they share (spec,
-    "Precision"). Each unfolding of a map is a matrix of its own: products of the same shape then
-    round alike, which keeps exact symmetries (tied canonical correlations) exact in float32.
+    Float32 reductions round differently at different positions (their order depends on the memory
+    layout and on a position's place in a vector register); float64 sums differ by about 1e-16, far
+    below float32's rounding, so positions that hold the same values get the same float32 centre.
+    On the CPU the images are converted a few at a time, not all at once.
+    """
+    if x.device.type != "cpu":
+        return x.sum(0, dtype=torch.float64) / x.shape[0]
+    per_chunk = max(1, 2**16 // max(1, x[0].numel()))
+    total = torch.zeros(x.shape[1:], dtype=torch.float64)
+    for chunk in x.split(per_chunk):
+        total += chunk.sum(0, dtype=torch.float64)
+    return total / x.shape[0]
+
+
+def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Tensor]:
+    """Spatial ``[J, N*C, S]`` and channel ``[N*S, J*C]`` unfoldings of J maps ``[N, C, S]``, and their sums.
+
+    The channel unfoldings sit side by side (map j is column block j: :func:`_column_blocks`), so
+    that one product reads them all. In ``float64`` both unfoldings are views of one buffer
+    ``[J, C, N, S]``, and the spatial unfolding's rows run over (channel, image), which gives the same
+    products as (image, channel) without a second copy. In ``float32`` the spatial rows run over
+    (image, channel), which rounds about 10 times less than (channel, image) in the float32
+    products, and each map is centred on its own mean map, so that its products keep what varies
+    across images, not what they share (spec, "Precision"). The map sums ``[J, C, S]`` are float64.
     """
     n, c, s = maps[0].shape
-    float32 = precision == "float32"
-    home = maps[0].device if _has_float64(maps[0].device) else torch.device("cpu")
-    spatial = maps[0].new_empty(len(maps), n, c, s, dtype=torch.float32 if float32 else torch.float64)
-    channel = spatial.new_empty(len(maps), c, n, s)  # stored transposed: [C, N*S] per map
+    if precision != "float32":
+        buffer = maps[0].new_empty(len(maps), c, n, s, dtype=torch.float64)
+        for block, x in zip(buffer, maps):
+            block.copy_(x.transpose(0, 1))
+        sums = buffer.sum(2).to(_float64_home(maps[0].device))
+        return buffer.view(len(maps), c * n, s), buffer.view(-1, n * s).mT, sums
+    home = _float64_home(maps[0].device)
+    spatial = maps[0].new_empty(len(maps), n, c, s, dtype=torch.float32)
     sums = []
     for block, x in zip(spatial, maps):
-        if float32 and n:
-            # The float64 mean map as a float32 mean plus the mean of what it leaves: cheaper than
-            # subtracting in float64, and as exact for the centred maps.
+        if not n:
+            sums.append(torch.zeros(c, s, dtype=torch.float64, device=home))
+        elif _has_float64(x.device):
+            # Centre on the float64 mean map: its float32 part, then the float32 rounding of the rest.
+            # Each step works position by position, so maps that are permutations of each other's
+            # positions stay exact permutations once centred, and tied canonical correlations stay
+            # tied (spec, "Ties") whatever the memory layout or thread count.
+            mean = _float64_mean(x)
+            first = mean.to(torch.float32)
+            torch.sub(x, first, out=block)
+            block.sub_((mean - first).to(torch.float32))
+            sums.append(n * mean.to(home))
+        else:  # no float64 here (MPS): the mean as a float32 mean plus the mean of what it leaves
             first = x.mean(0, dtype=torch.float32)
             torch.sub(x, first, out=block)
             rest = block.mean(0)
             block.sub_(rest)
             sums.append(n * (first.to(home, torch.float64) + rest.to(home, torch.float64)))
-        else:
-            block.copy_(x)
-            sums.append(block.sum(0).to(home, torch.float64))
-    channel.copy_(spatial.transpose(1, 2))
-    return spatial.view(len(maps), n * c, s), channel.view(len(maps), c, n * s).mT, torch.stack(sums)
+    channel = spatial.transpose(1, 2).contiguous()  # [J, C, N, S]
+    return spatial.view(len(maps), n * c, s), channel.view(-1, n * s).mT, torch.stack(sums)
+
+
+def _float64_home(device: torch.device) -> torch.device:
+    """Where float64 sums of tensors on ``device`` live: the device, or the CPU if it has no float64."""
+    return device if _has_float64(device) else torch.device("cpu")
+
+
+def _column_blocks(x: Tensor, num_blocks: int) -> tuple[Tensor, ...]:
+    """The unfoldings ``[R, D]`` of each map, as views of the side-by-side ``x`` ``[R, num_blocks * D]``."""
+    return x.unflatten(1, (num_blocks, -1)).unbind(1)
 
 
 def _gram(x: Tensor, symmetric: bool = True, out: Tensor | None = None) -> Tensor:
@@ -231,19 +272,19 @@ def _gram(x: Tensor, symmetric: bool = True, out: Tensor | None = None) -> Tenso
     return out
 
 
-def _float64_sums(products: Tensor, sum_x: Tensor, sum_y: Tensor, n: int, unfolding: str, precision: str) -> Tensor:
-    """Gram sums in float64: float32 products of centred maps plus ``n·m̄_xᵀm̄_y`` (spec, "Precision").
+def _per_map(products: Tensor, home: torch.device) -> Tensor:
+    """Side-by-side products ``[D, K*D]`` as K float64 matrices ``[K, D, D]`` on ``home``."""
+    d = products.shape[0]
+    return products.unflatten(1, (-1, d)).transpose(0, 1).to(home, torch.float64, memory_format=torch.contiguous_format)
 
-    ``sum_x``, ``sum_y``: the map sums ``[..., C, S]`` of the two sides; float64 products are the
-    sums already.
+
+def _add_centres(grams: Tensor, sum_x: Tensor, sum_y: Tensor, n: int, unfolding: str) -> Tensor:
+    """Add ``n·m̄_xᵀm̄_y`` in float64 to ``grams`` ``[K, D, D]``, from map sums ``[K, C, S]`` (``sum_x`` may broadcast).
+
+    Float32 products of centred maps plus these are the Gram sums (spec, "Precision").
     """
-    if precision != "float32":
-        return products
-    out = products.to(sum_y.device, torch.float64)
-    flat = sum_y.reshape(-1, *sum_y.shape[-2:])
-    for gram, x, y in zip(out.view(-1, *out.shape[-2:]), sum_x.expand_as(sum_y).reshape_as(flat), flat):
-        gram.addmm_(*((x.mT, y) if unfolding == "spatial" else (x, y.mT)), alpha=1 / max(n, 1))
-    return out
+    x, y = (sum_x.mT, sum_y) if unfolding == "spatial" else (sum_x, sum_y.mT)
+    return grams.baddbmm_(x.expand(len(grams), -1, -1), y, alpha=1 / max(n, 1))
 
 
 def _reference_statistics(
@@ -255,17 +296,19 @@ def _reference_statistics(
     """
     n = a.shape[0]
     spatial, channel, sums = unfolded or _unfold([a], precision)
-    float32 = precision == "float32"
-    with _ieee_float32():
-        # Float32 spatial Grams stay plain products, to round like the cross Grams (see _unfold).
-        spatial_gram = _gram(spatial[0], symmetric=not float32)
-        channel_gram = _gram(channel[0])
-    return {
+    stats = {
         "num_images": torch.full((), float(n), dtype=torch.float64, device=sums.device),  # no host copy
         "map_sum_a": sums[0],
-        "spatial_gram_aa": _float64_sums(spatial_gram, sums[0], sums[0], n, "spatial", precision),
-        "channel_gram_aa": _float64_sums(channel_gram, sums[0], sums[0], n, "channel", precision),
     }
+    for unfolding, x in (("spatial", spatial[0]), ("channel", channel)):
+        with _ieee_float32():
+            # Float32 spatial products stay whole: see _paired_statistics.
+            gram = _gram(x, symmetric=precision == "float64" or unfolding == "channel")
+        gram = gram.to(sums.device, torch.float64)
+        if precision == "float32":
+            _add_centres(gram[None], sums[:1], sums[:1], n, unfolding)
+        stats[f"{unfolding}_gram_aa"] = gram
+    return stats
 
 
 def _paired_statistics(
@@ -280,34 +323,51 @@ def _paired_statistics(
     ``b_null`` [K, N, C, S], when given, holds each image's null partner already gathered (the
     jackknife's groups take theirs from the whole batch); without it, image n meets n - 1.
     ``unfolded_a``: ``_unfold([a], precision)`` when the caller has it already.
+
+    Float32 spatial products are all whole products of the same shape, which round alike entry by
+    entry: B's Gram and the cross Gram of maps that permute A's positions are then exact permutations
+    of A's Gram, and tied canonical correlations stay tied (spec, "Ties"). Float64 Grams are
+    computed by blocks (the rounding of float64 is far below the tie tolerance), and the channel
+    cross Grams of all K transformations come from one wide product ``Aᵀ[B_1 … B_K]``.
     """
     num_transforms = len(b)
     n, c, s = a.shape
     float32 = precision == "float32"
     spatial_a, channel_a, sum_a = unfolded_a or _unfold([a], precision)
-    spatial_b, channel_b, sums = _unfold([*b, *b_null] if b_null is not None else list(b), precision)
-    sum_a, sum_b = sum_a[0], sums[:num_transforms]
+    maps_b = [*b, *b_null] if b_null is not None else list(b)
+    spatial_b, channel_b, sums = _unfold(maps_b, precision)
+    home = sums.device
+    sum_b = sums[:num_transforms]
     null_sum_b = sum_b if b_null is None else sums[num_transforms:]
     stats = {"map_sum_b": sum_b}
     with _ieee_float32():
-        for unfolding, x, ys, rows_per_image in (
-            ("spatial", spatial_a[0], spatial_b, c),
-            ("channel", channel_a[0], channel_b, s),
-        ):
-            d = x.shape[1]
-            gram, cross, null = x.new_empty(3, num_transforms, d, d)
-            for k in range(num_transforms):
-                # Float32 spatial Grams stay plain products, to round like the cross Grams (see _unfold).
-                _gram(ys[k], symmetric=not float32 or unfolding == "channel", out=gram[k])
-                torch.mm(x.mT, ys[k], out=cross[k])
-                if b_null is None:
-                    _rolled_cross(x, ys[k], rows_per_image, out=null[k])
-                else:
-                    torch.mm(x.mT, ys[num_transforms + k], out=null[k])
-            stats[f"{unfolding}_gram_bb"] = _float64_sums(gram, sum_b, sum_b, n, unfolding, precision)
-            stats[f"{unfolding}_gram_ab"] = _float64_sums(cross, sum_a, sum_b, n, unfolding, precision)
-            stats[f"{unfolding}_gram_ab_null"] = _float64_sums(null, sum_a, null_sum_b, n, unfolding, precision)
-    stats["null_num_images"] = torch.full((num_transforms,), float(n), dtype=torch.float64, device=sums.device)
+        x = spatial_a[0]
+        d = x.shape[1]
+        gram, cross, null = x.new_empty(3, num_transforms, d, d)
+        for k in range(num_transforms):
+            _gram(spatial_b[k], symmetric=not float32, out=gram[k])
+            torch.mm(x.mT, spatial_b[k], out=cross[k])
+            if b_null is None:
+                null[k] = _rolled_cross(x, spatial_b[k], c) if float32 else _rolled_spatial_cross(x, spatial_b[k], n)
+            else:
+                torch.mm(x.mT, spatial_b[num_transforms + k], out=null[k])
+        spatial = [p.to(home, torch.float64) for p in (gram, cross, null)]
+        ys = _column_blocks(channel_b, len(maps_b))
+        channel_gram = channel_a.new_empty(num_transforms, c, c)
+        for k in range(num_transforms):
+            _gram(ys[k], out=channel_gram[k])
+        if b_null is None:
+            channel_cross, channel_null = channel_a.mT @ channel_b, _rolled_cross(channel_a, channel_b, s)
+        else:
+            channel_cross, channel_null = (channel_a.mT @ channel_b).tensor_split(2, dim=1)
+        channel = [channel_gram.to(home, torch.float64), _per_map(channel_cross, home), _per_map(channel_null, home)]
+    for unfolding, (gram, cross, null) in (("spatial", spatial), ("channel", channel)):
+        if float32:
+            _add_centres(gram, sum_b, sum_b, n, unfolding)
+            _add_centres(cross, sum_a, sum_b, n, unfolding)
+            _add_centres(null, sum_a, null_sum_b, n, unfolding)
+        stats.update({f"{unfolding}_gram_bb": gram, f"{unfolding}_gram_ab": cross, f"{unfolding}_gram_ab_null": null})
+    stats["null_num_images"] = torch.full((num_transforms,), float(n), dtype=torch.float64, device=home)
     stats["null_map_sum_a"] = sum_a.expand_as(sum_b).clone()
     stats["null_map_sum_b"] = null_sum_b.clone()
     if n < 2 and b_null is None:
@@ -319,13 +379,25 @@ def _paired_statistics(
     return {name: stats[name] for name in PAIRED_STATISTICS}
 
 
-def _rolled_cross(x: Tensor, y: Tensor, rows_per_image: int, out: Tensor) -> Tensor:
-    """``Σ_n X_nᵀ Y_{n-1}`` (n - 1 mod N) over the images of unfolded ``x``, ``y`` [N*r, D], into ``out``.
+def _rolled_cross(x: Tensor, y: Tensor, rows_per_image: int) -> Tensor:
+    """``Σ_n X_nᵀ Y_{n-1}`` (n - 1 mod N) over the images of unfolded ``x`` [N*r, D], ``y`` [N*r, E].
 
     The same as ``x.mT @ y.roll(r, dims=0)``, from two views of ``y`` instead of a rolled copy.
     """
     r = rows_per_image
-    return torch.mm(x[r:].mT, y[:-r], out=out).addmm_(x[:r].mT, y[-r:])
+    return torch.mm(x[r:].mT, y[:-r]).addmm_(x[:r].mT, y[-r:])
+
+
+def _rolled_spatial_cross(x: Tensor, y: Tensor, num_images: int) -> Tensor:
+    """``Σ_n X_nᵀ Y_{n-1}`` (n - 1 mod N) for spatial unfoldings [C*N, S] with rows over (channel, image).
+
+    Row (c, n) against the row before it, (c, n - 1), except where n = 0: there the row before is
+    (c - 1, N - 1), whose product is taken back, and (c, N - 1) is added.
+    """
+    first = x.unflatten(0, (-1, num_images))[:, 0]  # rows (c, 0): [C, S]
+    last = y.unflatten(0, (-1, num_images))[:, -1]  # rows (c, N - 1)
+    out = torch.mm(x[1:].mT, y[:-1]).addmm_(first[1:].mT, last[:-1], alpha=-1)
+    return out.addmm_(first.mT, last)
 
 
 def _group_statistics(
@@ -756,6 +828,6 @@ def seis_scores(
         jackknife_groups=jackknife_groups,
         precision=precision,
     )
-    pooled = seis_maps(a[:1], layout, num_prefix_tokens, max_positions)[1]
+    pooled = seis_maps(a[:1], layout, num_prefix_tokens, max_positions, dtype=None)[1]
     eps = statistics_eps(eps, resolve_precision(precision, a.device))
     return seis_from_statistics(stats, keep=keep, eps=eps, pooled=pooled)

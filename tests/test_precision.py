@@ -61,6 +61,72 @@ def test_expected_behaviour_table_matches_the_reference(table_cases, precision):
     print(f"{precision}: largest deviation from the reference over {len(table_cases)} cases {worst:.1e}")
 
 
+@pytest.fixture(scope="module")
+def permuted_cases(digit_maps):
+    """Maps of 16x16 positions (256: the float32 reductions' vector width divides it) and B's that move them.
+
+    hflip, rot90, roll and transpose permute A's positions exactly (every canonical correlation tied
+    at 1); rotate30 interpolates them (correlations 1e-8 apart). Each B is a strided view, as the
+    transforms return it.
+    """
+    maps = F.interpolate(digit_maps, size=16)
+    moves = {
+        "hflip": maps.flip(-1),
+        "rot90": maps.rot90(1, dims=(-2, -1)),
+        "roll3": maps.roll(3, dims=-1),
+        "transpose": maps.transpose(-1, -2),
+        "rotate30": TF.rotate(maps, 30.0),
+    }
+    cases = {}
+    for name, b in moves.items():
+        with threadpool_limits(1):
+            cases[name] = (maps, b, reference_scores(maps.flatten(2), b.flatten(2), batch_size=BATCH_SIZE))
+    return cases
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_keeps_tied_correlations_on_any_thread_count(permuted_cases, threads):
+    """Float32 within 1e-4 of the reference where B moves A's positions, with 1 and 2 threads (spec, "Ties").
+
+    The ties hold only while B's products round exactly like A's. A version that computed the float32
+    spatial Grams by blocks (the float64 shortcut) broke them: on one thread invariance was off by 0.04
+    (hflip, rot90) and 0.09 (roll) on these maps, and by 5e-4 for rotate30, whose correlations lie
+    1e-8 apart.
+    """
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        worst = 0.0
+        for name, (a, b, reference) in permuted_cases.items():
+            result = batched_scores(a, b, "float32")
+            for score in ALL_SCORES:
+                assert result[score] == pytest.approx(reference[score], abs=1e-4), (name, score)
+                worst = max(worst, abs(result[score] - reference[score]))
+    finally:
+        torch.set_num_threads(saved)
+    print(f"float32 on {threads} thread(s): largest deviation over {len(permuted_cases)} moves {worst:.1e}")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_grams_of_permuted_positions_are_exact_permutations(permuted_cases, threads):
+    """hflip's B: its Gram and the cross Gram are A's Gram with rows and columns moved, bit for bit.
+
+    B is a strided view: its float64-summed mean map and centred maps are still A's, moved.
+    """
+    a, b, _ = permuted_cases["hflip"]
+    moved = torch.arange(256).view(16, 16).flip(-1).flatten()
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        stats = seis_statistics(a[:BATCH_SIZE], b[:BATCH_SIZE], precision="float32")
+    finally:
+        torch.set_num_threads(saved)
+    gram = stats["spatial_gram_aa"]
+    assert torch.equal(stats["spatial_gram_ab"], gram[:, moved])
+    assert torch.equal(stats["spatial_gram_bb"], gram[moved][:, moved])
+    assert torch.equal(stats["map_sum_b"], stats["map_sum_a"][:, moved])
+
+
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 @pytest.mark.parametrize("keep", [0.99, 1.0])
 @pytest.mark.parametrize(
