@@ -11,7 +11,7 @@ import torch.nn.functional as F  # noqa: N812
 import torchvision.transforms.v2.functional as TF  # noqa: N812
 from threadpoolctl import threadpool_limits
 
-from seis_lightning import SEISMetric
+from seis_lightning import SEISMetric, functional
 from seis_lightning.functional import (
     FLOAT32_EPS,
     SEISWarning,
@@ -265,3 +265,14 @@ def test_jackknife_groups_keep_the_precision(precision, digit_maps):
     plain = reference_scores(a.flatten(2), b.flatten(2))
     for name in ALL_SCORES:
         assert grouped[name] == pytest.approx(plain[name], abs=TOLERANCE[precision]), name
+
+
+def test_float32_without_device_float64_matches_the_reference(table_cases, monkeypatch):
+    """The branch for devices without float64 (Apple MPS), run on the CPU: float32 means, float64 sums kept apart."""
+    monkeypatch.setattr(functional, "_has_float64", lambda device: False)
+    worst = 0.0
+    for a, b, reference in table_cases.values():
+        result = batched_scores(a, b, "float32")
+        assert_matches_reference(result, reference, atol=TOLERANCE["float32"])
+        worst = max(worst, *(abs(result[score] - reference[score]) for score in ALL_SCORES))
+    print(f"float32 without device float64: largest deviation over {len(table_cases)} cases {worst:.1e}")
