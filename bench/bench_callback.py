@@ -21,6 +21,7 @@ at the defaults (issue 13); statistics + eigendecompositions <= 25 % of the call
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -72,6 +73,7 @@ def epoch_seconds(
         max_epochs=epochs + 1,
         callbacks=[Clock(), *([callback] if callback else [])],
         logger=False,
+        default_root_dir=tempfile.mkdtemp(prefix="seis-bench-"),  # where seis_scores.csv goes, not the caller's folder
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
