@@ -153,16 +153,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, a: torch.Tensor, b: torch.Tensor, out: str) -> None:
+def ddp_scores(make_metric, a: list[torch.Tensor], b: list[torch.Tensor], tmp_path) -> dict:
+    """Two gloo processes, each feeding every other batch to ``make_metric()``: rank 0's scores and metric device."""
+    out = str(tmp_path / "ddp.pt")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), make_metric, a, b, out), nprocs=2, join=True)
+    return torch.load(out)
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, make_metric, a, b, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        metric = SEISMetric()
+        metric = make_metric()
         for x, y in zip(a[rank::world_size], b[rank::world_size]):  # batches split across ranks
             metric.update(x, y)
         result = metric.compute()  # syncs the summed states over the process group
         if rank == 0:
-            torch.save({name: result[name] for name in ALL_SCORES}, out)
+            torch.save({"scores": {name: result[name] for name in ALL_SCORES}, "device": str(metric.device)}, out)
     finally:
         dist.destroy_process_group()
 
@@ -171,9 +178,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, a: torch.Tensor, b: torch
 def test_two_processes_equal_one(pair, tmp_path):
     a, b = pair
     batches_a, batches_b = list(a.split(32)), list(b.split(32))
-    out = str(tmp_path / "ddp.pt")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), batches_a, batches_b, out), nprocs=2, join=True)
-    synced = torch.load(out)
+    synced = ddp_scores(SEISMetric, batches_a, batches_b, tmp_path)["scores"]
     single = SEISMetric()
     for x, y in zip(batches_a, batches_b):
         single.update(x, y)

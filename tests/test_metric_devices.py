@@ -10,12 +10,9 @@ CPU states, ``compute``, ``reset``, state dicts and distributed sync of a metric
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 
 import seis_lightning.functional
 import seis_lightning.metric
@@ -23,7 +20,7 @@ from seis_lightning import SEISMetric
 from seis_lightning.functional import STATISTICS
 from tests.reference import reference_scores
 from tests.test_functional import ALL_SCORES, assert_matches_reference, warped
-from tests.test_metric import _free_port
+from tests.test_metric import ddp_scores
 
 CPU, META = torch.device("cpu"), torch.device("meta")
 
@@ -240,28 +237,16 @@ def test_state_dict_round_trip(no_float64, pair, move):
         assert result[name] == expected[name], name
 
 
-def _ddp_worker(rank: int, world_size: int, port: int, a: torch.Tensor, b: torch.Tensor, out: str) -> None:
+def _float32_metric_on_meta() -> SEISMetric:
     _simulate_meta_without_float64()  # a fresh process: the patch is its own
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        metric = SEISMetric(precision="float32").to("meta")
-        for x, y in zip(a[rank::world_size], b[rank::world_size]):
-            metric.update(x, y)
-        result = metric.compute()  # gloo all-gathers the CPU states
-        if rank == 0:
-            torch.save({"scores": {name: result[name] for name in ALL_SCORES}, "device": str(metric.device)}, out)
-    finally:
-        dist.destroy_process_group()
+    return SEISMetric(precision="float32").to("meta")
 
 
 @pytest.mark.distributed
 def test_two_processes_sync_cpu_states(pair, tmp_path):
     a, b = pair
     batches_a, batches_b = list(a.split(32)), list(b.split(32))
-    out = str(tmp_path / "ddp.pt")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), batches_a, batches_b, out), nprocs=2, join=True)
-    synced = torch.load(out)
+    synced = ddp_scores(_float32_metric_on_meta, batches_a, batches_b, tmp_path)
     assert synced["device"] == "meta"
     expected = _fed(SEISMetric(precision="float32"), a, b, batch=32).compute()
     for name in ALL_SCORES:
