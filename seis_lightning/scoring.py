@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.profiler import record_function
@@ -209,6 +210,8 @@ class SEISProbe:
         finally:
             for module, mode in modes.items():
                 module.train(mode)
+        if world_size > 1:
+            _agree_across_ranks(metrics, layers, reasons, device)
         scored = [name for name in order if name in layers]
         scored += [name for name in layers if name not in order and (name in reasons or not auto)]
         with record_function("seis.compute"):
@@ -296,6 +299,22 @@ class SEISProbe:
                     values[f"{score}_se"] = jackknife_se(torch.stack(per_draw_replicates).mean(0))
                 result.scores[transform][layer] = values
         return result
+
+
+def _agree_across_ranks(
+    metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], device: torch.device
+) -> None:
+    """Keep only the layers that every rank can score: computing a metric is a collective (its states
+    are summed over the ranks), so a layer that failed on one rank and is computed on another would
+    leave the ranks' collectives mismatched, or waiting for ever."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    ready = torch.tensor([name in metrics for name in layers], dtype=torch.int32, device=device)
+    dist.all_reduce(ready, op=dist.ReduceOp.MIN)
+    for name, everywhere in zip(layers, ready.tolist()):
+        if not everywhere and name in metrics:
+            del metrics[name]
+            reasons[name] = "another process could not score it (its warning says why)"
 
 
 def _call(model: nn.Module, images: Tensor) -> Any:

@@ -94,3 +94,72 @@ def test_uneven_chunks_over_two_ranks_finish_and_equal_one_process(tmp_path):
                 for name in LOGGED:
                     got = rank["scores"][transform][layer][name]
                     assert got == pytest.approx(scores[name], abs=1e-9 if EXACT else 1e-6, nan_ok=True), (layer, name)
+
+
+class TupleOnOneRank(nn.Module):
+    """A layer that returns a tuple on rank 1 only, as a module that changes its output type by configuration."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.as_tuple = False
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (y,) if self.as_tuple else y
+
+
+class SplitModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = TupleOnOneRank()
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x):
+        y = self.block(x)
+        y = y[0] if isinstance(y, tuple) else y
+        return self.head(torch.relu(y).mean((-2, -1)))
+
+
+SPLIT_OPTIONS = dict(layers=["block", "head"], transforms=["hflip"], batch_size=8, **EXACT)
+
+
+def _split_data() -> tuple[SplitModel, torch.Tensor]:
+    torch.manual_seed(0)
+    return SplitModel(), torch.rand(32, 1, 12, 12, generator=torch.Generator().manual_seed(1))
+
+
+def _split_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        model, images = _split_data()
+        model.block.as_tuple = rank == 1  # rank 1 cannot read "block" without an output_getter
+        result = SEISProbe(**SPLIT_OPTIONS).score(model, images, rank=rank, world_size=world_size)
+        torch.save({"scores": result.scores, "reasons": result.reasons}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(120)
+def test_a_layer_that_fails_on_one_rank_is_dropped_on_every_rank(tmp_path):
+    """Its metric's sum over ranks would pair with the next layer's on the other rank: both ranks drop it."""
+    out = str(tmp_path / "scores")
+    context = mp.start_processes(_split_worker, args=(2, _free_port(), out), nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + 90
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the ranks did not finish in 90 s")
+    ranks = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    model, images = _split_data()
+    single = SEISProbe(**SPLIT_OPTIONS).score(model, images)
+    assert "another process could not score it" in ranks[0]["reasons"]["block"]
+    assert "output_getter" in ranks[1]["reasons"]["block"]
+    for rank in ranks:
+        assert all(math.isnan(value) for value in rank["scores"]["hflip"]["block"].values())
+        for name in LOGGED:
+            expected = single.scores["hflip"]["head"][name]
+            assert rank["scores"]["hflip"]["head"][name] == pytest.approx(expected, abs=1e-9, nan_ok=True), name
