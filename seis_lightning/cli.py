@@ -51,12 +51,17 @@ class SEISLightningCLI(LightningCLI):
     def seis(self) -> SEISCallback:
         return next(c for c in self.trainer.callbacks if isinstance(c, SEISCallback))
 
-    def report(self) -> None:
-        """Print the latest scores per layer and how to watch them in TensorBoard (rank zero only)."""
+    def report(self, when: str | None = None) -> None:
+        """Print the latest scores per layer and how to watch them in TensorBoard (rank zero only).
+
+        ``when``: what the scores are of (default: the epochs and step the Trainer has run).
+        """
         if not self.trainer.is_global_zero or not self.seis.scores:
             return
-        latest = max(self.seis.history + self.seis.evaluations, key=lambda entry: entry["order"])
-        print(f"\nSEIS scores after {latest['epoch']:g} epoch(s), step {latest['global_step']} (nulls in brackets):")
+        if when is None:
+            latest = max(self.seis.history + self.seis.evaluations, key=lambda entry: entry["order"])
+            when = f"after {latest['epoch']:g} epoch(s), step {latest['global_step']}"
+        print(f"\nSEIS scores {when} (nulls in brackets):")
         print(format_score_table(self.seis.scores))
         for logger in self.trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -80,7 +85,9 @@ def analyze(argv: list[str]) -> dict:
     cli.model.load_state_dict(checkpoint["state_dict"])
     cli.seis.score_before_training = False
     cli.trainer.validate(cli.model, datamodule=cli.datamodule)
-    cli.report()
+    # The Trainer has not trained: the checkpoint says how far its model was trained.
+    trained = f"epoch {checkpoint.get('epoch', '?')}, step {checkpoint.get('global_step', '?')}"
+    cli.report(when=f"of {args.checkpoint.name} ({trained})")
     output = args.output or Path(cli.trainer.log_dir or ".")
     output.mkdir(parents=True, exist_ok=True)
     for transform, by_layer in cli.seis.scores.items():
