@@ -149,7 +149,9 @@ def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Se
     if not trainer.is_global_zero:
         return
     if not trainer.fast_dev_run:  # like Lightning's own logs and checkpoints, none in a fast_dev_run
-        _append_csv(os.path.join(log_folder(trainer), CSV_NAME), score_rows(entry))
+        path = os.path.join(log_folder(trainer), CSV_NAME)
+        _append_csv(path, score_rows(entry))
+        _upload_csv(trainer, path)
     step, epoch = entry["step"], entry["epoch"]
     bounds = margin_scalars(prefix, entry["scores"])
     for logger in trainer.loggers:
@@ -172,17 +174,29 @@ def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Se
 
 
 def log_folder(trainer: Any) -> str:
-    """Where ``seis_scores.csv`` goes: the first logger's folder (what ``trainer.log_dir`` gives, without its
-    broadcast, which would stall a multi-process run called from rank zero alone), else the Trainer's
-    ``default_root_dir`` (``logger=False``, or a logger with no local folder)."""
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    """Where ``seis_scores.csv`` goes: the run's own folder. That is the first TensorBoard or CSV logger's
+    ``log_dir`` (what ``trainer.log_dir`` gives, without its broadcast, which would stall a multi-process
+    run called from rank zero alone), else a Weights & Biases run's files folder (synced with the run),
+    else the Trainer's ``default_root_dir`` (``logger=False``; MLflow, whose ``save_dir`` is the store's
+    root shared by every run, gets the file as an artifact of its run instead)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-    if trainer.loggers:
-        logger = trainer.loggers[0]
-        folder = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
-        if folder:
-            return folder
+    for logger in trainer.loggers:
+        if isinstance(logger, (TensorBoardLogger, CSVLogger)) and logger.log_dir:
+            return logger.log_dir
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and getattr(logger.experiment, "dir", None):
+            return logger.experiment.dir
     return trainer.default_root_dir
+
+
+def _upload_csv(trainer: Any, path: str) -> None:
+    """The whole ``seis_scores.csv`` so far, as an artifact of every MLflow run (replacing the last one)."""
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, MLFlowLogger):
+            logger.experiment.log_artifact(logger.run_id, path)
 
 
 def _write_layout(writer: Any, prefix: str, scores: Mapping[str, Scores]) -> None:

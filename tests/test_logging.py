@@ -7,6 +7,7 @@ import csv
 import math
 import re
 import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -200,6 +201,7 @@ def test_wandb_offline_gets_scalars_and_figures(tmp_path, monkeypatch):
     try:
         callback, fitter = fit(tmp_path, logger=logger)
         run_dir = logger.experiment.dir  # <tmp>/wandb/offline-run-*/files
+        folder = log_folder(fitter)
     finally:
         wandb.finish()
         wandb.teardown()  # waits for the wandb-core process, which writes the run file, to exit
@@ -211,8 +213,9 @@ def test_wandb_offline_gets_scalars_and_figures(tmp_path, monkeypatch):
         logged = wandb_values(run_file.read_bytes(), f"seis/hflip/invariance/{layer}")
         assert logged == pytest.approx([e["scores"]["hflip"][layer]["invariance"] for e in callback.history])
 
-    assert (tmp_path / CSV_NAME).exists() and log_folder(fitter) == str(tmp_path)
-    assert_rows_match(read_rows(tmp_path / CSV_NAME), callback.history)
+    # The CSV goes to the run's files folder, which W&B syncs with the run; not to the shared save_dir.
+    assert folder == run_dir and not (tmp_path / CSV_NAME).exists()
+    assert_rows_match(read_rows(Path(run_dir) / CSV_NAME), callback.history)
 
 
 def wandb_values(records: bytes, key: str) -> list[float]:
@@ -249,3 +252,9 @@ def test_mlflow_gets_scalars_and_figures(tmp_path, monkeypatch):
     pngs = list(local.rglob("depth_step5.png"))
     assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"
     assert math.isfinite(history[-1].value)
+    # The CSV is the run's artifact, with every scoring; the store's shared root holds none.
+    assert "seis_scores.csv" in {a.path for a in client.list_artifacts(logger.run_id)}
+    with open(client.download_artifacts(logger.run_id, "seis_scores.csv", str(tmp_path))) as file:
+        rows = list(csv.DictReader(file))
+    assert sorted({int(row["step"]) for row in rows}) == [e["step"] for e in callback.history]
+    assert not (local / "seis_scores.csv").exists()
