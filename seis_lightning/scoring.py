@@ -262,7 +262,7 @@ class SEISProbe:
         return None
 
     def _metric(self, model: nn.Module, layer: str, output: Tensor) -> SEISMetric:
-        layout, num_prefix_tokens = _declared_layout(model, layer, output.ndim, self.layout, self.num_prefix_tokens)
+        layout, num_prefix_tokens = _declared_layout(model, layer, output, self.layout, self.num_prefix_tokens)
         return SEISMetric(
             num_transforms=len(self.draws),
             keep=self.keep,
@@ -321,9 +321,17 @@ def _call(model: nn.Module, images: Tensor) -> Any:
     return model(images)
 
 
-def _declared_layout(model: nn.Module, layer: str, ndim: int, layout: Any, num_prefix_tokens: Any) -> tuple[str, int]:
+def _declared_layout(
+    model: nn.Module, layer: str, output: Tensor, layout: Any, num_prefix_tokens: Any
+) -> tuple[str, int]:
     """The layout and prefix tokens of one layer: the option, else what the model declares (``seis_*``
-    attributes, or timm's ``output_fmt`` / ``num_prefix_tokens`` on the layer itself or its nearest owner)."""
+    attributes, or timm's ``output_fmt`` / ``num_prefix_tokens`` on the layer itself or its nearest owner).
+
+    timm's ``num_prefix_tokens`` holds from the point where the class token is added: a token layer
+    whose output has as many tokens as the owner's ``patch_embed.num_patches`` (the patch embedding
+    itself) has none.
+    """
+    ndim = output.ndim
     parts, names = layer.split("."), layer_names(model)
     owners = [model] + [names.get(".".join(parts[:depth])) for depth in range(1, len(parts) + 1)]
     owners = [owner for owner in owners if owner is not None][::-1]  # the layer, then its nearest owner first
@@ -343,7 +351,9 @@ def _declared_layout(model: nn.Module, layer: str, ndim: int, layout: Any, num_p
     if chosen_layout is None and (nhwc or (ndim == 3 and timm_tokens is not None)):
         chosen_layout = "channels_last"
     if tokens is None and isinstance(timm_tokens, int):
-        tokens = timm_tokens
+        patches = next((getattr(o.patch_embed, "num_patches", None) for o in owners if hasattr(o, "patch_embed")), None)
+        before_class_token = ndim == 3 and chosen_layout == "channels_last" and output.shape[1] == patches
+        tokens = 0 if before_class_token else timm_tokens
     return chosen_layout or "channels_first", int(tokens or 0) if ndim == 3 else 0
 
 

@@ -351,6 +351,40 @@ def test_timm_num_prefix_tokens_drops_the_class_token():
     _assert_scores(per_layer["hflip"]["blocks.0"], with_class_token)
 
 
+class PatchEmbed(nn.Module):
+    """timm's ``PatchEmbed`` (``flatten=True``): tokens ``[N, T, D]`` before the class token, and ``num_patches``."""
+
+    def __init__(self, dim: int = 16, patch: int = 4, image: int = 16) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(3, dim, patch, patch)
+        self.num_patches = (image // patch) ** 2
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class TimmStyleTokenViT(TimmStyleViT):
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = PatchEmbed()
+
+    def forward(self, x):
+        tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), self.patch_embed(x)], dim=1)
+        return self.head(self.blocks(tokens)[:, 0])
+
+
+def test_timm_patch_embed_keeps_every_token():
+    """The patch embedding runs before the class token is added: all 16 of its tokens are patches."""
+    torch.manual_seed(0)
+    model, images = TimmStyleTokenViT(), _images(16)
+    layers = ["patch_embed", "blocks.0"]
+    a, b = _hooked(model, layers, images), _hooked(model, layers, images.flip(-1))
+    assert a["patch_embed"].shape[1] == 16 and a["blocks.0"].shape[1] == 17
+    scores = score_model(model, images, layers=layers, transforms="hflip", **EXACT)["hflip"]
+    _assert_scores(scores["patch_embed"], _reference(a["patch_embed"], b["patch_embed"], layout="channels_last"))
+    _assert_scores(scores["blocks.0"], _reference(a["blocks.0"][:, 1:], b["blocks.0"][:, 1:], layout="channels_last"))
+
+
 class Format(str, enum.Enum):
     """timm's ``timm.layers.Format``: ``str(Format.NHWC)`` is not ``"NHWC"``."""
 
