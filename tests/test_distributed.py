@@ -57,29 +57,40 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, out: str) -> None:
+def _worker(rank: int, world_size: int, port: int, setup, options: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
-        model, images = _data()
-        result = SEISProbe(**OPTIONS).score(model, images, rank=rank, world_size=world_size)
-        torch.save({"scores": result.scores, "calls": model.calls}, f"{out}.{rank}")
+        model, images = setup(rank)
+        result = SEISProbe(**options).score(model, images, rank=rank, world_size=world_size)
+        saved = {"scores": result.scores, "reasons": result.reasons, "calls": getattr(model, "calls", None)}
+        torch.save(saved, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+def two_ranks(setup, options: dict, tmp_path, seconds: float = 90) -> list[dict]:
+    """``SEISProbe(**options).score`` on ``setup(rank)`` in two gloo processes; fails if they wait for ever."""
+    out = str(tmp_path / "scores")
+    args = (2, _free_port(), setup, options, out)
+    context = mp.start_processes(_worker, args=args, nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + seconds
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):  # raises if a worker fails
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"the probe pass did not finish on both ranks in {seconds:g} s (a rank waited in a collective)")
+    return [torch.load(f"{out}.{rank}") for rank in range(2)]
+
+
+def _all_reduce_setup(rank: int) -> tuple[AllReduceModel, torch.Tensor]:
+    return _data()
 
 
 @pytest.mark.distributed
 @pytest.mark.timeout(120)
 def test_uneven_chunks_over_two_ranks_finish_and_equal_one_process(tmp_path):
-    out = str(tmp_path / "scores")
-    context = mp.start_processes(_worker, args=(2, _free_port(), out), nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + 90
-    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):  # raises if a worker fails
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the probe pass did not finish on both ranks in 90 s (a rank waited in all_reduce)")
-    ranks = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    ranks = two_ranks(_all_reduce_setup, OPTIONS, tmp_path)
 
     model, images = _data()
     single = SEISProbe(**OPTIONS).score(model, images)
@@ -129,31 +140,17 @@ def _split_data() -> tuple[SplitModel, torch.Tensor]:
     return SplitModel(), torch.rand(32, 1, 12, 12, generator=torch.Generator().manual_seed(1))
 
 
-def _split_worker(rank: int, world_size: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        model, images = _split_data()
-        model.block.as_tuple = rank == 1  # rank 1 cannot read "block" without an output_getter
-        result = SEISProbe(**SPLIT_OPTIONS).score(model, images, rank=rank, world_size=world_size)
-        torch.save({"scores": result.scores, "reasons": result.reasons}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+def _split_setup(rank: int) -> tuple[SplitModel, torch.Tensor]:
+    model, images = _split_data()
+    model.block.as_tuple = rank == 1  # rank 1 cannot read "block" without an output_getter
+    return model, images
 
 
 @pytest.mark.distributed
 @pytest.mark.timeout(120)
 def test_a_layer_that_fails_on_one_rank_is_dropped_on_every_rank(tmp_path):
     """Its metric's sum over ranks would pair with the next layer's on the other rank: both ranks drop it."""
-    out = str(tmp_path / "scores")
-    context = mp.start_processes(_split_worker, args=(2, _free_port(), out), nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + 90
-    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the ranks did not finish in 90 s")
-    ranks = [torch.load(f"{out}.{rank}") for rank in range(2)]
+    ranks = two_ranks(_split_setup, SPLIT_OPTIONS, tmp_path)
     model, images = _split_data()
     single = SEISProbe(**SPLIT_OPTIONS).score(model, images)
     assert "another process could not score it" in ranks[0]["reasons"]["block"]
