@@ -213,13 +213,12 @@ def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Ten
     across images, not what they share (spec, "Precision"). The map sums ``[J, C, S]`` are float64.
     """
     n, c, s = maps[0].shape
+    home = _float64_home(maps[0].device)
     if precision != "float32":
         buffer = maps[0].new_empty(len(maps), c, n, s, dtype=torch.float64)
         for block, x in zip(buffer, maps):
             block.copy_(x.transpose(0, 1))
-        sums = buffer.sum(2).to(_float64_home(maps[0].device))
-        return buffer.view(len(maps), c * n, s), buffer.view(-1, n * s).mT, sums
-    home = _float64_home(maps[0].device)
+        return buffer.view(len(maps), c * n, s), buffer.view(-1, n * s).mT, buffer.sum(2).to(home)
     spatial = maps[0].new_empty(len(maps), n, c, s, dtype=torch.float32)
     sums = []
     for block, x in zip(spatial, maps):
@@ -246,7 +245,8 @@ def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Ten
 
 
 def _float64_home(device: torch.device) -> torch.device:
-    """Where float64 sums of tensors on ``device`` live: the device, or the CPU if it has no float64."""
+    """Where float64 sums of tensors on ``device`` live (statistics, metric states): the device, or the CPU
+    if it has no float64."""
     return device if _has_float64(device) else torch.device("cpu")
 
 

@@ -15,7 +15,7 @@ from seis_lightning.functional import (
     LAYOUTS,
     PAIRED_STATISTICS,
     STATISTICS,
-    _has_float64,
+    _float64_home,
     resolve_precision,
     seis_from_statistics,
     seis_maps,
@@ -230,11 +230,6 @@ class SEISMetric(Metric):
             return out if out.dtype == torch.float64 else t.to(out.device)
 
         return super()._apply(keep_float64, exclude_state)
-
-
-def _float64_home(device: torch.device) -> torch.device:
-    """Where float64 sums of a metric on ``device`` live: there, or on the CPU if it has no float64."""
-    return device if _has_float64(device) else torch.device("cpu")
 
 
 def _empty_statistics(num_transforms: int | None, jackknife_groups: int = 0) -> dict[str, Tensor]:

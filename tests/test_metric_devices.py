@@ -31,14 +31,12 @@ def _without_float64(device: torch.device) -> bool:
 
 def _simulate_meta_without_float64() -> None:
     seis_lightning.functional._has_float64 = _without_float64
-    seis_lightning.metric._has_float64 = _without_float64
 
 
 @pytest.fixture
 def no_float64(monkeypatch):
     """The ``meta`` device counts as one without float64, like MPS."""
     monkeypatch.setattr(seis_lightning.functional, "_has_float64", _without_float64)
-    monkeypatch.setattr(seis_lightning.metric, "_has_float64", _without_float64)
 
 
 @pytest.fixture
