@@ -69,19 +69,19 @@ def epoch_seconds(
         def on_train_epoch_end(self, trainer, pl_module):  # runs after the epoch's validation
             seconds.append(time.perf_counter() - self.start)
 
-    trainer = pl.Trainer(
-        max_epochs=epochs + 1,
-        callbacks=[Clock(), *([callback] if callback else [])],
-        logger=False,
-        default_root_dir=tempfile.mkdtemp(prefix="seis-bench-"),  # where seis_scores.csv goes, not the caller's folder
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
     model = make_model()
-    with warnings.catch_warnings():
+    with tempfile.TemporaryDirectory(prefix="seis-bench-") as root, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        trainer = pl.Trainer(
+            max_epochs=epochs + 1,
+            callbacks=[Clock(), *([callback] if callback else [])],
+            logger=False,
+            default_root_dir=root,  # where seis_scores.csv goes: not the caller's folder, and removed after
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
         trainer.fit(model, *loaders)
     # The last epoch's probe pass (on_train_end scores the final model once more) is not in `seconds`.
     return sum(seconds[1:]) / epochs, callback, model
