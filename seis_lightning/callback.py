@@ -20,7 +20,7 @@ from seis_lightning.functional import SEISWarning
 from seis_lightning.layers import OutputGetter, resolve_layers
 from seis_lightning.plotting import log_results
 from seis_lightning.probe import InputGetter, ProbeError, probe_images
-from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, warning_kind
+from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, _call, warning_kind
 from seis_lightning.transforms import GeometricTransform
 
 
@@ -239,7 +239,7 @@ class SEISCallback(Callback):
             return
         try:
             precision = trainer.precision_plugin
-            forward = self.probe.forward_fn or (lambda model, x: model(x))
+            forward = self.probe.forward_fn or _call
 
             def forward_fn(model: Any, x: Tensor) -> Any:
                 with precision.forward_context():
