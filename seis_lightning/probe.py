@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-InputGetter = Callable[[Any], Tensor] | int | str | None
+# int and str before Callable: LightningCLI (jsonargparse) then writes an index or key to config.yaml as itself
+InputGetter = int | str | Callable[[Any], Tensor] | None
 IMAGE_KEYS = ("image", "images", "img", "x", "input", "inputs", "pixel_values")
 
 
