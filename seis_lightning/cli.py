@@ -9,6 +9,7 @@ checkpoint without training).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -100,7 +101,18 @@ class SEISLightningCLI(LightningCLI):
         print(format_score_table(self.seis.scores))
         for logger in self.trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                print(f"\nWatch the curves with:\n  tensorboard --logdir {logger.save_dir}\n(run: {logger.log_dir})")
+                command = f"{tensorboard()} --logdir {logger.save_dir}"
+                print(f"\nWatch the curves with:\n  {command}\n(run: {logger.log_dir})")
+
+
+def tensorboard() -> str:
+    """How to start TensorBoard from this shell: ``tensorboard`` when it is this environment's on the PATH,
+    else its path in this environment (``.venv/bin/tensorboard`` after ``make demo``, without activating)."""
+    own = Path(sys.prefix) / "bin" / "tensorboard"
+    found = shutil.which("tensorboard")
+    if not own.exists() or (found is not None and Path(found).resolve() == own.resolve()):
+        return "tensorboard"
+    return str(own.relative_to(Path.cwd()) if own.is_relative_to(Path.cwd()) else own)
 
 
 def analyze(argv: list[str]) -> dict:

@@ -3,7 +3,9 @@ scores are labelled with its epoch and step, and a saved config (``--seis.input_
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seis_lightning.cli import SUBCOMMANDS, SEISLightningCLI, main
+from seis_lightning.cli import SUBCOMMANDS, SEISLightningCLI, main, tensorboard
 from seis_lightning.recipes import resolve_recipe
 
 ALL = ["fit", "validate", "test", "predict", "recipes", "synthetic", "analyze"]
@@ -114,3 +116,14 @@ def test_a_checkpoints_scores_are_labelled_with_its_epoch_and_step(command, trai
     for score in ("equivariance", "invariance", "channel_invariance"):
         scalars = events.Scalars(f"seis_{command}/random_affine/{score}/conv1")
         assert [event.step for event in scalars] == [6] and 0 < scalars[0].value <= 1
+
+
+def test_the_printed_tensorboard_command_runs_without_activating_the_venv(monkeypatch, tmp_path):
+    own = Path(sys.prefix) / "bin" / "tensorboard"
+    monkeypatch.setenv("PATH", str(tmp_path))  # a plain shell: the venv's bin is not on the PATH
+    monkeypatch.chdir(Path(sys.prefix).parent)
+    assert tensorboard() == f"{Path(sys.prefix).name}/bin/tensorboard"  # e.g. .venv/bin/tensorboard
+    monkeypatch.chdir(tmp_path)
+    assert tensorboard() == str(own) and os.access(own, os.X_OK)
+    monkeypatch.setenv("PATH", str(own.parent))  # an activated venv
+    assert tensorboard() == "tensorboard"
