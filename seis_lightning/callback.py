@@ -221,6 +221,11 @@ class SEISCallback(Callback):
         return {"history": self.history, "config": self._config()}
 
     @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # validate/test of a checkpoint: the Trainer has not trained, so its scores take the checkpoint's progress
+        self._checkpoint = (trainer.ckpt_path, checkpoint.get("epoch", 0), checkpoint.get("global_step", 0))
+
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved = state_dict  # a resumed fit takes it at train start; validate/test runs leave the history alone
 
@@ -269,6 +274,10 @@ class SEISCallback(Callback):
         # Lightning's own logging step (what `self.log` and LearningRateMonitor use), so rows line up
         step = trainer.fit_loop.epoch_loop._batches_that_stepped
         entry = dict(stage=stage, epoch=epoch, global_step=trainer.global_step, step=step)
+        path, *progress = getattr(self, "_checkpoint", (None, 0, 0))
+        if stage != "fit" and path is not None and path == trainer.ckpt_path:  # see on_load_checkpoint
+            step = progress[1]
+            entry.update(epoch=float(progress[0]), global_step=step, step=step)
         entry.update(scores=result.scores, draws=result.draws)
         entry["order"] = max([e["order"] for e in self.history + self.evaluations], default=-1) + 1  # the latest
         (self.history if stage == "fit" else self.evaluations).append(entry)
