@@ -7,6 +7,7 @@ transformations drawn once, options) and scores a model as often as asked, which
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import warnings
@@ -169,9 +170,12 @@ class SEISProbe:
         num_chunks = max(math.ceil(len(images) / self.batch_size), world_size)
         if device.type == "cuda" and not images.is_pinned():
             images = images.pin_memory()  # chunks below are views: copies to the GPU need no host sync
-        chunks = images.tensor_split(num_chunks)[rank::world_size]
-        passes = [(chunk, True) for chunk in chunks]
-        passes += [(chunks[-1], False)] * (math.ceil(num_chunks / world_size) - len(chunks))
+        every_chunk = images.tensor_split(num_chunks)
+        # Each chunk's first image in the whole probe set: jackknife groups count across ranks.
+        offsets = [0, *itertools.accumulate(len(chunk) for chunk in every_chunk)][rank:num_chunks:world_size]
+        chunks = every_chunk[rank::world_size]
+        passes = [(chunk, offset, True) for chunk, offset in zip(chunks, offsets)]
+        passes += [(chunks[-1], offsets[-1], False)] * (math.ceil(num_chunks / world_size) - len(chunks))
         auto = self.layers is None and getattr(model, "seis_layers", None) is None
         layers = default_layers(model) if self.layers is None else resolve_layers(model, self.layers)
         metrics: dict[str, SEISMetric] = {}
@@ -182,7 +186,7 @@ class SEISProbe:
             with isolate_rng(include_cuda=True), torch.no_grad():
                 model.eval()
                 with capture(model, layers, output_getter=self.output_getter, new_maps_only=auto) as features:
-                    for chunk, counted in passes:
+                    for chunk, offset, counted in passes:
                         x = chunk.to(device=device, dtype=dtype, non_blocking=True)
                         with record_function("seis.forward"):
                             a = self._forward(model, forward, x, features)
@@ -204,7 +208,7 @@ class SEISProbe:
                                 metrics[name] = self._metric(model, name, a[name]).to(device)
                             try:
                                 with record_function("seis.statistics"):
-                                    metrics[name].update(a[name], [b[name] for b in bs])
+                                    metrics[name].update(a[name], [b[name] for b in bs], offset=offset)
                             except ValueError as error:
                                 reasons[name] = str(error)
         finally:
