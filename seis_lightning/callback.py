@@ -250,6 +250,11 @@ class SEISCallback(Callback):
         return {"history": self.history, "config": self._config()}
 
     @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # validate/test of a checkpoint: the Trainer has not trained, so its scores take the checkpoint's progress
+        self._checkpoint = (trainer.ckpt_path, checkpoint.get("epoch", 0), checkpoint.get("global_step", 0))
+
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved = state_dict  # a resumed fit takes it at train start; validate/test runs leave the history alone
 
@@ -320,6 +325,10 @@ class SEISCallback(Callback):
         for layer, message in result.warnings:
             self._warn(layer, f"SEIS layer {layer!r} at step {trainer.global_step}: {message}")
         entry = dict(stage=stage, epoch=epoch, global_step=trainer.global_step, step=step)
+        path, *progress = getattr(self, "_checkpoint", (None, 0, 0))
+        if stage != "fit" and path is not None and path == trainer.ckpt_path:  # see on_load_checkpoint
+            step = progress[1]
+            entry.update(epoch=float(progress[0]), global_step=step, step=step)
         entry.update(scores=result.scores, draws=result.draws)
         entry.update(reasons=dict(result.reasons), transform_reasons=dict(result.transform_reasons))
         entry["order"] = max([e["order"] for e in self.history + self.evaluations], default=-1) + 1  # the latest
