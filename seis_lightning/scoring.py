@@ -345,6 +345,9 @@ class SEISProbe:
         if self.layers is not None or getattr(model, "seis_layers", None) is not None:
             names = default_layers(model) if self.layers is None else resolve_layers(model, self.layers)
             return _Layers(names, auto=False)
+        cached = getattr(self, "_opened", None)
+        if cached is not None and cached[0] == id(model):  # found at an earlier pass of this model
+            return _Layers(cached[1], auto=True)
         names = default_layers(model)
         for _ in range(8):  # a few levels of nesting
             with capture(model, names, output_getter=self.output_getter, new_maps_only=True) as features:
@@ -353,6 +356,7 @@ class SEISProbe:
             if not any(opened.values()):
                 break
             names = [block for name in names for block in (opened.get(name) or [name])]
+        self._opened = (id(model), names)
         return _Layers(names, auto=True)
 
     def _announce(self, model: nn.Module, scored: list[str], left: list[str]) -> None:
