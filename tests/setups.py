@@ -239,7 +239,11 @@ def compatible(cell: Cell) -> bool:
 
 
 def promises(cell: Cell) -> tuple[str, ...]:
-    return ("a", "c", "d", "e") if cell.schedule == "fast_dev_run" else ("a", "b", "c", "d", "e")  # no logger, no rows
+    """The promises that apply: fast_dev_run has no logger (no rows for b); images of several sizes cannot
+    be stacked into a probe set, so the callback can only warn and step aside (a, c, d)."""
+    if cell.source == "varsize":
+        return ("a", "c", "d")
+    return ("a", "c", "d", "e") if cell.schedule == "fast_dev_run" else ("a", "b", "c", "d", "e")
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -292,9 +296,10 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(file))
 
 
-def execute(cell: Cell, variant: str, root: Path) -> Run:
+def execute(cell: Cell, variant: str, root: Path, devices: int = 1) -> Run:
     """One run of ``cell``: ``variant`` is "none" (no callback), "clean", "faulty" (unscorable layers and
-    transform next to good ones) or "strict" (faulty, strict=True)."""
+    transform next to good ones) or "strict" (faulty, strict=True). ``devices=2``: this process is one
+    rank of a DDP run launched outside Lightning (see :func:`ddp_runs`)."""
     run = Run()
     SEEN.clear()
     pl.seed_everything(0, verbose=False)
@@ -317,9 +322,11 @@ def execute(cell: Cell, variant: str, root: Path) -> Run:
             callbacks.append(ModelCheckpoint(dirpath=checkpoints, save_last=True))
             options["enable_checkpointing"] = True
         logger = CSVLogger(root, name=variant, version=phase)
+        if devices > 1:
+            options["strategy"] = "ddp"
         return pl.Trainer(
             accelerator="cpu",
-            devices=1,
+            devices=devices,
             logger=logger,
             callbacks=callbacks,
             enable_progress_bar=False,
@@ -371,3 +378,59 @@ def execute(cell: Cell, variant: str, root: Path) -> Run:
     run.warnings = [w for w in caught if "seis" in str(w.message).lower() or w.category.__name__ == "SEISWarning"]
     run.seen = list(SEEN)
     return run
+
+
+# ---------------------------------------------------------------------------------------------- two ranks
+
+
+class _Message:
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _Callback:
+    """What the promises read of a SEISCallback, across a process boundary."""
+
+    def __init__(self, cb: SEISCallback) -> None:
+        self.history, self.evaluations, self.disabled = cb.history, cb.evaluations, cb.disabled
+        self.probe_set = cb.probe_set
+
+
+def _portable(run: Run, rank: int) -> Run:
+    if rank:  # rank 0 writes the logs; another rank may read them half-written
+        run.phases = [Phase(phase.stage, phase.log_dir, None, None) for phase in run.phases]
+    run.callbacks = [_Callback(cb) for cb in run.callbacks]
+    run.warnings = [_Message(str(w.message)) for w in run.warnings]
+    if run.error is not None:
+        run.error = RuntimeError(f"{type(run.error).__name__}: {run.error}")
+    return run
+
+
+def _rank(rank: int, port: int, cell: Cell, variants: tuple, root: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK=str(rank), NODE_RANK="0")
+    os.environ.update(WORLD_SIZE="2", RANK=str(rank))
+    torch.set_num_threads(1)
+    warnings.simplefilter("ignore")
+    runs = {variant: _portable(execute(cell, variant, Path(root), devices=2), rank) for variant in variants}
+    torch.save(runs, f"{root}/runs.{rank}")
+
+
+def ddp_runs(cell: Cell, variants: tuple, root: Path, seconds: float = 150) -> list[dict]:
+    """``execute(cell, variant)`` for each variant in a 2-process DDP run (gloo, CPU), launched as
+    torchrun would (``LOCAL_RANK`` set, so Lightning starts no processes itself); the runs of each rank."""
+    import socket
+    import time
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = mp.start_processes(_rank, args=(port, cell, variants, str(root)), nprocs=2, join=False, start_method="spawn")
+    deadline = time.monotonic() + seconds
+    while not context.join(timeout=max(deadline - time.monotonic(), 0.1)):  # raises if a rank fails
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            raise TimeoutError(f"the DDP run of {cell.id} did not finish in {seconds:g} s (a rank waited in a collective)")
+    return [torch.load(root / f"runs.{rank}", weights_only=False) for rank in range(2)]
