@@ -258,41 +258,21 @@ assert all(compatible(cell) for cell in CELLS) and len(set(CELLS)) == len(CELLS)
 
 # Cells x promises that fail on today's code, each with its finding (notes/matrix.md). strict: once
 # fixed, the mark must go.
-R01 = "F1 (r01): an exception while collecting probe images ends training"
-R02 = "F2 (r02): check_val_every_n_epoch=2 + num_sanity_val_steps=0: 'no validation dataloader', callback disabled"
-R03 = "F3 (r03): probe images spread over the whole dataset, not what the loader's sampler/batch_sampler yields"
-R05 = "F4 (r05): probe collection draws from the global RNG (IterableDataset, random __getitem__): training perturbed"
-R08 = "F5 (r08): validate/test after fit score the fit's validation images, not the loader of that call"
-R13 = "F6 (r13): the final/epoch-end scoring lands one step after Lightning's epoch rows"
-R14 = "F7 (r14): several validation loaders: nothing names dataloader_idx"
-R16 = "F8 (r16): layers in another order: another state_key, a fresh history, a step-0 point mid-run"
-BATCH_SAMPLER_LIMIT = "F10 (NEW): limit_val_batches with a batch_sampler counts 1 image per batch: disabled"
-ISOLATION = "F9 (r11 + issue 3): a layer run twice, or a transform that changes the size, loses the whole pass"
+# Findings of notes/matrix.md still open on this branch (F1-F5, F7, F8, F10 are fixed and hold in every cell).
+R13 = "F6 (r13): the final model, scored after an epoch without validation, lands at global_step, past the epoch row"
+ISOLATION = "F9 (r11 + issue 3): seis_scores.csv has no reason; a NaN layer gets no reason in the history either"
+RNG_ON_FAILURE = "F11 (NEW): a failed collection leaves the RNG perturbed (isolate_rng restores only on success)"
 
 
 def known_failure(cell: Cell, promise: str) -> str | None:
-    """The finding that makes ``promise`` fail in ``cell`` on today's code, or ``None``. Named cells get a
-    strict xfail from it (so a fix must remove the line); the random crosses skip those checks."""
-    if cell.source in ("varsize", "raising") and promise in "abcde":
-        return R01
+    """The finding that makes ``promise`` fail in ``cell`` on this branch's code, or ``None``. Named cells get
+    a strict xfail from it (so a fix must remove the line); the random crosses skip those checks."""
     if promise == "e":
         return ISOLATION
-    if promise == "c" and cell.source in ("sampler", "batch_sampler"):
-        return R03
-    if promise == "a" and cell.source in ("iterable", "random_getitem"):
-        return R05
-    if promise in "bd" and cell.schedule == "every2":
-        return R02
-    if promise == "c" and cell.entry in ("fit_test", "fit_validate") and cell.schedule != "noval":
-        return R08
-    if promise == "b" and cell.schedule in ("noval", "max_steps"):
+    if promise == "a" and cell.source == "varsize":
+        return RNG_ON_FAILURE
+    if promise == "b" and cell.schedule in ("every2", "max_steps"):
         return R13
-    if promise == "c" and cell.source == "multi":
-        return R14
-    if promise == "b" and cell.entry == "resume_reorder":
-        return R16
-    if promise in "bd" and cell.source == "batch_sampler" and cell.schedule.startswith("lvb"):
-        return BATCH_SAMPLER_LIMIT
     return None
 
 
