@@ -160,10 +160,14 @@ class Net(TinyCNN):
         super().__init__()
         self.twice = nn.ReLU()
         self.poison = Poison()
+        self.explode = False  # the "explode" run: a forward that draws a random number and raises, under SEIS only
 
     def forward(self, x):
         if self._trainer is not None and _from_callback():
             SEEN.append((self.trainer.state.fn.value, ids(x)))
+            if self.explode:
+                torch.rand(())  # as an MC-dropout model would, before it fails
+                raise RuntimeError("the forward pass exploded")
         h = torch.relu(self.conv1(x))
         self.twice(self.twice(h))
         self.poison(h)
@@ -248,7 +252,9 @@ def promises(cell: Cell) -> tuple[str, ...]:
     be stacked into a probe set, so the callback can only warn and step aside (a, c, d)."""
     if cell.source == "varsize":
         return ("a", "c", "d")
-    return ("a", "c", "d", "e") if cell.schedule == "fast_dev_run" else ("a", "b", "c", "d", "e")
+    if cell.schedule == "fast_dev_run":
+        return ("a", "a-failing", "c", "d", "e")
+    return ("a", "a-failing", "b", "c", "d", "e")
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -274,6 +280,7 @@ class Run:
     callbacks: list = field(default_factory=list)  # the SEISCallback of each Trainer
     warnings: list = field(default_factory=list)
     seen: list = field(default_factory=list)
+    rank: int = 0  # warnings come from rank 0 only
 
 
 class Recorder(pl.Callback):
@@ -285,10 +292,11 @@ class Recorder(pl.Callback):
 
 
 def seis_callback(variant: str, cell: Cell, src: Source, phase: int) -> SEISCallback:
-    layers = GOOD_LAYERS if variant == "clean" else ["conv1", "twice", "poison", "conv2", "fc"]
+    clean = variant in ("clean", "explode")
+    layers = GOOD_LAYERS if clean else ["conv1", "twice", "poison", "conv2", "fc"]
     if cell.entry == "resume_reorder" and phase == 1:
         layers = layers[::-1]
-    transforms = ["hflip"] if variant == "clean" else ["hflip", crop()]
+    transforms = ["hflip"] if clean else ["hflip", crop()]
     probe_data = src.val if cell.schedule == "noval" else None
     options = dict(num_samples=16, batch_size=8, log_figures=False, strict=variant == "strict")
     return SEISCallback(layers=layers, transforms=transforms, probe_data=probe_data, **options)
@@ -303,7 +311,8 @@ def _rows(path: Path) -> list[dict]:
 
 def execute(cell: Cell, variant: str, root: Path, devices: int = 1) -> Run:
     """One run of ``cell``: ``variant`` is "none" (no callback), "clean", "faulty" (unscorable layers and
-    transform next to good ones) or "strict" (faulty, strict=True). ``devices=2``: this process is one
+    transform next to good ones), "strict" (faulty, strict=True) or "explode" (clean, on a model whose
+    forward raises whenever the callback runs it). ``devices=2``: this process is one
     rank of a DDP run launched outside Lightning (see :func:`ddp_runs`).
 
     One intra-op thread: on these tiny tensors a second one only spins (ten times the CPU time on 2 cores)."""
@@ -321,7 +330,13 @@ def _execute(cell: Cell, variant: str, root: Path, devices: int) -> Run:
     pl.seed_everything(0, verbose=False)
     src = source(cell.source)
     model_type = NoValNet if cell.schedule == "noval" else Net
-    model = model_type()
+
+    def model_type_of_run() -> Net:
+        net = model_type()
+        net.explode = variant == "explode"
+        return net
+
+    model = model_type_of_run()
     val = None if cell.schedule == "noval" else src.val
     checkpoints = root / variant / "ckpt"
 
@@ -364,7 +379,7 @@ def _execute(cell: Cell, variant: str, root: Path, devices: int) -> Run:
                 first = trainer(0, max_epochs=1, checkpoint=True)
                 first.fit(model, train_loader(), val)
                 snapshot(first, "fit")
-                model = model_type()
+                model = model_type_of_run()
                 fitter = trainer(1)
                 fitter.fit(model, train_loader(), val, ckpt_path=str(checkpoints / "last.ckpt"))
                 snapshot(fitter, "fit")
@@ -413,6 +428,7 @@ class _Callback:
 
 
 def _portable(run: Run, rank: int) -> Run:
+    run.rank = rank
     if rank:  # rank 0 writes the logs; another rank may read them half-written
         run.phases = [Phase(phase.stage, phase.log_dir, None, None) for phase in run.phases]
     run.callbacks = [_Callback(cb) for cb in run.callbacks]
