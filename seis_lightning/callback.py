@@ -237,8 +237,8 @@ class SEISCallback(Callback):
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._due(trainer, "train_end"):
-            self._run(trainer, pl_module, "fit", epochs_trained(trainer))
+        if self._due(trainer, "train_end"):  # after the last epoch's end: on its epoch metrics' row
+            self._run(trainer, pl_module, "fit", epochs_trained(trainer), epoch_end=True)
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

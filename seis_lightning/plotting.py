@@ -21,7 +21,7 @@ from seis_lightning.functional import SCORES
 Scores = Mapping[str, Mapping[str, float]]
 COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
 MARGIN = ("", "_lower", "_upper")  # value, lower and upper tags of a margin chart
-CSV_COLUMNS = ("stage", "epoch", "global_step", "step", "transform", "layer", "score", "value", "null", "se")
+CSV_COLUMNS = ("stage", "epoch", "global_step", "step", "transform", "layer", "score", "value", "null", "se", "reason")
 
 
 def depth_figure(scores: Scores, title: str = "") -> Figure:
@@ -117,7 +117,8 @@ def format_score_table(scores: Mapping[str, Scores]) -> str:
 
 
 def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`)."""
+    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`);
+    ``reason`` says why a transformation or layer has NaN scores."""
     return [
         {
             "stage": entry["stage"],
@@ -130,6 +131,7 @@ def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
             "value": values[score],
             "null": values.get(f"{score}_null", math.nan),
             "se": values.get(f"{score}_se", ""),
+            "reason": entry.get("transform_reasons", {}).get(transform) or entry.get("reasons", {}).get(layer, ""),
         }
         for transform, by_layer in entry["scores"].items()
         for layer, values in by_layer.items()

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SubsetRandomSampler, default_collate
 
 # int and str before Callable: LightningCLI (jsonargparse) then writes an index or key to config.yaml as itself
 InputGetter = int | str | Callable[[Any], Tensor] | None
@@ -39,7 +39,8 @@ def probe_images(
     """Up to ``num_samples`` images from ``source``, on the CPU, spread evenly over what it yields.
 
     A dataloader is read the way it reads itself: its sampler or batch_sampler chooses the indices (so a
-    split chosen by a sampler is probed on that split only), its collate function batches the items,
+    split chosen by a sampler is probed on that split only; a shuffling sampler's in sorted order), its
+    collate function batches the items,
     and its dataset applies its transforms; of the indices it would visit (in its first ``max_batches``
     batches), ``num_samples`` evenly spread ones are read. A loader over an ``IterableDataset`` gives its
     first images. Collection runs inside ``isolate_rng``: samplers, random augmentations and the
@@ -86,9 +87,16 @@ def probe_images(
 
 
 def _visited(loader: DataLoader, max_batches: int | None) -> list:
-    """The dataset indices ``loader`` visits, in its order, in its first ``max_batches`` batches."""
-    batches = loader.batch_sampler
-    return [index for batch in itertools.islice(batches, max_batches) for index in batch]
+    """The dataset indices ``loader`` visits in its first ``max_batches`` batches: in its order, or sorted
+    when its sampler shuffles (the order of a random sampler means nothing, and sorted indices spread
+    over a class-sorted dataset as evenly as an unshuffled loader's)."""
+    indices = [index for batch in itertools.islice(loader.batch_sampler, max_batches) for index in batch]
+    if isinstance(loader.sampler, (RandomSampler, SubsetRandomSampler)):
+        try:
+            return sorted(indices)
+        except TypeError:  # indices that do not compare (keys of a custom dataset)
+            return indices
+    return indices
 
 
 def _concatenated(parts: list[Tensor]) -> Tensor:

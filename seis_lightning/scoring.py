@@ -219,7 +219,7 @@ class SEISProbe:
             self._announce(model, scored, [name for name in layers.names if name not in scored])
         with record_function("seis.compute"):
             result = active._compute_each(metrics, scored, reasons, isolate=world_size == 1)
-        return self._with_failed_transforms(result, failed)
+        return self._with_failed_transforms(_unscored_with_reasons(result), failed)
 
     # ------------------------------------------------------------------ the pass, in parts
 
@@ -345,6 +345,9 @@ class SEISProbe:
         if self.layers is not None or getattr(model, "seis_layers", None) is not None:
             names = default_layers(model) if self.layers is None else resolve_layers(model, self.layers)
             return _Layers(names, auto=False)
+        cached = getattr(self, "_opened", None)
+        if cached is not None and cached[0] == id(model):  # found at an earlier pass of this model
+            return _Layers(cached[1], auto=True)
         names = default_layers(model)
         for _ in range(8):  # a few levels of nesting
             with capture(model, names, output_getter=self.output_getter, new_maps_only=True) as features:
@@ -353,6 +356,7 @@ class SEISProbe:
             if not any(opened.values()):
                 break
             names = [block for name in names for block in (opened.get(name) or [name])]
+        self._opened = (id(model), names)
         return _Layers(names, auto=True)
 
     def _announce(self, model: nn.Module, scored: list[str], left: list[str]) -> None:
@@ -518,6 +522,19 @@ class _Run:
         return outputs
 
 
+def _unscored_with_reasons(result: ProbeResult) -> ProbeResult:
+    """A layer whose scores came out NaN (NaN or Inf maps, too few images...) is not scored: its
+    warnings become its one reason; a layer with a reason keeps no other warning."""
+    for layer in result.layers:
+        nan = any(all(math.isnan(values[layer][score]) for score in SCORES) for values in result.scores.values())
+        if nan and layer not in result.reasons:
+            said = list(dict.fromkeys(message for name, message in result.warnings if name == layer))
+            why = "; ".join(said) or "its scores are NaN"
+            result.reasons[layer] = f"SEIS layer {layer!r} was not scored: {why}"
+    result.warnings = [(layer, message) for layer, message in result.warnings if layer not in result.reasons]
+    return result
+
+
 def _in_context(forward: ForwardFn, context: Callable[[], AbstractContextManager] | None) -> ForwardFn:
     if context is None:
         return forward
@@ -675,7 +692,7 @@ def score_model(
         count = num_samples or (len(images) if isinstance(images, Tensor) else 512)
         images = probe_images(images, count, input_getter=input_getter, what=what, batch_size=probe.batch_size)
     result = probe.score(model, images)
-    for reason in result.reasons.values():
+    for reason in [*result.reasons.values(), *result.transform_reasons.values()]:
         warnings.warn(reason, SEISWarning, stacklevel=2)
     for layer, message in dict.fromkeys(result.warnings):
         warnings.warn(f"SEIS layer {layer!r}: {message}", SEISWarning, stacklevel=2)

@@ -183,6 +183,17 @@ def test_r03_a_sampler_selected_split_is_probed_on_that_split_only(tmp_path, how
     assert torch.allclose(probe.sort(0).values, full.tensors[0][32:].sort(0).values)
 
 
+@pytest.mark.parametrize("limit", [1, 0.5])
+def test_limit_val_batches_counts_the_loaders_own_batches(tmp_path, limit):
+    """The matrix's F10: a batch_sampler (``loader.batch_size is None``) under ``limit_val_batches``."""
+    full = split_data()
+    val = DataLoader(full, batch_sampler=[[33, 35, 37, 39], [41, 43, 45, 47]])
+    callback = seis()
+    tiny_trainer(tmp_path, [callback], limit_val_batches=limit).fit(Tiny(), loader(), val)
+    assert callback.disabled is None
+    assert torch.equal(callback.probe_set, full.tensors[0][[33, 35, 37, 39]])  # the first batch the loader yields
+
+
 # ------------------------------------------------------------------ r05: training is bit-identical
 
 
@@ -507,3 +518,52 @@ def test_a_callback_that_fails_at_every_scoring_disables_itself_once(tmp_path):
     assert callback.disabled and "3 scorings in a row" in callback.disabled and "broken forward" in callback.disabled
     assert sum("disabled" in m for m in messages) == 1
     assert callback.history == []
+
+
+# ------------------------------------------------------------------ promise (e): the reason, everywhere, once
+
+
+class Poison(nn.Module):
+    def forward(self, x):
+        return torch.full_like(x, torch.nan)
+
+
+class Faulty(Tiny):
+    """Tiny with a module called twice and a layer of NaN maps beside the path to the logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.twice = nn.Conv2d(4, 4, 1)
+        self.poison = Poison()
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        self.twice(self.twice(h))
+        self.poison(h)
+        return self.fc(self.drop(h).mean((2, 3)))
+
+
+def test_a_faulty_layer_or_transformation_costs_only_itself_with_its_reason_everywhere_once(tmp_path):
+    from seis_lightning.trainer_io import CSV_NAME
+    from seis_lightning.transforms import GeometricTransform
+
+    crop = GeometricTransform("crop", [lambda x: x[..., 1:, 1:]])
+    callback = seis(layers=["conv1", "twice", "poison"], transforms=["hflip", crop])
+    logger = CSVLogger(tmp_path, name="csv", version=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, [callback], max_epochs=2, logger=logger).fit(Faulty(), loader(), loader())
+    said = [str(w.message) for w in caught]
+    for fault in ("'twice'", "'poison'", "'crop'"):
+        assert sum(fault in message for message in said) == 1, fault
+    assert len(callback.history) == 3
+    for entry in callback.history:
+        assert "ran 2 times" in entry["reasons"]["twice"] and "NaN" in entry["reasons"]["poison"]
+        assert "changed the image shape" in entry["transform_reasons"]["crop"]
+        assert math.isfinite(entry["scores"]["hflip"]["conv1"]["equivariance"])
+        assert all(math.isnan(v["invariance"]) for v in entry["scores"]["crop"].values())
+    with open(tmp_path / "csv" / "version_0" / CSV_NAME) as file:
+        rows = list(csv.DictReader(file))
+    assert all("ran 2 times" in r["reason"] for r in rows if r["layer"] == "twice" and r["transform"] == "hflip")
+    assert all("'crop'" in r["reason"] for r in rows if r["transform"] == "crop")
+    assert all(r["reason"] == "" for r in rows if r["layer"] == "conv1" and r["transform"] == "hflip")
