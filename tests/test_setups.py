@@ -130,6 +130,15 @@ def promise_b(cell: Cell, runs: dict) -> None:
             seis = _steps(rows, f"seis_{phase.stage}/")
             lightning = _steps(rows, "val_loss" if phase.stage == "validate" else "test_loss")
             assert seis and seis == lightning, f"seis_{phase.stage} at {sorted(seis)}, Lightning at {sorted(lightning)}"
+        # each point is the score of the callback's entry at that step
+        callback = run.callbacks[min(index, len(run.callbacks) - 1)]  # resume: one callback per Trainer
+        tag = f"{'seis' if phase.stage == 'fit' else 'seis_' + phase.stage}/hflip/equivariance/conv1"
+        entries = callback.history if phase.stage == "fit" else callback.evaluations
+        for row in rows:
+            if row.get(tag, "") != "":
+                step, value = int(row["step"]), float(row[tag])
+                scored = [e["scores"]["hflip"]["conv1"]["equivariance"] for e in entries if e["step"] == step]
+                assert any(abs(score - value) < 1e-6 for score in scored), f"{tag}={value} at {step}: {scored}"
     if cell.entry.startswith("resume"):
         first, resumed = (cb.history for cb in run.callbacks)
         epochs = [entry["epoch"] for entry in resumed]
