@@ -89,6 +89,7 @@ class Source:
     allowed: set[int]  # the ids the (first) probed loader yields
     flips: bool = False  # its items may come flipped
     trainer: dict = field(default_factory=dict)
+    callback: dict = field(default_factory=dict)
 
 
 def source(name: str) -> Source:
@@ -121,6 +122,9 @@ def source(name: str) -> Source:
         )
     if name == "multi":
         return Source([loader(Items(range(16))), loader(Items(range(16, 32)))], set(range(16)))
+    if name == "multi_idx1":  # the second of two loaders, chosen with dataloader_idx
+        loaders = [loader(Items(range(16))), loader(Items(range(16, 32)))]
+        return Source(loaders, set(range(16, 32)), callback={"dataloader_idx": 1})
     raise KeyError(name)
 
 
@@ -216,7 +220,7 @@ SCHEDULES: dict[str, dict] = {
     "noval": {},  # a model without validation_step; probe_data is the source's loader
 }
 SOURCES = ("map", "sampler", "batch_sampler", "iterable", "random_getitem", "dict", "meta", "varsize", "raising")
-SOURCES += ("multi",)
+SOURCES += ("multi", "multi_idx1")
 ENTRIES = ("fit", "validate", "test", "fit_test", "fit_validate", "resume", "resume_reorder")
 FIT_ENTRIES = ("fit", "fit_test", "fit_validate", "resume", "resume_reorder")
 
@@ -235,7 +239,7 @@ class Cell:
 def compatible(cell: Cell) -> bool:
     """Setups Lightning itself accepts (and that mean something)."""
     if cell.schedule == "noval":
-        return cell.entry in ("fit", "fit_test", "resume") and cell.source != "multi"
+        return cell.entry in ("fit", "fit_test", "resume") and not cell.source.startswith("multi")
     evaluation_only = cell.entry not in FIT_ENTRIES  # only validation limits act on validate/test
     if evaluation_only and cell.schedule not in ("default", "lvb_int", "lvb_float", "fast_dev_run"):
         return False
@@ -298,7 +302,7 @@ def seis_callback(variant: str, cell: Cell, src: Source, phase: int) -> SEISCall
         layers = layers[::-1]
     transforms = ["hflip"] if clean else ["hflip", crop()]
     probe_data = src.val if cell.schedule == "noval" else None
-    options = dict(num_samples=16, batch_size=8, log_figures=False, strict=variant == "strict")
+    options = dict(num_samples=16, batch_size=8, log_figures=False, strict=variant == "strict", **src.callback)
     return SEISCallback(layers=layers, transforms=transforms, probe_data=probe_data, **options)
 
 

@@ -177,7 +177,7 @@ def promise_c(cell: Cell, runs: dict) -> None:
             assert i in everything, f"probe image {i} is not one the loader yields"
             candidates = [image(i, x.shape[-1])] + ([image(i, x.shape[-1]).flip(-1)] if src.flips else [])
             assert any(torch.equal(x, c) for c in candidates), f"probe image {i} is not as the loader yields it"
-    if cell.source == "multi":
+    if cell.source.startswith("multi"):
         assert any("dataloader_idx" in str(w.message) for w in run.warnings), "nothing says which loader is probed"
 
 
@@ -279,6 +279,7 @@ CELLS = [
     Cell("random_getitem", "default", "test"),
     Cell("varsize", "default", "validate"),
     Cell("raising", "default", "test"),
+    Cell("multi_idx1", "default", "fit_test"),
 ]
 assert all(compatible(cell) for cell in CELLS) and len(set(CELLS)) == len(CELLS)
 
