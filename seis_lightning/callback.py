@@ -220,8 +220,8 @@ class SEISCallback(Callback):
             )
         elif saved is not None:
             self.history = list(saved.get("history", []))
-        if self._due(trainer, "train_start"):
-            self._run(trainer, pl_module, "fit", epochs_trained(trainer))
+        if self._due(trainer, "train_start"):  # step 0, or a resumed model on the row of its last step
+            self._run(trainer, pl_module, "fit", epochs_trained(trainer), epoch_end=True)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -54,9 +54,10 @@ STATISTICS = REFERENCE_STATISTICS + PAIRED_STATISTICS
 # residue of ``ΣA_nᵀA_n - N ĀᵀĀ`` in float64 is about 1e-16 of it, and 1e-12 is a spread of 1e-6 of
 # the maps' size, a few float32 rounding steps. Below it the layer is constant across images.
 CONSTANT_TOLERANCE = 1e-12
-# Canonical correlations this close form a tied block, whose canonical vectors the SVD leaves to
-# rounding; the principal-axes rule fixes them (spec, "Ties").
-TIE_TOLERANCE = 1e-9
+# Neighbouring canonical correlations this close chain into a tied block, whose canonical vectors
+# the SVD leaves to rounding; the principal-axes rule fixes them (spec, "Ties"). Float32 products
+# spread exact ties by about 1e-7.
+TIE_TOLERANCE = {"float64": 1e-9, "float32": 1e-6}
 # CUDA compute capabilities whose float64 runs at half the float32 rate (P100, V100, A100, H100);
 # other GPUs run it at 1/32 to 1/64, Apple MPS has none (spec, "Precision").
 FULL_RATE_FLOAT64 = ((6, 0), (7, 0), (8, 0), (9, 0))
@@ -75,9 +76,10 @@ class SEISWarning(UserWarning):
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """The precision of the Gram products on ``device``: ``"float64"`` or ``"float32"`` (spec, "Precision").
 
-    ``"auto"`` picks ``"float64"`` on CUDA devices whose float64 runs at full rate (compute
-    capability 6.0, 7.0, 8.0 or 9.0: :data:`FULL_RATE_FLOAT64`) and ``"float32"`` elsewhere: CPU,
-    Apple MPS, other GPUs.
+    ``"auto"`` picks ``"float64"`` on the CPU and on CUDA devices whose float64 runs at full rate
+    (compute capability 6.0, 7.0, 8.0 or 9.0: :data:`FULL_RATE_FLOAT64`), and ``"float32"``
+    elsewhere: Apple MPS, other GPUs. On the CPU float32 products are not within 1e-4 of float64
+    everywhere (offsets of 1e5 times the spread reach 1e-4) and save little time (``bench/README.md``).
 
     Raises:
         ValueError: if ``precision`` is not one of ``("auto", "float64", "float32")``, or is
@@ -86,6 +88,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     check_options(precision=precision)
     device = torch.device(device)
     if precision == "auto":
+        if device.type == "cpu":
+            return "float64"
         full_rate = device.type == "cuda" and torch.cuda.get_device_capability(device) in FULL_RATE_FLOAT64
         return "float64" if full_rate else "float32"
     if precision == "float64" and not _has_float64(device):
@@ -214,25 +218,23 @@ def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Ten
     """
     n, c, s = maps[0].shape
     home = _float64_home(maps[0].device)
-    if precision != "float32":
-        buffer = maps[0].new_empty(len(maps), c, n, s, dtype=torch.float64)
-        for block, x in zip(buffer, maps):
-            block.copy_(x.transpose(0, 1))
-        return buffer.view(len(maps), c * n, s), buffer.view(-1, n * s).mT, buffer.sum(2).to(home)
-    spatial = maps[0].new_empty(len(maps), n, c, s, dtype=torch.float32)
+    float64 = precision != "float32"
+    dtype = torch.float64 if float64 else torch.float32
+    # float64: both unfoldings are views of one buffer [J, C, N, S] (spatial rows over (channel, image));
+    # float32: spatial rows over (image, channel), which round less in float32 products.
+    buffer = maps[0].new_empty(len(maps), c, n, s, dtype=dtype) if float64 else None
+    spatial = buffer.transpose(1, 2) if float64 else maps[0].new_empty(len(maps), n, c, s, dtype=dtype)
     sums = []
     for block, x in zip(spatial, maps):
         if not n:
             sums.append(torch.zeros(c, s, dtype=torch.float64, device=home))
         elif _has_float64(x.device):
-            # Centre on the float64 mean map: its float32 part, then the float32 rounding of the rest.
-            # Each step works position by position, so maps that are permutations of each other's
-            # positions stay exact permutations once centred, and tied canonical correlations stay
-            # tied (spec, "Ties") whatever the memory layout or thread count.
+            # Centre on the float64 mean map: its part at this precision, then the rounding of the rest.
             mean = _float64_mean(x)
-            first = mean.to(torch.float32)
-            torch.sub(x, first, out=block)
-            block.sub_((mean - first).to(torch.float32))
+            first = mean.to(dtype)
+            torch.sub(x.to(dtype), first, out=block)
+            if not float64:
+                block.sub_((mean - first).to(dtype))
             sums.append(n * mean.to(home))
         else:  # no float64 here (MPS): the mean as a float32 mean plus the mean of what it leaves
             first = x.mean(0, dtype=torch.float32)
@@ -240,6 +242,8 @@ def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Ten
             rest = block.mean(0)
             block.sub_(rest)
             sums.append(n * (first.to(home, torch.float64) + rest.to(home, torch.float64)))
+    if float64:
+        return buffer.view(len(maps), c * n, s), buffer.view(-1, n * s).mT, torch.stack(sums)
     channel = spatial.transpose(1, 2).contiguous()  # [J, C, N, S]
     return spatial.view(len(maps), n * c, s), channel.view(-1, n * s).mT, torch.stack(sums)
 
@@ -302,11 +306,8 @@ def _reference_statistics(
     }
     for unfolding, x in (("spatial", spatial[0]), ("channel", channel)):
         with _ieee_float32():
-            # Float32 spatial products stay whole: see _paired_statistics.
-            gram = _gram(x, symmetric=precision == "float64" or unfolding == "channel")
-        gram = gram.to(sums.device, torch.float64)
-        if precision == "float32":
-            _add_centres(gram[None], sums[:1], sums[:1], n, unfolding)
+            gram = _gram(x).to(sums.device, torch.float64)
+        _add_centres(gram[None], sums[:1], sums[:1], n, unfolding)
         stats[f"{unfolding}_gram_aa"] = gram
     return stats
 
@@ -324,11 +325,9 @@ def _paired_statistics(
     jackknife's groups take theirs from the whole batch); without it, image n meets n - 1.
     ``unfolded_a``: ``_unfold([a], precision)`` when the caller has it already.
 
-    Float32 spatial products are all whole products of the same shape, which round alike entry by
-    entry: B's Gram and the cross Gram of maps that permute A's positions are then exact permutations
-    of A's Gram, and tied canonical correlations stay tied (spec, "Ties"). Float64 Grams are
-    computed by blocks (the rounding of float64 is far below the tie tolerance), and the channel
-    cross Grams of all K transformations come from one wide product ``Aᵀ[B_1 … B_K]``.
+    Every map is centred on its own mean map and ``n·m̄ᵀm̄`` added back in float64 (spec,
+    "Precision"). The channel cross Grams of all K transformations come from one wide product
+    ``Aᵀ[B_1 … B_K]``.
     """
     num_transforms = len(b)
     n, c, s = a.shape
@@ -345,7 +344,7 @@ def _paired_statistics(
         d = x.shape[1]
         gram, cross, null = x.new_empty(3, num_transforms, d, d)
         for k in range(num_transforms):
-            _gram(spatial_b[k], symmetric=not float32, out=gram[k])
+            _gram(spatial_b[k], out=gram[k])
             torch.mm(x.mT, spatial_b[k], out=cross[k])
             if b_null is None:
                 null[k] = _rolled_cross(x, spatial_b[k], c) if float32 else _rolled_spatial_cross(x, spatial_b[k], n)
@@ -362,10 +361,9 @@ def _paired_statistics(
             channel_cross, channel_null = (channel_a.mT @ channel_b).tensor_split(2, dim=1)
         channel = [channel_gram.to(home, torch.float64), _per_map(channel_cross, home), _per_map(channel_null, home)]
     for unfolding, (gram, cross, null) in (("spatial", spatial), ("channel", channel)):
-        if float32:
-            _add_centres(gram, sum_b, sum_b, n, unfolding)
-            _add_centres(cross, sum_a, sum_b, n, unfolding)
-            _add_centres(null, sum_a, null_sum_b, n, unfolding)
+        _add_centres(gram, sum_b, sum_b, n, unfolding)
+        _add_centres(cross, sum_a, sum_b, n, unfolding)
+        _add_centres(null, sum_a, null_sum_b, n, unfolding)
         stats.update({f"{unfolding}_gram_bb": gram, f"{unfolding}_gram_ab": cross, f"{unfolding}_gram_ab_null": null})
     stats["null_num_images"] = torch.full((num_transforms,), float(n), dtype=torch.float64, device=home)
     stats["null_map_sum_a"] = sum_a.expand_as(sum_b).clone()
@@ -538,25 +536,55 @@ def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float) -> Te
     return eigenvectors[:, :k] / eigenvalues[:k].sqrt()
 
 
-def _tied_blocks(rho: Tensor) -> list[tuple[int, int]]:
-    """``(start, stop)`` of each run of at least two canonical correlations equal within :data:`TIE_TOLERANCE`."""
+def _tied_blocks(rho: Tensor, tolerance: float) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of at least two decreasing canonical correlations whose neighbours
+    lie at most ``tolerance`` apart (chained: a block may span more than ``tolerance``; spec, "Ties")."""
     values = rho.tolist()
     blocks, start = [], 0
     for i in range(1, len(values) + 1):
-        if i == len(values) or values[i - 1] - values[i] > TIE_TOLERANCE:
+        if i == len(values) or values[i - 1] - values[i] > tolerance:
             if i - start >= 2:
                 blocks.append((start, i))
             start = i
     return blocks
 
 
-def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor) -> tuple[Tensor, Tensor]:
+def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``U, σ, V`` of ``m`` [kx, ky] (``r = min(kx, ky)`` columns), which never fails (spec, "Precision").
+
+    LAPACK's default SVD (divide and conquer) may not converge on large tied blocks (1 seed in 40
+    with hflip on a first conv layer); there, the CUDA ``gesvd`` driver, else the symmetric
+    eigendecomposition of ``m mᵀ``: ``U`` its leading eigenvectors, ``σ`` the roots of their
+    eigenvalues (errors ``1e-16 / σ``, below 1e-9 down to σ = 1e-7), ``v_i = mᵀu_i / σ_i``.
+    """
+    try:
+        u, sigma, vt = torch.linalg.svd(m, full_matrices=False)
+        return u, sigma, vt.mT
+    except torch.linalg.LinAlgError:
+        pass
+    if m.device.type == "cuda":
+        with contextlib.suppress(torch.linalg.LinAlgError):
+            u, sigma, vt = torch.linalg.svd(m, full_matrices=False, driver="gesvd")
+            return u, sigma, vt.mT
+    return _svd_by_eigh(m)
+
+
+def _svd_by_eigh(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The SVD of ``m`` from the eigendecomposition of ``m mᵀ`` (see :func:`_svd`)."""
+    r = min(m.shape)
+    eigenvalues, eigenvectors = torch.linalg.eigh(m @ m.mT)
+    u = eigenvectors.flip(1)[:, :r]
+    sigma = eigenvalues.flip(0)[:r].clamp_min(0).sqrt()
+    v = m.mT @ u
+    return u, sigma, v / torch.where(sigma > 0, sigma, 1.0)
+
+
+def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float) -> tuple[Tensor, Tensor]:
     """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5, "Ties")."""
     m = whitener_x.mT @ cross @ whitener_y
-    u, rho, zt = torch.linalg.svd(m, full_matrices=False)
-    z = zt.mT
-    for start, stop in _tied_blocks(rho):
-        if not rho[start] > TIE_TOLERANCE:
+    u, rho, z = _svd(m)
+    for start, stop in _tied_blocks(rho, tie_tolerance):
+        if not rho[start] > tie_tolerance:
             continue  # correlations tied at 0 add nothing to invariance, whatever their basis
         # Principal-axes basis of the block: U_bᵀ = Q R with diag(R) >= 0, U_b <- U_b Q (= Rᵀ).
         q, r = torch.linalg.qr(u[:, start:stop].mT)
@@ -566,7 +594,8 @@ def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor) -> tuple[Tensor,
         z = torch.cat([z[:, :start], m.mT @ u_block / rho[start:stop], z[:, stop:]], dim=1)
     w, v = whitener_x @ u, whitener_y @ z
     alignment = (w * v).sum(0).abs() / (w.norm(dim=0) * v.norm(dim=0))
-    return rho.clamp(0, 1), alignment.clamp(0, 1)
+    # A zero correlation's v is zero from the eigh route: no alignment, and it counts 0 either way.
+    return rho.clamp(0, 1), alignment.nan_to_num(0.0).clamp(0, 1)
 
 
 def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> dict[str, Tensor]:
@@ -619,7 +648,7 @@ def _nan_result(reason: str, num_channels: int, num_positions: int, num_images: 
 
 
 def _scores_of_one(
-    stats: Mapping[str, Tensor], whiteners_a: dict[str, Tensor | None], keep: float, eps: float
+    stats: Mapping[str, Tensor], whiteners_a: dict[str, Tensor | None], keep: float, eps: float, tie_tolerance: float
 ) -> dict[str, Any]:
     num_channels, num_positions = stats["map_sum_a"].shape
     num_images = int(stats["num_images"])
@@ -662,7 +691,7 @@ def _scores_of_one(
                     result[f"invariance{suffix}"] = math.nan
                     result["reasons"][f"invariance{suffix}"] = reason
                 continue
-            rho, alignment = _cca(whitener_x, cross, whitener_y)
+            rho, alignment = _cca(whitener_x, cross, whitener_y, tie_tolerance)
             result[f"{unfolding}_rho{suffix}"] = rho
             result[f"{score}{suffix}"] = float(rho.mean())
             if unfolding == "spatial":
@@ -677,6 +706,7 @@ def seis_from_statistics(
     keep: float = 0.99,
     eps: float = 1e-8,
     pooled: bool = False,
+    precision: str = "float64",
 ) -> dict[str, Any] | list[dict[str, Any]]:
     """Turn summed statistics into scores (spec, "Compute, per unfolding").
 
@@ -686,6 +716,9 @@ def seis_from_statistics(
         keep: share of variance kept by the SVD denoising, in (0, 1].
         eps: directions with eigenvalue below ``eps * λ_max`` are dropped.
         pooled: whether the maps were pooled to the position cap (reported as is).
+        precision: of the Gram products that built ``stats``, ``"float64"`` or ``"float32"``: it sets
+            the tie tolerance (1e-9, 1e-6; spec, "Ties") and raises ``eps`` for float32 to
+            :data:`FLOAT32_EPS` (:func:`statistics_eps`).
 
     Returns:
         One mapping per transformation (a list when the statistics hold several) with the float
@@ -704,13 +737,21 @@ def seis_from_statistics(
         raise ValueError(f"Expected `keep` in (0, 1], but got {keep}.")
     if not 0 <= eps < 1:
         raise ValueError(f"Expected `eps` in [0, 1), but got {eps}.")
+    if precision not in TIE_TOLERANCE:
+        raise ValueError(f"Expected `precision` to be one of {tuple(TIE_TOLERANCE)}, but got {precision!r}.")
     missing = [name for name in STATISTICS if name not in stats]
     if missing:
         raise ValueError(f"Statistics are missing {missing}; build them with `seis_statistics`.")
     num_groups = stats["num_images"].shape[0] if stats["num_images"].ndim else 0
+    if num_groups and bool((stats["num_images"] == 0).any()) and bool(stats["num_images"].sum() > 0):
+        raise ValueError(
+            f"Expected `jackknife_groups` at most the number of probe images, but got jackknife_groups={num_groups}"
+            f" for {int(stats['num_images'].sum())} images; use fewer groups or more probe images."
+        )
     total = {name: stats[name].sum(0) for name in STATISTICS} if num_groups else stats
     many = total["map_sum_b"].ndim == 3
-    results = _scores_of_set(total, keep, eps)
+    eps, tie_tolerance = statistics_eps(eps, precision), TIE_TOLERANCE[precision]
+    results = _scores_of_set(total, keep, eps, tie_tolerance)
     for k, result in enumerate(results):
         result["pooled"] = pooled
         if result["reasons"]:
@@ -723,7 +764,7 @@ def seis_from_statistics(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SEISWarning)
             left_out = [
-                _scores_of_set({name: total[name] - stats[name][g] for name in STATISTICS}, keep, eps)
+                _scores_of_set({name: total[name] - stats[name][g] for name in STATISTICS}, keep, eps, tie_tolerance)
                 for g in range(num_groups)
             ]
         for k, result in enumerate(results):
@@ -735,7 +776,7 @@ def seis_from_statistics(
     return results if many else results[0]
 
 
-def _scores_of_set(stats: Mapping[str, Tensor], keep: float, eps: float) -> list[dict[str, Any]]:
+def _scores_of_set(stats: Mapping[str, Tensor], keep: float, eps: float, tie_tolerance: float) -> list[dict[str, Any]]:
     """Scores of every transformation in ungrouped statistics, A's whiteners built once."""
     many = stats["map_sum_b"].ndim == 3
     num_channels, num_positions = stats["map_sum_a"].shape
@@ -757,6 +798,7 @@ def _scores_of_set(stats: Mapping[str, Tensor], keep: float, eps: float) -> list
             whiteners_a,
             keep,
             eps,
+            tie_tolerance,
         )
         for k in range(num_transforms)
     ]
@@ -829,5 +871,6 @@ def seis_scores(
         precision=precision,
     )
     pooled = seis_maps(a[:1], layout, num_prefix_tokens, max_positions, dtype=None)[1]
-    eps = statistics_eps(eps, resolve_precision(precision, a.device))
-    return seis_from_statistics(stats, keep=keep, eps=eps, pooled=pooled)
+    return seis_from_statistics(
+        stats, keep=keep, eps=eps, pooled=pooled, precision=resolve_precision(precision, a.device)
+    )

@@ -20,7 +20,6 @@ from seis_lightning.functional import (
     seis_from_statistics,
     seis_maps,
     seis_statistics,
-    statistics_eps,
 )
 
 
@@ -148,6 +147,8 @@ class SEISMetric(Metric):
         self.jackknife_groups = jackknife_groups
         self.precision = precision
         self.pooled = False
+        # The precision resolved at the first update, against the activations' device (spec, "Precision").
+        self._resolved: str | None = None
         # Images seen since the last reset: the next batch's jackknife groups continue from here.
         self._images_seen = 0
         self._in_forward = False
@@ -156,8 +157,19 @@ class SEISMetric(Metric):
         for name in STATISTICS:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64, device=home), dist_reduce_fx="sum")
 
-    def update(self, a: Tensor, b: Tensor | Sequence[Tensor]) -> None:
-        """Add the statistics of one batch of paired activations."""
+    def update(self, a: Tensor, b: Tensor | Sequence[Tensor], *, offset: int | None = None) -> None:
+        """Add the statistics of one batch of paired activations.
+
+        Args:
+            a: activations of the original images.
+            b: of the transformed images: a tensor, or a sequence of ``num_transforms`` tensors.
+            offset: the index of the batch's first image in the whole probe set, counted across
+                processes: image n goes to jackknife group ``(offset + n) mod G``, so 1 or N processes
+                form the same groups (spec, "Uncertainty"). ``None``: the images seen since the last
+                reset, which is the whole probe set on one process.
+        """
+        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+            raise ValueError(f"Expected `offset` to be None or a non-negative integer, but got {offset!r}.")
         if self.num_transforms is None and not isinstance(b, Tensor):
             raise ValueError("`b` must be one tensor; set `num_transforms` to pass a sequence of tensors.")
         if self.num_transforms is not None and (isinstance(b, Tensor) or len(b) != self.num_transforms):
@@ -170,8 +182,8 @@ class SEISMetric(Metric):
             num_prefix_tokens=self.num_prefix_tokens,
             max_positions=self.max_positions,
             jackknife_groups=self.jackknife_groups,
-            first_index=self._images_seen,
-            precision=self.precision,
+            first_index=self._images_seen if offset is None else offset,
+            precision=self._resolved or self.precision,
         )
         current = self.map_sum_a
         if current.ndim and current.shape != stats["map_sum_a"].shape:
@@ -184,6 +196,7 @@ class SEISMetric(Metric):
         for name in STATISTICS:
             setattr(self, name, getattr(self, name) + stats[name])
         self._images_seen += a.shape[0]
+        self._resolved = self._resolved or resolve_precision(self.precision, a.device)
 
     def compute(self) -> dict[str, Any] | list[dict[str, Any]]:
         """SEIS scores of all images seen since the last reset."""
@@ -191,8 +204,8 @@ class SEISMetric(Metric):
         if not stats["map_sum_a"].ndim:
             # No update yet: empty statistics give NaN scores with a reason.
             stats = _empty_statistics(self.num_transforms, self.jackknife_groups)
-        eps = statistics_eps(self.eps, resolve_precision(self.precision, self.device))
-        return seis_from_statistics(stats, keep=self.keep, eps=eps, pooled=self.pooled)
+        precision = self._resolved or resolve_precision(self.precision, self.device)
+        return seis_from_statistics(stats, keep=self.keep, eps=self.eps, pooled=self.pooled, precision=precision)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``update`` plus the scores of this batch alone; the jackknife groups continue the count."""
@@ -207,6 +220,7 @@ class SEISMetric(Metric):
         super().reset()
         if not self._in_forward:
             self._images_seen = 0
+            self._resolved = None
 
     def _apply(self, fn: Callable[[Tensor], Tensor], exclude_state: Sequence[str] = "") -> nn.Module:
         """torchmetrics' ``_apply`` (``.to``, ``.cuda``, ``set_dtype``, ...), float64 tensors kept float64.

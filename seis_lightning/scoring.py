@@ -8,7 +8,6 @@ transformations drawn once, options) and scores a model as often as asked, which
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import math
 import re
@@ -270,7 +269,7 @@ class SEISProbe:
             if name not in metrics:
                 metrics[name] = self._metric(model, name, a[name]).to(device)
             with record_function("seis.statistics"):
-                metrics[name].update(a[name], [b[name] for b in bs], **_offset(chunk))
+                metrics[name].update(a[name], [b[name] for b in bs], offset=chunk.start)
         except Exception as error:  # this layer's statistics only: the others go on
             images = f"probe images {chunk.start}-{chunk.stop - 1}"
             return f"its statistics failed on {images} ({type(error).__name__}: {error})"
@@ -557,15 +556,6 @@ def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[
         f" to {shape} (images {chunk.start}-{chunk.stop - 1}); SEIS sums statistics over maps of one shape, so"
         " choose a layer whose output shape does not depend on the image content"
     )
-
-
-# SEISMetric.update takes the chunk's global offset (the jackknife contract across ranks) once numerics'
-# metric lands; until then it counts the images it has seen, which is the same in one process.
-_TAKES_OFFSET = "offset" in inspect.signature(SEISMetric.update).parameters
-
-
-def _offset(chunk: Chunk) -> dict[str, int]:
-    return {"offset": chunk.start} if _TAKES_OFFSET else {}
 
 
 def _agree_across_ranks(

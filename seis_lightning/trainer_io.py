@@ -52,7 +52,8 @@ def epochs_trained(trainer: pl.Trainer) -> float:
 
 def logging_step(trainer: pl.Trainer, epoch_end: bool = False) -> int:
     """The step Lightning's own ``self.log`` uses now (as ``LearningRateMonitor`` does): the batches that
-    stepped, one fewer at a training epoch's end, where Lightning logs the epoch metrics."""
+    stepped; with ``epoch_end``, one fewer (not below 0): the row where Lightning logged the epoch
+    metrics at a training epoch's end, and the row of a resumed model's last step."""
     step = trainer.fit_loop.epoch_loop._batches_that_stepped
     return max(step - 1, 0) if epoch_end else step
 

@@ -567,3 +567,16 @@ def test_a_faulty_layer_or_transformation_costs_only_itself_with_its_reason_ever
     assert all("ran 2 times" in r["reason"] for r in rows if r["layer"] == "twice" and r["transform"] == "hflip")
     assert all("'crop'" in r["reason"] for r in rows if r["transform"] == "crop")
     assert all(r["reason"] == "" for r in rows if r["layer"] == "conv1" and r["transform"] == "hflip")
+
+
+def test_a_resumed_fit_with_a_fresh_history_scores_the_resumed_model_on_its_last_row(tmp_path):
+    """The matrix's F8: the resumed model's point is on a row Lightning logged (its last step), not one after."""
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    tiny_trainer(tmp_path, [seis(), checkpoint], enable_checkpointing=True).fit(Tiny(), loader(), loader())
+    changed = seis(keep=0.9)  # another configuration: a fresh history
+    logger = CSVLogger(tmp_path, name="csv", version=0)
+    with pytest.warns(UserWarning, match="fresh history"):
+        tiny_trainer(tmp_path, [changed], max_epochs=2, logger=logger).fit(
+            Tiny(), loader(), loader(), ckpt_path=str(tmp_path / "ck" / "last.ckpt")
+        )
+    assert [(e["global_step"], e["step"]) for e in changed.history] == [(2, 1), (4, 3)]
