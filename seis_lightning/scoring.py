@@ -8,6 +8,7 @@ transformations drawn once, options) and scores a model as often as asked, which
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import re
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from seis_lightning._checks import check_options
-from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, jackknife_se
+from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, family_se
 from seis_lightning.layers import (
     Features,
     OutputGetter,
@@ -34,6 +35,7 @@ from seis_lightning.layers import (
     resolve_layers,
 )
 from seis_lightning.metric import SEISMetric
+from seis_lightning.options import SEISOptions
 from seis_lightning.probe import InputGetter, as_images, check_images, isolated_rng, probe_images
 from seis_lightning.transforms import GeometricTransform, ImageMap, RandomAffine, parse_transform
 
@@ -113,12 +115,11 @@ class SEISProbe:
         precision: str = "auto",
         jackknife_groups: int = 0,
     ) -> None:
-        check_options(
-            batch_size=batch_size,
-            keep=keep,
+        check_options(batch_size=batch_size, layout=layout, num_prefix_tokens=num_prefix_tokens)
+        # The numerics options, validated once; layout and prefix tokens may vary per layer (_metric).
+        self.options = SEISOptions(
+            keep=float(keep) if isinstance(keep, int) and not isinstance(keep, bool) else keep,
             max_positions=max_positions,
-            layout=layout,
-            num_prefix_tokens=num_prefix_tokens,
             precision=precision,
             jackknife_groups=jackknife_groups,
         )
@@ -141,18 +142,20 @@ class SEISProbe:
         if not names or len(set(names)) != len(names):
             raise ValueError(f"Expected at least one transformation with distinct names, but got {names}.")
         self.batch_size = batch_size
-        self.keep = float(keep)
-        self.max_positions = max_positions
         self.seed = seed
         self.layout = layout
         self.num_prefix_tokens = num_prefix_tokens
         self.output_getter = output_getter
         self.forward_fn = forward_fn
-        self.precision = precision
-        self.jackknife_groups = jackknife_groups
         generator = torch.Generator().manual_seed(seed)
         # Each draw of each transformation: (transform name, fixed map), sampled once.
         self.draws: list[tuple[str, ImageMap]] = [(t.name, g) for t in self.transforms for g in t.draw(generator)]
+
+    # The numerics options, readable by their earlier names.
+    keep = property(lambda self: self.options.keep)
+    max_positions = property(lambda self: self.options.max_positions)
+    precision = property(lambda self: self.options.precision)
+    jackknife_groups = property(lambda self: self.options.jackknife_groups)
 
     def score(
         self,
@@ -396,15 +399,8 @@ class SEISProbe:
 
     def _metric(self, model: nn.Module, layer: str, output: Tensor) -> SEISMetric:
         layout, num_prefix_tokens = _declared_layout(model, layer, output, self.layout, self.num_prefix_tokens)
-        return SEISMetric(
-            num_transforms=len(self.draws),
-            keep=self.keep,
-            max_positions=self.max_positions,
-            layout=layout,
-            num_prefix_tokens=num_prefix_tokens,
-            precision=self.precision,
-            jackknife_groups=self.jackknife_groups,
-        )
+        options = dataclasses.replace(self.options, layout=layout, num_prefix_tokens=num_prefix_tokens)
+        return SEISMetric(num_transforms=len(self.draws), **dataclasses.asdict(options))
 
     def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:
         names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
@@ -428,8 +424,7 @@ class SEISProbe:
             for transform, draws in result.draws.items():
                 values = {name: sum(d[name] for d in draws[layer]) / len(draws[layer]) for name in LOGGED}
                 for score, per_draw_replicates in replicates.get(transform, {}).items():
-                    # the standard error of the family's mean: the jackknife of the draw-averaged replicates
-                    values[f"{score}_se"] = jackknife_se(torch.stack(per_draw_replicates).mean(0))
+                    values[f"{score}_se"] = family_se(per_draw_replicates)
                 result.scores[transform][layer] = values
         return result
 
