@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.profiler import record_function
 
@@ -37,7 +36,7 @@ from seis_lightning.layers import (
 )
 from seis_lightning.metric import SEISMetric
 from seis_lightning.options import SEISOptions
-from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
+from seis_lightning.probe import InputGetter, as_images, check_images, isolated_rng, probe_images
 from seis_lightning.transforms import GeometricTransform, ImageMap, RandomAffine, parse_transform
 
 Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
@@ -457,10 +456,11 @@ def pass_plan(num_images: int, batch_size: int, rank: int = 0, world_size: int =
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """The model as a probe pass needs it: eval mode, no gradients, the RNG streams (Python, NumPy,
-    torch, CUDA) saved and restored; every module's train/eval mode put back afterwards."""
+    torch, CUDA) saved and restored; every module's train/eval mode put back afterwards, also when the
+    pass raises."""
     modes = {module: module.training for module in model.modules()}
     try:
-        with isolate_rng(include_cuda=True), torch.no_grad():
+        with isolated_rng(include_cuda=True), torch.no_grad():
             model.eval()
             yield
     finally:
