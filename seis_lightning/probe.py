@@ -9,11 +9,12 @@ classes, not in its first one or two. An iterable source (a dataloader over an
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities.seed import isolate_rng
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SubsetRandomSampler, default_collate
 
@@ -43,7 +44,7 @@ def probe_images(
     collate function batches the items,
     and its dataset applies its transforms; of the indices it would visit (in its first ``max_batches``
     batches), ``num_samples`` evenly spread ones are read. A loader over an ``IterableDataset`` gives its
-    first images. Collection runs inside ``isolate_rng``: samplers, random augmentations and the
+    first images. Collection runs inside :func:`isolated_rng`: samplers, random augmentations and the
     loader's own seed draw leave every RNG stream as it was.
 
     Args:
@@ -58,7 +59,7 @@ def probe_images(
     Raises:
         ProbeError: when no or only one image is found, or the images are not float ``[N, C, H, W]``.
     """
-    with isolate_rng():
+    with isolated_rng():
         if isinstance(source, Tensor):
             images = check_images(source[spread(len(source), num_samples)], what)
         elif isinstance(source, DataLoader) and is_map_style(source.dataset) and source.batch_size is not None:
@@ -84,6 +85,18 @@ def probe_images(
             f"SEIS found {images.shape[0]} probe image(s) in {what}; it needs at least 2 (better hundreds)."
         )
     return images.detach().cpu()
+
+
+@contextmanager
+def isolated_rng(include_cuda: bool = True) -> Iterator[None]:
+    """Lightning's ``isolate_rng``, also when the block raises: the RNG streams (Python, NumPy, torch,
+    CUDA) are put back however it ends (Lightning's own restores them on a normal exit only, and a
+    loader draws its seed before its collate can fail)."""
+    states = _collect_rng_states(include_cuda)
+    try:
+        yield
+    finally:
+        _set_rng_states(states)
 
 
 def _visited(loader: DataLoader, max_batches: int | None) -> list:

@@ -8,6 +8,7 @@ transformations drawn once, options) and scores a model as often as asked, which
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import re
@@ -19,12 +20,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.profiler import record_function
 
 from seis_lightning._checks import check_options
-from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, jackknife_se
+from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, family_se
 from seis_lightning.layers import (
     Features,
     OutputGetter,
@@ -35,7 +35,8 @@ from seis_lightning.layers import (
     resolve_layers,
 )
 from seis_lightning.metric import SEISMetric
-from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
+from seis_lightning.options import SEISOptions
+from seis_lightning.probe import InputGetter, as_images, check_images, isolated_rng, probe_images
 from seis_lightning.transforms import GeometricTransform, ImageMap, RandomAffine, parse_transform
 
 Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
@@ -114,12 +115,11 @@ class SEISProbe:
         precision: str = "auto",
         jackknife_groups: int = 0,
     ) -> None:
-        check_options(
-            batch_size=batch_size,
-            keep=keep,
+        check_options(batch_size=batch_size, layout=layout, num_prefix_tokens=num_prefix_tokens)
+        # The numerics options, validated once; layout and prefix tokens may vary per layer (_metric).
+        self.options = SEISOptions(
+            keep=float(keep) if isinstance(keep, int) and not isinstance(keep, bool) else keep,
             max_positions=max_positions,
-            layout=layout,
-            num_prefix_tokens=num_prefix_tokens,
             precision=precision,
             jackknife_groups=jackknife_groups,
         )
@@ -142,18 +142,20 @@ class SEISProbe:
         if not names or len(set(names)) != len(names):
             raise ValueError(f"Expected at least one transformation with distinct names, but got {names}.")
         self.batch_size = batch_size
-        self.keep = float(keep)
-        self.max_positions = max_positions
         self.seed = seed
         self.layout = layout
         self.num_prefix_tokens = num_prefix_tokens
         self.output_getter = output_getter
         self.forward_fn = forward_fn
-        self.precision = precision
-        self.jackknife_groups = jackknife_groups
         generator = torch.Generator().manual_seed(seed)
         # Each draw of each transformation: (transform name, fixed map), sampled once.
         self.draws: list[tuple[str, ImageMap]] = [(t.name, g) for t in self.transforms for g in t.draw(generator)]
+
+    # The numerics options, readable by their earlier names.
+    keep = property(lambda self: self.options.keep)
+    max_positions = property(lambda self: self.options.max_positions)
+    precision = property(lambda self: self.options.precision)
+    jackknife_groups = property(lambda self: self.options.jackknife_groups)
 
     def score(
         self,
@@ -397,15 +399,8 @@ class SEISProbe:
 
     def _metric(self, model: nn.Module, layer: str, output: Tensor) -> SEISMetric:
         layout, num_prefix_tokens = _declared_layout(model, layer, output, self.layout, self.num_prefix_tokens)
-        return SEISMetric(
-            num_transforms=len(self.draws),
-            keep=self.keep,
-            max_positions=self.max_positions,
-            layout=layout,
-            num_prefix_tokens=num_prefix_tokens,
-            precision=self.precision,
-            jackknife_groups=self.jackknife_groups,
-        )
+        options = dataclasses.replace(self.options, layout=layout, num_prefix_tokens=num_prefix_tokens)
+        return SEISMetric(num_transforms=len(self.draws), **dataclasses.asdict(options))
 
     def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:
         names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
@@ -429,8 +424,7 @@ class SEISProbe:
             for transform, draws in result.draws.items():
                 values = {name: sum(d[name] for d in draws[layer]) / len(draws[layer]) for name in LOGGED}
                 for score, per_draw_replicates in replicates.get(transform, {}).items():
-                    # the standard error of the family's mean: the jackknife of the draw-averaged replicates
-                    values[f"{score}_se"] = jackknife_se(torch.stack(per_draw_replicates).mean(0))
+                    values[f"{score}_se"] = family_se(per_draw_replicates)
                 result.scores[transform][layer] = values
         return result
 
@@ -462,10 +456,11 @@ def pass_plan(num_images: int, batch_size: int, rank: int = 0, world_size: int =
 @contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """The model as a probe pass needs it: eval mode, no gradients, the RNG streams (Python, NumPy,
-    torch, CUDA) saved and restored; every module's train/eval mode put back afterwards."""
+    torch, CUDA) saved and restored; every module's train/eval mode put back afterwards, also when the
+    pass raises."""
     modes = {module: module.training for module in model.modules()}
     try:
-        with isolate_rng(include_cuda=True), torch.no_grad():
+        with isolated_rng(include_cuda=True), torch.no_grad():
             model.eval()
             yield
     finally:

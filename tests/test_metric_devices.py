@@ -14,7 +14,7 @@ import io
 import pytest
 import torch
 
-import seis_lightning.functional
+import seis_lightning._precision
 import seis_lightning.metric
 from seis_lightning import SEISMetric
 from seis_lightning.functional import STATISTICS
@@ -30,13 +30,13 @@ def _without_float64(device: torch.device) -> bool:
 
 
 def _simulate_meta_without_float64() -> None:
-    seis_lightning.functional._has_float64 = _without_float64
+    seis_lightning._precision._has_float64 = _without_float64
 
 
 @pytest.fixture
 def no_float64(monkeypatch):
     """The ``meta`` device counts as one without float64, like MPS."""
-    monkeypatch.setattr(seis_lightning.functional, "_has_float64", _without_float64)
+    monkeypatch.setattr(seis_lightning._precision, "_has_float64", _without_float64)
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_the_metric_keeps_the_precision_of_its_first_update(no_float64, pair):
     """float64 statistics from CPU activations stay float64 statistics (eps, tie tolerance) once moved to meta."""
     a, b = pair
     metric = _fed(SEISMetric(precision="auto"), a[:64], b[:64])
-    assert metric._resolved == "float64"
+    assert metric._resolved.precision == "float64"
     expected = metric.compute()
     metric.to("meta")
     result = metric.compute()

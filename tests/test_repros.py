@@ -227,6 +227,34 @@ def test_r05_training_is_bit_identical_with_and_without_the_callback(tmp_path, v
     assert torch.equal(plain, probed) and torch.equal(state, probed_state)
 
 
+class Explodes(Tiny):
+    """Draws a random number and raises on a batch of 16 (a probe chunk; training and validation use 8)."""
+
+    def forward(self, x):
+        if len(x) == 16:
+            torch.rand(())
+            raise RuntimeError("explode")
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("failing", ["collection", "forward"])
+def test_training_stays_bit_identical_when_the_callback_fails(tmp_path, failing):
+    """The matrix's F11: the RNG streams are put back also when collecting or the probe pass raises."""
+    model_class, val = (Tiny, DataLoader(VarSize(), batch_size=1)) if failing == "collection" else (Explodes, loader())
+
+    def weights(callbacks):
+        pl.seed_everything(0, verbose=False)
+        model = model_class()
+        tiny_trainer(tmp_path, callbacks, max_epochs=2).fit(model, loader(shuffle=True), val)
+        return model.fc.weight.detach().clone(), torch.get_rng_state()
+
+    callback = seis(num_samples=6 if failing == "collection" else 16, batch_size=16)
+    with pytest.warns(UserWarning, match="disabled for this run" if failing == "collection" else "explode"):
+        (probed, probed_state) = weights([callback])
+    (plain, state) = weights([])
+    assert torch.equal(plain, probed) and torch.equal(state, probed_state)
+
+
 # ------------------------------------------------------------------ r08: validate/test score the loader of that call
 
 

@@ -134,8 +134,8 @@ def test_validate_and_test_keep_the_training_history(tmp_path):
         warnings.simplefilter("ignore", SEISWarning)
         fresh.validate(TinyCNN(), val, ckpt_path=str(tmp_path / "ckpt" / "epoch=0.ckpt"), verbose=False)
     assert callback.history == history
-    # this Trainer's evaluations; a fresh Trainer's step is 0, where Lightning logs its own validate metrics too
-    assert [(e["stage"], e["global_step"]) for e in callback.evaluations] == [("validate", 0)]
+    # this Trainer's evaluations, labelled with the checkpoint's progress (epoch 1 ended at step 6)
+    assert [(e["stage"], e["global_step"]) for e in callback.evaluations] == [("validate", 6)]
     assert callback.scores["hflip"]["conv1"] == pytest.approx(after_one_epoch, abs=1e-9)
     assert after_one_epoch["equivariance"] != trained["equivariance"]
     (event,) = read_events(tmp_path / "tb" / "version_1").Scalars("seis_validate/hflip/equivariance/conv1")
