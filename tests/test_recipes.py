@@ -24,6 +24,8 @@ def test_all_recipes_are_there():
             [
                 "digits_cnn",
                 "digits_cnn_augment",
+                "mnist_cnn",
+                "mnist_cnn_augment",
                 "shapes_seg_fcn",
                 "shapes_seg_unet",
                 "shapes_mtl_unet",
