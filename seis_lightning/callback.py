@@ -21,6 +21,7 @@ from seis_lightning.layers import OutputGetter, resolve_layers
 from seis_lightning.plotting import log_results
 from seis_lightning.probe import InputGetter, ProbeError, probe_images
 from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, _call, warning_kind
+from seis_lightning.sweeps import sweep_summaries
 from seis_lightning.transforms import GeometricTransform
 
 
@@ -37,7 +38,10 @@ class SEISCallback(Callback):
     the SEIS scalars join the validation metrics' rows; figures go to loggers that take them. The
     scoring itself is :class:`SEISProbe`'s (see
     :func:`~seis_lightning.score_model`); this callback decides when, on which images, and where
-    the results go. It never changes weights, modes, gradients or RNG streams, and a failure only
+    the results go. A magnitude sweep (``"rotate:0:60:20"``) adds, per score, a figure of the score
+    against the magnitude (``seis/sweep_<family>/<score>``) and, per layer, the magnitude where
+    equivariance falls half-way to its null (``seis/sweep_<family>/equivariance_halfway/<layer>``, see
+    :mod:`seis_lightning.sweeps`). It never changes weights, modes, gradients or RNG streams, and a failure only
     warns unless ``strict=True``.
 
     When: before training (``score_before_training``, step 0), at every validation during fit in
@@ -279,10 +283,12 @@ class SEISCallback(Callback):
             for layer, values in by_layer.items()
             for name, value in values.items()
         }
+        flat.update(sweep_summaries(prefix, result.scores, self.probe.transforms))  # one number per sweep and layer
         trainer.callback_metrics.update({key: torch.tensor(value) for key, value in flat.items()})
         for logger in trainer.loggers:
             logger.log_metrics(flat, step=step)
-        log_results(trainer, prefix, entry, self.history if stage == "fit" else [entry], figures=self.log_figures)
+        history = self.history if stage == "fit" else [entry]
+        log_results(trainer, prefix, entry, history, figures=self.log_figures, transforms=self.probe.transforms)
 
     def _warn(self, layer: str, message: str) -> None:
         key = warning_kind(layer, message)

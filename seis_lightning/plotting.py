@@ -23,7 +23,20 @@ Scores = Mapping[str, Mapping[str, float]]
 COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
 CSV_NAME = "seis_scores.csv"
 MARGIN = ("", "_lower", "_upper")  # value, lower and upper tags of a margin chart
-CSV_COLUMNS = ("stage", "epoch", "global_step", "step", "transform", "layer", "score", "value", "null", "se")
+CSV_COLUMNS = (
+    "stage",
+    "epoch",
+    "global_step",
+    "step",
+    "transform",
+    "family",
+    "magnitude",
+    "layer",
+    "score",
+    "value",
+    "null",
+    "se",
+)
 
 
 def depth_figure(scores: Scores, title: str = "") -> Figure:
@@ -67,6 +80,44 @@ def heatmap_figure(history: Sequence[tuple[float, Scores]], score: str, title: s
     axes.set_title(title or score)
     figure.colorbar(image, ax=axes, label=score)
     return figure
+
+
+def sweep_figure(magnitudes: Sequence[float], scores: Sequence[Scores], score: str, title: str = "") -> Figure:
+    """One score against the magnitude of a sweep: a line per layer (±2 SE bars when known), its null dotted.
+
+    Args:
+        magnitudes: the sweep's magnitudes, increasing.
+        scores: for each magnitude, ``{layer: {score: value}}``.
+        score: ``"equivariance"``, ``"invariance"`` or ``"channel_invariance"``.
+        title: the figure's title.
+    """
+    layers = list(scores[0]) if scores else []
+    figure = Figure(figsize=(6.5, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    colours = matplotlib_colours(len(layers))
+    for layer, colour in zip(layers, colours):
+        values = [by_layer[layer][score] for by_layer in scores]
+        errors = [2 * by_layer[layer].get(f"{score}_se", math.nan) for by_layer in scores]
+        if any(math.isfinite(e) for e in errors):
+            axes.errorbar(magnitudes, values, yerr=errors, fmt="o-", color=colour, capsize=3, label=layer)
+        else:
+            axes.plot(magnitudes, values, "o-", color=colour, label=layer)
+        null = [by_layer[layer].get(f"{score}_null", math.nan) for by_layer in scores]
+        axes.plot(magnitudes, null, ":", color=colour, alpha=0.7)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("magnitude")
+    axes.set_ylabel(f"{score} (dotted: null)")
+    axes.set_title(title or score)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return figure
+
+
+def matplotlib_colours(count: int) -> list:
+    """``count`` distinguishable colours, from light to dark in depth order (viridis)."""
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](0.9 * k / max(count - 1, 1)) for k in range(count)]
 
 
 def custom_scalars_layout(
@@ -118,8 +169,11 @@ def format_score_table(scores: Mapping[str, Scores]) -> str:
     return "\n".join(lines)
 
 
-def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`)."""
+def score_rows(entry: Mapping[str, Any], transforms: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`); the
+    ``family`` and ``magnitude`` of each transformation come from ``transforms`` (its ``GeometricTransform``
+    objects; blank for those without)."""
+    kinds = {t.name: (t.family, t.magnitude) for t in transforms if getattr(t, "family", None) is not None}
     return [
         {
             "stage": entry["stage"],
@@ -127,6 +181,8 @@ def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
             "global_step": entry["global_step"],
             "step": entry["step"],
             "transform": transform,
+            "family": kinds.get(transform, ("", ""))[0],
+            "magnitude": kinds.get(transform, ("", ""))[1],
             "layer": layer,
             "score": score,
             "value": values[score],
@@ -139,18 +195,26 @@ def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Sequence[Mapping], figures: bool) -> None:
+def log_results(
+    trainer: Any,
+    prefix: str,
+    entry: Mapping[str, Any],
+    history: Sequence[Mapping],
+    figures: bool,
+    transforms: Sequence[Any] = (),
+) -> None:
     """Write one scoring's rows to ``seis_scores.csv`` in the log folder (:func:`log_folder`); give every
     TensorBoard logger the custom-scalars layout and, with the jackknife, the ends of its margin charts
     (:func:`margin_scalars`); with ``figures``, draw the figures for every logger that takes them
-    (TensorBoard, Weights & Biases, MLflow). Rank zero only."""
+    (TensorBoard, Weights & Biases, MLflow), a :func:`sweep_figure` per score for every sweep among
+    ``transforms`` included. Rank zero only."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     if not trainer.is_global_zero:
         return
     if not trainer.fast_dev_run:  # like Lightning's own logs and checkpoints, none in a fast_dev_run
         path = os.path.join(log_folder(trainer), CSV_NAME)
-        _append_csv(path, score_rows(entry))
+        _append_csv(path, score_rows(entry, transforms))
         _upload_csv(trainer, path)
     step, epoch = entry["step"], entry["epoch"]
     bounds = margin_scalars(prefix, entry["scores"])
@@ -171,6 +235,22 @@ def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Se
                 )
         for logger in trainer.loggers:
             _log_figures(logger, tagged, step)
+    for logger in trainer.loggers:
+        _log_figures(logger, sweep_figures(prefix, entry["scores"], transforms, f"epoch {epoch:g}"), step)
+
+
+def sweep_figures(prefix: str, scores: Mapping[str, Scores], transforms: Sequence[Any], when: str) -> dict[str, Figure]:
+    """``{<prefix>/sweep_<family>/<score>: figure}``: a :func:`sweep_figure` per score for every sweep."""
+    from seis_lightning.sweeps import sweep_families
+
+    tagged = {}
+    for family, members in sweep_families(transforms).items():
+        magnitudes = [magnitude for magnitude, name in members if name in scores]
+        series = [scores[name] for _, name in members if name in scores]
+        for score in SCORES:
+            title = f"{score} against {family} magnitude, {when}"
+            tagged[f"{prefix}/sweep_{family}/{score}"] = sweep_figure(magnitudes, series, score, title)
+    return tagged
 
 
 def log_folder(trainer: Any) -> str:
