@@ -1,10 +1,12 @@
 """Reproduce the paper's four findings with the product's recipes on the embedded data.
 
-    python scripts/reproduce_figures.py            # all figures into docs/figures/ (about 7 min on 2 CPU cores)
+    python scripts/reproduce_figures.py            # all figures into logs/figures/ (ignored by git)
     python scripts/reproduce_figures.py --only 1 3 # some of them
     python scripts/reproduce_figures.py --quick    # tiny versions, for a smoke run
+    python scripts/reproduce_figures.py --out docs/figures   # refresh the README's committed copies
 
-Each figure is written as ``docs/figures/figN_*.png`` with the numbers behind it in a CSV beside it.
+Each figure is written as ``<out>/figN_*.png`` with the numbers behind it in a CSV beside it; ``--out``
+defaults to ``logs/figures/``, outside the tracked files, so a run leaves the checkout clean.
 Runs go through ``seis-lightning fit --config recipes/<name>.yaml`` (in-process), their TensorBoard
 logs under ``logs/figures/``.
 """
@@ -217,7 +219,7 @@ def figure4(out: Path, quick: bool, width: int = 16, epochs: int = 4) -> dict[st
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", type=int, nargs="+", choices=[1, 2, 3, 4], default=[1, 2, 3, 4])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "figures", help="default: logs/figures (ignored)")
     parser.add_argument("--quick", action="store_true", help="tiny runs, for a smoke test")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

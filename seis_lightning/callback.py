@@ -18,10 +18,10 @@ from typing_extensions import override
 from seis_lightning._checks import check_options
 from seis_lightning.functional import SEISWarning
 from seis_lightning.layers import OutputGetter, resolve_layers
-from seis_lightning.plotting import log_results
 from seis_lightning.probe import InputGetter, ProbeError, probe_images
 from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, _call, warning_kind
 from seis_lightning.sweeps import sweep_summaries
+from seis_lightning.trainer_io import epochs_trained, log_results, stage_loader
 from seis_lightning.transforms import GeometricTransform
 
 
@@ -192,7 +192,7 @@ class SEISCallback(Callback):
         elif saved is not None:
             self.history = list(saved.get("history", []))
         if self.score_before_training and not self.history:
-            self._score(trainer, pl_module, "fit", _epochs_trained(trainer))
+            self._score(trainer, pl_module, "fit", epochs_trained(trainer))
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -201,7 +201,7 @@ class SEISCallback(Callback):
         if trainer.state.fn != "fit":
             self._score(trainer, pl_module, "validate", epoch=float(trainer.current_epoch))
             return
-        epoch = _epochs_trained(trainer)
+        epoch = epochs_trained(trainer)
         if math.ceil(epoch) % self.every_n_epochs == 0:
             self._score(trainer, pl_module, "fit", epoch)
 
@@ -214,7 +214,7 @@ class SEISCallback(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         last = self.history[-1]["global_step"] if self.history else None
         if last != trainer.global_step:  # the model as training ends is always scored once
-            self._score(trainer, pl_module, "fit", _epochs_trained(trainer))
+            self._score(trainer, pl_module, "fit", epochs_trained(trainer))
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -223,6 +223,11 @@ class SEISCallback(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "config": self._config()}
+
+    @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        # validate/test of a checkpoint: the Trainer has not trained, so its scores take the checkpoint's progress
+        self._checkpoint = (trainer.ckpt_path, checkpoint.get("epoch", 0), checkpoint.get("global_step", 0))
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -273,6 +278,10 @@ class SEISCallback(Callback):
         # Lightning's own logging step (what `self.log` and LearningRateMonitor use), so rows line up
         step = trainer.fit_loop.epoch_loop._batches_that_stepped
         entry = dict(stage=stage, epoch=epoch, global_step=trainer.global_step, step=step)
+        path, *progress = getattr(self, "_checkpoint", (None, 0, 0))
+        if stage != "fit" and path is not None and path == trainer.ckpt_path:  # see on_load_checkpoint
+            step = progress[1]
+            entry.update(epoch=float(progress[0]), global_step=step, step=step)
         entry.update(scores=result.scores, draws=result.draws)
         entry["order"] = max([e["order"] for e in self.history + self.evaluations], default=-1) + 1  # the latest
         (self.history if stage == "fit" else self.evaluations).append(entry)
@@ -303,7 +312,7 @@ class SEISCallback(Callback):
             return self._images[key]
         source, limit = self.probe_data, self.num_samples
         if source is None:
-            source, limit = _loader(trainer, key, self.num_samples)
+            source, limit = stage_loader(trainer, key, self.num_samples)
             if source is None:
                 raise MisconfigurationException(
                     "SEISCallback needs probe images, but the Trainer has no validation dataloader (or"
@@ -322,35 +331,3 @@ class SEISCallback(Callback):
             )
         self._images[key] = images
         return images
-
-
-def _epochs_trained(trainer: pl.Trainer) -> float:
-    """Epochs trained so far, fractional inside an epoch (mid-epoch validation, ``max_steps``, a mid-epoch resume)."""
-    begun = trainer.fit_loop.epoch_progress.current.ready  # epochs begun, the latest included
-    batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # of the latest epoch begun
-    total = trainer.num_training_batches
-    fraction = min(batches / total, 1.0) if math.isfinite(total) and total > 0 else float(batches > 0)
-    return max(begun - 1, 0) + fraction
-
-
-def _loader(trainer: pl.Trainer, stage: str, num_samples: int) -> tuple[Any, int]:
-    """The stage's first dataloader, and how many images its limits (``limit_*_batches``, ``fast_dev_run``) allow."""
-    name = "test" if stage == "test" else "val"
-    loaders, limit = getattr(trainer, f"{name}_dataloaders"), getattr(trainer, f"limit_{name}_batches")
-    if loaders is None and trainer.datamodule is not None:
-        try:
-            loaders = getattr(trainer.datamodule, f"{name}_dataloader")()
-        except (NotImplementedError, AttributeError, MisconfigurationException):
-            loaders = None
-    if isinstance(loaders, Mapping):
-        loaders = next(iter(loaders.values()), None)
-    if isinstance(loaders, (list, tuple)):
-        loaders = loaders[0] if loaders else None
-    if loaders is None or limit == 0:
-        return None, 0
-    batch_size = getattr(loaders, "batch_size", None) or 1
-    if isinstance(limit, int):
-        num_samples = min(num_samples, limit * batch_size)
-    elif limit < 1 and hasattr(loaders, "__len__"):
-        num_samples = min(num_samples, max(1, int(limit * len(loaders))) * batch_size)
-    return loaders, num_samples

@@ -1,13 +1,15 @@
 """``seis-lightning``: LightningCLI with a ``seis:`` section for the SEIS callback.
 
-Subcommands: ``fit``, ``validate``, ``test`` (LightningCLI's, with ``--config``,
-``--print_config`` and overrides such as ``--trainer.max_epochs=3``), ``synthetic`` (the paper's
-synthetic validation) and ``analyze`` (score a trained checkpoint without training).
+Subcommands (:data:`SUBCOMMANDS`): ``fit``, ``validate``, ``test``, ``predict`` (LightningCLI's, with
+``--config``, ``--print_config`` and overrides such as ``--trainer.max_epochs=3``), ``recipes`` (the
+shipped recipes), ``synthetic`` (the paper's synthetic validation) and ``analyze`` (score a trained
+checkpoint without training).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -20,11 +22,35 @@ from seis_lightning.callback import SEISCallback
 from seis_lightning.plotting import depth_figure, format_score_table
 from seis_lightning.recipes import format_recipe_table, list_recipes, resolve_config
 
-DESCRIPTION = (
-    "SEIS equivariance and invariance scores while a model trains. Subcommands: fit, validate, test"
-    " (LightningCLI), plus `seis-lightning synthetic` and `seis-lightning analyze --checkpoint PATH --config"
-    " RECIPE` (see `seis-lightning synthetic --help`)."
-)
+SUBCOMMANDS = {
+    "fit": "train a model with the SEIS callback, e.g. `--config digits_cnn` (a recipe name or a YAML path)",
+    "validate": "score a model on the validation data; with --ckpt_path a checkpoint, labelled with its epoch and step",
+    "test": "the same on the test data",
+    "predict": "LightningCLI's predict (SEIS does not score predictions)",
+    "recipes": "list the shipped recipes: what each is for, the paper's result, what our runs found",
+    "synthetic": "the paper's synthetic validation (Figure 1): known moves of random CNN maps, scored",
+    "analyze": "score a trained checkpoint on a recipe's data and write its depth-wise curves as PNG files",
+}
+DESCRIPTION = "SEIS equivariance and invariance scores of a model's layers, while it trains or after."
+
+
+def usage() -> str:
+    """The top-level help: every subcommand with its one-line purpose."""
+    column = max(map(len, SUBCOMMANDS)) + 4
+    rows = [f"  {name:<{column}}{purpose}" for name, purpose in SUBCOMMANDS.items()]
+    return "\n".join(
+        [
+            f"usage: seis-lightning {{{','.join(SUBCOMMANDS)}}} ...",
+            "",
+            DESCRIPTION,
+            "",
+            "subcommands:",
+            *rows,
+            "",
+            "`seis-lightning SUBCOMMAND --help` gives a subcommand's options (fit, validate, test and predict take",
+            "--config, --print_config, --trainer.*, --model.*, --data.* and the callback's --seis.*).",
+        ]
+    )
 
 
 class SEISLightningCLI(LightningCLI):
@@ -45,7 +71,17 @@ class SEISLightningCLI(LightningCLI):
         self.report()
 
     def after_validate(self) -> None:
-        self.report()
+        self.report(self._checkpoint_label())
+
+    def after_test(self) -> None:
+        self.report(self._checkpoint_label())
+
+    def _checkpoint_label(self) -> str | None:
+        """``of NAME (epoch E, step S)`` for a run of ``--ckpt_path`` (whose progress the callback took)."""
+        if not self.trainer.ckpt_path or not self.seis.evaluations:
+            return None
+        latest = self.seis.evaluations[-1]
+        return f"of {Path(self.trainer.ckpt_path).name} (epoch {latest['epoch']:g}, step {latest['global_step']})"
 
     @property
     def seis(self) -> SEISCallback:
@@ -65,7 +101,18 @@ class SEISLightningCLI(LightningCLI):
         print(format_score_table(self.seis.scores))
         for logger in self.trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                print(f"\nWatch the curves with:\n  tensorboard --logdir {logger.save_dir}\n(run: {logger.log_dir})")
+                command = f"{tensorboard()} --logdir {logger.save_dir}"
+                print(f"\nWatch the curves with:\n  {command}\n(run: {logger.log_dir})")
+
+
+def tensorboard() -> str:
+    """How to start TensorBoard from this shell: ``tensorboard`` when it is this environment's on the PATH,
+    else its path in this environment (``.venv/bin/tensorboard`` after ``make demo``, without activating)."""
+    own = Path(sys.prefix) / "bin" / "tensorboard"
+    found = shutil.which("tensorboard")
+    if not own.exists() or (found is not None and Path(found).resolve() == own.resolve()):
+        return "tensorboard"
+    return str(own.relative_to(Path.cwd()) if own.is_relative_to(Path.cwd()) else own)
 
 
 def analyze(argv: list[str]) -> dict:
@@ -112,12 +159,18 @@ def _resolve_recipe_names(args: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``seis-lightning`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if args in ([], ["-h"], ["--help"]):
+        print(usage())
+        return
     if args[:1] == ["synthetic"]:
         from seis_lightning.synthetic import main as synthetic
 
         synthetic(args[1:])
         return
     if args[:1] == ["recipes"]:
+        if {"-h", "--help"} & set(args):
+            print(f"usage: seis-lightning recipes\n\n{SUBCOMMANDS['recipes'].capitalize()}.")
+            return
         print(format_recipe_table(list_recipes()))
         return
     try:

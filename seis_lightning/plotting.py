@@ -1,5 +1,6 @@
-"""Figures and tables of SEIS scores, and where they go: depth-wise curves, layer x epoch heatmaps,
-TensorBoard layouts, loggers that take figures, and a CSV of every score.
+"""Figures and tables of SEIS scores, pure: depth-wise curves, layer x epoch heatmaps, TensorBoard
+layouts and the rows of the CSV of every score. Where they go (loggers, files) is
+:mod:`seis_lightning.trainer_io`'s job.
 
 Scores come as ``{layer: {score: value}}`` for one transformation and one scoring (layers in depth
 order), and a history as a list of ``(epoch, scores)``. Figures are ``matplotlib.figure.Figure``
@@ -8,9 +9,7 @@ objects built without pyplot, so importing this module never changes matplotlib'
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,10 +17,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from seis_lightning.functional import SCORES
+from seis_lightning.sweeps import sweep_families
 
 Scores = Mapping[str, Mapping[str, float]]
 COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
-CSV_NAME = "seis_scores.csv"
 MARGIN = ("", "_lower", "_upper")  # value, lower and upper tags of a margin chart
 CSV_COLUMNS = (
     "stage",
@@ -91,11 +90,13 @@ def sweep_figure(magnitudes: Sequence[float], scores: Sequence[Scores], score: s
         score: ``"equivariance"``, ``"invariance"`` or ``"channel_invariance"``.
         title: the figure's title.
     """
+    from matplotlib import colormaps
+
     layers = list(scores[0]) if scores else []
     figure = Figure(figsize=(6.5, 3.6), layout="constrained")
     axes = figure.add_subplot()
-    colours = matplotlib_colours(len(layers))
-    for layer, colour in zip(layers, colours):
+    for k, layer in enumerate(layers):
+        colour = colormaps["viridis"](0.9 * k / max(len(layers) - 1, 1))  # light to dark in depth order
         values = [by_layer[layer][score] for by_layer in scores]
         errors = [2 * by_layer[layer].get(f"{score}_se", math.nan) for by_layer in scores]
         if any(math.isfinite(e) for e in errors):
@@ -113,11 +114,17 @@ def sweep_figure(magnitudes: Sequence[float], scores: Sequence[Scores], score: s
     return figure
 
 
-def matplotlib_colours(count: int) -> list:
-    """``count`` distinguishable colours, from light to dark in depth order (viridis)."""
-    from matplotlib import colormaps
-
-    return [colormaps["viridis"](0.9 * k / max(count - 1, 1)) for k in range(count)]
+def sweep_figures(prefix: str, scores: Mapping[str, Scores], transforms: Sequence[Any], when: str) -> dict[str, Figure]:
+    """``{<prefix>/sweep_<family>/<score>: figure}``: a :func:`sweep_figure` per score for every sweep among
+    ``transforms`` (see :func:`~seis_lightning.sweeps.sweep_families`) scored in ``scores``."""
+    tagged = {}
+    for family, members in sweep_families(transforms).items():
+        magnitudes = [magnitude for magnitude, name in members if name in scores]
+        series = [scores[name] for _, name in members if name in scores]
+        for score in SCORES:
+            title = f"{score} against {family} magnitude, {when}"
+            tagged[f"{prefix}/sweep_{family}/{score}"] = sweep_figure(magnitudes, series, score, title)
+    return tagged
 
 
 def custom_scalars_layout(
@@ -193,142 +200,3 @@ def score_rows(entry: Mapping[str, Any], transforms: Sequence[Any] = ()) -> list
         for layer, values in by_layer.items()
         for score in SCORES
     ]
-
-
-def log_results(
-    trainer: Any,
-    prefix: str,
-    entry: Mapping[str, Any],
-    history: Sequence[Mapping],
-    figures: bool,
-    transforms: Sequence[Any] = (),
-) -> None:
-    """Write one scoring's rows to ``seis_scores.csv`` in the log folder (:func:`log_folder`); give every
-    TensorBoard logger the custom-scalars layout and, with the jackknife, the ends of its margin charts
-    (:func:`margin_scalars`); with ``figures``, draw the figures for every logger that takes them
-    (TensorBoard, Weights & Biases, MLflow), a :func:`sweep_figure` per score for every sweep among
-    ``transforms`` included. Rank zero only."""
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    if not trainer.is_global_zero:
-        return
-    if not trainer.fast_dev_run:  # like Lightning's own logs and checkpoints, none in a fast_dev_run
-        path = os.path.join(log_folder(trainer), CSV_NAME)
-        _append_csv(path, score_rows(entry, transforms))
-        _upload_csv(trainer, path)
-    step, epoch = entry["step"], entry["epoch"]
-    bounds = margin_scalars(prefix, entry["scores"])
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            _write_layout(logger.experiment, prefix, entry["scores"])
-            if bounds:
-                logger.log_metrics(bounds, step=step)
-    if not figures:
-        return
-    for transform, by_layer in entry["scores"].items():
-        tagged = {f"{prefix}/{transform}/depth": depth_figure(by_layer, f"{transform}, epoch {epoch:g}")}
-        if len(history) > 1 or prefix == "seis":
-            series = [(h["epoch"], h["scores"][transform]) for h in history if transform in h["scores"]]
-            for score in SCORES:
-                tagged[f"{prefix}/{transform}/heatmap/{score}"] = heatmap_figure(
-                    series, score, f"{score} ({transform})"
-                )
-        for logger in trainer.loggers:
-            _log_figures(logger, tagged, step)
-    for logger in trainer.loggers:
-        _log_figures(logger, sweep_figures(prefix, entry["scores"], transforms, f"epoch {epoch:g}"), step)
-
-
-def sweep_figures(prefix: str, scores: Mapping[str, Scores], transforms: Sequence[Any], when: str) -> dict[str, Figure]:
-    """``{<prefix>/sweep_<family>/<score>: figure}``: a :func:`sweep_figure` per score for every sweep."""
-    from seis_lightning.sweeps import sweep_families
-
-    tagged = {}
-    for family, members in sweep_families(transforms).items():
-        magnitudes = [magnitude for magnitude, name in members if name in scores]
-        series = [scores[name] for _, name in members if name in scores]
-        for score in SCORES:
-            title = f"{score} against {family} magnitude, {when}"
-            tagged[f"{prefix}/sweep_{family}/{score}"] = sweep_figure(magnitudes, series, score, title)
-    return tagged
-
-
-def log_folder(trainer: Any) -> str:
-    """Where ``seis_scores.csv`` goes: the run's own folder. That is the first TensorBoard or CSV logger's
-    ``log_dir`` (what ``trainer.log_dir`` gives, without its broadcast, which would stall a multi-process
-    run called from rank zero alone), else a Weights & Biases run's files folder (synced with the run),
-    else the Trainer's ``default_root_dir`` (``logger=False``; MLflow, whose ``save_dir`` is the store's
-    root shared by every run, gets the file as an artifact of its run instead)."""
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, (TensorBoardLogger, CSVLogger)) and logger.log_dir:
-            return logger.log_dir
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and getattr(logger.experiment, "dir", None):
-            return logger.experiment.dir
-    return trainer.default_root_dir
-
-
-def _upload_csv(trainer: Any, path: str) -> None:
-    """The whole ``seis_scores.csv`` so far, as an artifact of every MLflow run (replacing the last one)."""
-    from lightning.pytorch.loggers import MLFlowLogger
-
-    for logger in trainer.loggers:
-        if isinstance(logger, MLFlowLogger):
-            logger.experiment.log_artifact(logger.run_id, path)
-
-
-def _write_layout(writer: Any, prefix: str, scores: Mapping[str, Scores]) -> None:
-    """One custom-scalars layout per writer, merged over every SEIS callback and stage that logs to it and
-    rewritten when one adds a chart (TensorBoard reads the latest)."""
-    written: dict[tuple[str, str], tuple[str, ...]] = getattr(writer, "_seis_layout", {})
-    new = {
-        (prefix, transform): tuple(layer for layer, values in by_layer.items() if _has_se(values))
-        for transform, by_layer in scores.items()
-    }
-    if all(written.get(key) == layers for key, layers in new.items()):
-        return
-    written = writer._seis_layout = {**written, **new}
-    layout: dict = {}
-    for p in sorted({p for p, _ in written}):
-        transforms = sorted(t for q, t in written if q == p)
-        layout.update(custom_scalars_layout(transforms, p, {t: written[p, t] for t in transforms}))
-    writer.add_custom_scalars(layout)
-
-
-def _has_se(values: Mapping[str, float]) -> bool:
-    return any(f"{score}_se" in values for score in SCORES)
-
-
-def _log_figures(logger: Any, figures: Mapping[str, Figure], step: int) -> None:
-    from lightning.pytorch.loggers import MLFlowLogger, TensorBoardLogger, WandbLogger
-
-    if isinstance(logger, TensorBoardLogger):
-        for tag, figure in figures.items():
-            logger.experiment.add_figure(tag, figure, step)
-    elif isinstance(logger, WandbLogger):
-        for tag, figure in figures.items():
-            logger.log_image(key=tag, images=[_png(figure)], step=step)
-    elif isinstance(logger, MLFlowLogger):
-        for tag, figure in figures.items():
-            logger.experiment.log_figure(logger.run_id, figure, f"{tag}_step{step}.png")
-
-
-def _png(figure: Figure) -> Any:
-    """The figure as an RGB array (for loggers that take images)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def _append_csv(path: str, rows: list[dict[str, Any]]) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-InputGetter = Callable[[Any], Tensor] | int | str | None
+# int and str before Callable: LightningCLI (jsonargparse) then writes an index or key to config.yaml as itself
+InputGetter = int | str | Callable[[Any], Tensor] | None
 IMAGE_KEYS = ("image", "images", "img", "x", "input", "inputs", "pixel_values")
 
 
@@ -115,17 +116,67 @@ def images_of(batch: Any, input_getter: InputGetter = None, what: str = "a batch
     return check_images(images, what)
 
 
+def as_images(data: Any, what: str) -> Any:
+    """``data`` as one image tensor where it is held in memory: a tensor as it is, a numpy array as a
+    tensor, a list or tuple of image tensors (or arrays) ``[C, H, W]`` of one shape stacked to
+    ``[N, C, H, W]`` (a list of ``[B, C, H, W]`` batches is concatenated); a dataset, dataloader or other
+    iterable is returned unchanged, for :func:`probe_images`.
+
+    Raises:
+        ProbeError: for a list whose items are not image tensors, or images of different shapes.
+    """
+    if _is_array(data):
+        return torch.as_tensor(data)
+    if not isinstance(data, (list, tuple)):
+        return data
+    if not data or not all(isinstance(item, Tensor) or _is_array(item) for item in data):
+        kinds = sorted({type(item).__name__ for item in data}) or ["nothing"]
+        raise ProbeError(
+            f"SEIS expected {what} as a list of image tensors [C, H, W], but the list holds {', '.join(kinds)};"
+            " for (image, label) items, pass a Dataset or a DataLoader (with `input_getter` if the image is not"
+            " the first element)."
+        )
+    items = [torch.as_tensor(item) for item in data]
+    expected = list(items[0].shape)
+    for index, item in enumerate(items):
+        if list(item.shape) != expected and (item.ndim != 4 or list(item.shape[1:]) != expected[1:]):
+            shape = "[C, H, W]" if items[0].ndim != 4 else "[B, C, H, W] batches of [C, H, W]"
+            raise ProbeError(
+                f"SEIS expected the images of {what} to share one shape {shape} = {expected} (the first"
+                f" image's), but image {index} has shape {list(item.shape)}; resize or crop them to one size"
+                " as the model sees them (e.g. `torchvision.transforms.v2.Resize`) before scoring."
+            )
+    return torch.cat(items) if items[0].ndim == 4 else torch.stack(items)
+
+
+def _is_array(data: Any) -> bool:
+    """A numpy array, told without importing numpy."""
+    return type(data).__module__ == "numpy" and hasattr(data, "__array__") and hasattr(data, "shape")
+
+
 def check_images(images: Any, what: str) -> Tensor:
-    """``images`` if they are float ``[N, C, H, W]`` as the model sees them; a clear error otherwise."""
+    """``images`` if they are float ``[N, C, H, W]`` as the model sees them; a clear error otherwise.
+
+    Three-axis images are refused, not guessed: ``[N, H, W]`` one-channel images and a single
+    ``[C, H, W]`` image look alike, and the message gives the fix for each.
+    """
     if not isinstance(images, Tensor):
         raise ProbeError(
             f"SEIS expected the images of {what} to be a tensor [N, C, H, W], but got {type(images).__name__};"
-            " set `input_getter` to take the image tensor from the batch."
+            " set `input_getter` to an index, a key or a callable that returns the image tensor."
         )
     if images.ndim < 3:
         raise ProbeError(
             f"SEIS expected the images of {what} as [N, C, H, W] (as the model sees them), but got shape"
-            f" {list(images.shape)}."
+            f" {list(images.shape)}; SEIS transforms images, so for feature vectors [N, D] compare"
+            " f(x) with f(T x) directly with `seis_lightning.seis_scores(a, b)`."
+        )
+    if images.ndim == 3:
+        raise ProbeError(
+            f"SEIS expected the images of {what} as [N, C, H, W] (as the model sees them), but got shape"
+            f" {list(images.shape)}: for one-channel images [N, H, W], add the channel axis with"
+            " `images.unsqueeze(1)` (in a batch: `input_getter=lambda batch: batch[0].unsqueeze(1)`); for one"
+            " image [C, H, W] of a list, stack the list with `torch.stack(images)`."
         )
     if images.dtype == torch.uint8:
         raise ProbeError(

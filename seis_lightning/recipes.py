@@ -2,8 +2,9 @@
 
 The wheel carries the repository's top-level ``recipes/`` folder as ``seis_lightning/recipe_files/``
 (``[tool.setuptools]`` in ``pyproject.toml``), so ``seis-lightning fit --config digits_cnn`` works
-wherever the package is installed. A recipe's header comment says what it is (``# <name>: ...``)
-and, where it reproduces one, the paper's result (``Paper result: ...``).
+wherever the package is installed. A recipe's header comment says what it is for (``# <name>: ...``),
+the paper's result it is built to reproduce, where there is one (``Paper result: ...``), and what
+our runs found, as the README's "What the scores say" reports it (``Our runs: ...``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = ["Recipe", "format_recipe_table", "list_recipes", "recipe_folder", "re
 
 _NAME = re.compile(r"[\w.-]+")  # a bare name; anything else (a path, inline YAML) is left to LightningCLI
 _PAPER_RESULT = re.compile(r"Paper result:\s*(.+?\.)(?=\s|$)")
+_OUR_RUNS = re.compile(r"Our runs:\s*(.+?\.)(?=\s|$)")
 _SENTENCE = re.compile(r".+?[.?!](?=\s|$)")
 
 
@@ -29,14 +31,16 @@ class Recipe:
     Args:
         name: the file name without ``.yaml``, as given to ``--config``.
         path: the YAML file.
-        description: the header comment after ``# <name>:``, without the paper result.
-        paper_result: the paper's result the recipe reproduces, ``None`` for recipes beyond the paper.
+        description: the header comment after ``# <name>:``, without the paper result and our runs.
+        paper_result: the paper's result the recipe is built to reproduce, ``None`` for recipes beyond the paper.
+        our_runs: what our runs of it found (the README's findings), ``None`` where the header does not say.
     """
 
     name: str
     path: Path
     description: str
     paper_result: str | None
+    our_runs: str | None = None
 
 
 def recipe_folder() -> Path:
@@ -55,9 +59,13 @@ def _read_recipe(path: Path) -> Recipe:
             break
         lines.append(line.lstrip("#").strip())
     header = " ".join(" ".join(lines).removeprefix(f"{path.stem}:").split()).replace("its Figure", "Figure")
-    match = _PAPER_RESULT.search(header)
-    description = header if match is None else " ".join((header[: match.start()] + header[match.end() :]).split())
-    return Recipe(path.stem, path, description, None if match is None else match.group(1))
+    found = {}
+    for field, pattern in (("paper_result", _PAPER_RESULT), ("our_runs", _OUR_RUNS)):
+        match = pattern.search(header)
+        found[field] = None if match is None else match.group(1)
+        if match is not None:
+            header = " ".join((header[: match.start()] + header[match.end() :]).split())
+    return Recipe(path.stem, path, header, **found)
 
 
 def list_recipes() -> list[Recipe]:
@@ -100,15 +108,23 @@ def resolve_config(value: str) -> str:
 
 
 def format_recipe_table(recipes: list[Recipe], width: int = 100) -> str:
-    """The recipes as a text table: name and the paper's result each reproduces (or what it is)."""
+    """The recipes as a text table: per recipe what it is for (the description's first sentence), the
+    paper's result it is built to reproduce, and what our runs found."""
     column = max(len(recipe.name) for recipe in recipes) + 2
-    rows = [f"{'recipe':<{column}}paper result"]
+    rows = [f"{'recipe':<{column}}what it is for; the paper's result; what our runs found"]
     for recipe in recipes:
         sentence = _SENTENCE.match(recipe.description)
-        text = recipe.paper_result or f"(beyond the paper) {sentence.group() if sentence else recipe.description}"
-        wrapped = textwrap.wrap(text, width - column, break_on_hyphens=False) or [""]
-        rows.append(f"{recipe.name:<{column}}{wrapped[0]}")
-        rows += [" " * column + line for line in wrapped[1:]]
+        parts = [
+            ("for:   ", sentence.group() if sentence else recipe.description),
+            ("paper: ", recipe.paper_result or "(beyond the paper)"),
+            *([("ours:  ", recipe.our_runs)] if recipe.our_runs else []),
+        ]
+        lines = []
+        for label, text in parts:
+            wrapped = textwrap.wrap(text, width - column - len(label), break_on_hyphens=False) or [""]
+            lines += [label + wrapped[0]] + [" " * len(label) + line for line in wrapped[1:]]
+        rows.append(f"{recipe.name:<{column}}{lines[0]}")
+        rows += [" " * column + line for line in lines[1:]]
     rows.append(
         f"\nRun one with `seis-lightning fit --config NAME` (a path to your own YAML works too);"
         f" the files are in {recipe_folder()}."

@@ -24,7 +24,7 @@ from seis_lightning._checks import check_options
 from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, jackknife_se
 from seis_lightning.layers import Features, OutputGetter, capture, default_layers, layer_names, resolve_layers
 from seis_lightning.metric import SEISMetric
-from seis_lightning.probe import check_images
+from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
 from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
 
 Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
@@ -363,13 +363,15 @@ def _per_layer(option: Any, layer: str) -> Any:
 
 def score_model(
     model: nn.Module,
-    images: Tensor,
+    data: Any,
     *,
     layers: Sequence[str] | str | None = None,
     transforms: Sequence[GeometricTransform | str] | GeometricTransform | str | None = None,
+    num_samples: int | None = None,
+    input_getter: InputGetter = None,
     **options: Any,
 ) -> Scores:
-    """SEIS scores of ``model``'s layers on ``images``, with no Trainer.
+    """SEIS scores of ``model``'s layers on the images of ``data``, with no Trainer.
 
     Example:
         >>> import torch
@@ -386,10 +388,17 @@ def score_model(
 
     Args:
         model: any module; its train/eval modes, weights, gradients and RNG streams are left as they were.
-        images: probe images ``[N, C, H, W]`` as the model sees them (see
-            :func:`seis_lightning.probe.probe_images` to take them from a dataset or dataloader).
+        data: the probe images as the model sees them: a tensor or numpy array ``[N, C, H, W]``, a list of
+            image tensors ``[C, H, W]`` of one shape, a map-style ``Dataset``, a ``DataLoader`` or any
+            iterable of batches (the images taken from each item or batch by ``input_getter``).
         layers: see :class:`SEISProbe`.
         transforms: see :class:`SEISProbe`.
+        num_samples: how many probe images, spread evenly over ``data`` as
+            :class:`~seis_lightning.SEISCallback` takes them (:func:`~seis_lightning.probe_images`;
+            the first ones of an iterable). ``None``: every image of a tensor, array or list, and 512 (the
+            callback's default) from a dataset, dataloader or iterable.
+        input_getter: how to take the images from an item or batch: ``None`` (a tensor, the first element
+            of a tuple or list, or a dict's ``"image"``-like key), an index, a key, or a callable.
         options: the other options of :class:`SEISProbe` (``batch_size``, ``keep``, ``max_positions``,
             ``seed``, ``layout``, ``num_prefix_tokens``, ``output_getter``, ``forward_fn``, ``precision``,
             ``jackknife_groups``).
@@ -397,8 +406,23 @@ def score_model(
     Returns:
         ``{transform: {layer: {score: value}}}``, the mapping of :attr:`SEISCallback.scores`; layers in
         forward order. A layer that cannot be read has NaN scores and a warning saying why.
+
+    Raises:
+        ProbeError: (a ``ValueError``) when the images cannot be taken from ``data`` or are not float
+            ``[N, C, H, W]``; the message names the fix.
     """
-    result = SEISProbe(layers, transforms, **options).score(model, images)
+    check_options(num_samples=num_samples)
+    if input_getter is not None and not isinstance(input_getter, (int, str)) and not callable(input_getter):
+        raise ValueError(f"Expected `input_getter` to be None, an index, a key or a callable, got {input_getter!r}.")
+    probe = SEISProbe(layers, transforms, **options)
+    what = "`data`"
+    images = as_images(data, what)
+    if isinstance(images, Tensor) and num_samples is None:
+        images = check_images(images, what)
+    else:
+        count = num_samples or (len(images) if isinstance(images, Tensor) else 512)
+        images = probe_images(images, count, input_getter=input_getter, what=what, batch_size=probe.batch_size)
+    result = probe.score(model, images)
     for reason in result.reasons.values():
         warnings.warn(reason, SEISWarning, stacklevel=2)
     for layer, message in dict.fromkeys(result.warnings):

@@ -15,8 +15,9 @@ from matplotlib.container import ErrorbarContainer
 
 from seis_lightning import SEISCallback
 from seis_lightning.functional import SCORES, SEISWarning
-from seis_lightning.plotting import CSV_COLUMNS, CSV_NAME, depth_figure, log_folder
+from seis_lightning.plotting import CSV_COLUMNS, depth_figure
 from seis_lightning.scoring import SEISProbe
+from seis_lightning.trainer_io import CSV_NAME, log_folder
 from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, trainer
 
 LAYERS = ["conv1", "conv2"]

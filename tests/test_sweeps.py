@@ -15,10 +15,11 @@ from torch import nn
 from seis_lightning import SEISCallback, score_model
 from seis_lightning.cli import SEISLightningCLI
 from seis_lightning.functional import SCORES, SEISWarning
-from seis_lightning.plotting import CSV_NAME, sweep_figure
+from seis_lightning.plotting import sweep_figure
 from seis_lightning.recipes import resolve_recipe
 from seis_lightning.scoring import SEISProbe
 from seis_lightning.sweeps import halfway_magnitude, sweep_families, sweep_summaries
+from seis_lightning.trainer_io import CSV_NAME
 from seis_lightning.transforms import RandomAffine, parse_transforms
 from tests.conftest import digits_images
 from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, trainer
