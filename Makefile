@@ -4,13 +4,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is capped at 2.14.1 on the project's machines and served from local disk there.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+# The default torch wheel on Linux is the CUDA build (about 4 GB of NVIDIA libraries). For the CPU-only
+# build, with internet: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install demo test lint format bench figures clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
@@ -35,7 +38,7 @@ bench: install
 	$(PY) bench/bench_memory.py
 	$(PY) bench/bench_callback.py
 
-figures: install
+figures: install  # into logs/figures/ (ignored); --out docs/figures refreshes the README's copies
 	$(PY) scripts/reproduce_figures.py
 
 clean:

@@ -1,47 +1,73 @@
-"""seis-lightning: SEIS equivariance and invariance scores for PyTorch Lightning."""
+"""seis-lightning: SEIS equivariance and invariance scores for PyTorch Lightning.
 
-from importlib.metadata import version as _version
+The public names load on first use (PEP 562), so ``import seis_lightning.functional`` (the pure
+math) pulls in neither Lightning nor matplotlib.
+"""
 
-from seis_lightning.callback import SEISCallback
-from seis_lightning.functional import (
-    SEISWarning,
-    jackknife_se,
-    seis_combine_statistics,
-    seis_from_statistics,
-    seis_maps,
-    seis_scores,
-    seis_statistics,
-)
-from seis_lightning.layers import capture, layer_names, resolve_layers
-from seis_lightning.metric import SEISMetric
-from seis_lightning.probe import probe_images
-from seis_lightning.scoring import ProbeResult, SEISProbe, score_model
-from seis_lightning.transforms import GeometricTransform, RandomAffine, flip, parse_transform, rotate, scale, translate
+from __future__ import annotations
 
-__version__ = _version("seis-lightning")  # the one version is pyproject.toml's
+import importlib
+from typing import Any
 
-__all__ = [
-    "GeometricTransform",
-    "ProbeResult",
-    "RandomAffine",
-    "SEISCallback",
-    "SEISMetric",
-    "SEISProbe",
-    "SEISWarning",
-    "capture",
-    "flip",
-    "jackknife_se",
-    "layer_names",
-    "parse_transform",
-    "probe_images",
-    "resolve_layers",
-    "rotate",
-    "scale",
-    "score_model",
-    "seis_combine_statistics",
-    "seis_from_statistics",
-    "seis_maps",
-    "seis_scores",
-    "seis_statistics",
-    "translate",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "SEISCallback": "seis_lightning.callback",
+    "SEISOptions": "seis_lightning.options",
+    "SEISWarning": "seis_lightning.functional",
+    "jackknife_se": "seis_lightning.functional",
+    "seis_combine_statistics": "seis_lightning.functional",
+    "seis_from_statistics": "seis_lightning.functional",
+    "seis_maps": "seis_lightning.functional",
+    "seis_scores": "seis_lightning.functional",
+    "seis_statistics": "seis_lightning.functional",
+    "capture": "seis_lightning.layers",
+    "layer_names": "seis_lightning.layers",
+    "resolve_layers": "seis_lightning.layers",
+    "SEISMetric": "seis_lightning.metric",
+    "probe_images": "seis_lightning.probe",
+    "ProbeResult": "seis_lightning.scoring",
+    "SEISProbe": "seis_lightning.scoring",
+    "score_model": "seis_lightning.scoring",
+    "GeometricTransform": "seis_lightning.transforms",
+    "RandomAffine": "seis_lightning.transforms",
+    "flip": "seis_lightning.transforms",
+    "parse_transform": "seis_lightning.transforms",
+    "rotate": "seis_lightning.transforms",
+    "scale": "seis_lightning.transforms",
+    "translate": "seis_lightning.transforms",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def _find_version() -> str:
+    """pyproject.toml's version: from the installed metadata, else (an uninstalled checkout) from the file."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("seis-lightning")
+    except PackageNotFoundError:
+        import re
+        from pathlib import Path
+
+        try:
+            text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+        except OSError:
+            return "0+unknown"
+        found = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+        return found.group(1) if found else "0+unknown"
+
+
+__version__ = _find_version()
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'seis_lightning' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -18,11 +17,19 @@ from typing_extensions import override
 from seis_lightning._checks import check_options
 from seis_lightning.functional import SEISWarning
 from seis_lightning.layers import OutputGetter, resolve_layers
-from seis_lightning.probe import InputGetter, ProbeError, probe_images
-from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, _call, warning_kind
+from seis_lightning.probe import InputGetter, ProbeError
+from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, warning_kind
 from seis_lightning.sweeps import sweep_summaries
-from seis_lightning.trainer_io import epochs_trained, log_results, stage_loader
+from seis_lightning.trainer_io import (
+    collect_probe_images,
+    epochs_trained,
+    log_results,
+    log_scalars,
+    logging_step,
+)
 from seis_lightning.transforms import GeometricTransform
+
+MAX_FAILURES = 3  # failed probe passes in a row before the callback disables itself
 
 
 class SEISCallback(Callback):
@@ -35,7 +42,8 @@ class SEISCallback(Callback):
     ``<score>_se`` with the jackknife) at the step Lightning's own ``self.log`` uses
     (``fit_loop.epoch_loop._batches_that_stepped``, as ``LearningRateMonitor`` does: ``trainer.global_step``
     except inside a validation after an optimizer step, where Lightning logs one step earlier), so
-    the SEIS scalars join the validation metrics' rows; figures go to loggers that take them. The
+    the SEIS scalars join the validation metrics' rows (without validation, the epoch metrics' rows);
+    figures go to loggers that take them. The
     scoring itself is :class:`SEISProbe`'s (see
     :func:`~seis_lightning.score_model`); this callback decides when, on which images, and where
     the results go. A magnitude sweep (``"rotate:0:60:20"``) adds, per score, a figure of the score
@@ -49,15 +57,16 @@ class SEISCallback(Callback):
     model has no validation loop, and always once on the model as training ends. ``validate`` and
     ``test`` runs log under ``seis_validate/`` and ``seis_test/`` and keep their own entries: the
     training history is never overwritten (a checkpoint's history is taken only by a resumed fit,
-    and a changed configuration warns and starts afresh). A new Trainer takes its own probe set;
-    a new fit starts a fresh history. ``state_key`` follows ``layers`` and ``transforms``, so
-    several callbacks can share a Trainer and its checkpoints.
+    and a changed configuration warns and starts afresh). A new Trainer takes its own probe sets;
+    a new fit starts a fresh history. ``state_key`` follows the set of ``layers`` (not their order)
+    and ``transforms``, so several callbacks can share a Trainer and its checkpoints.
 
     Attributes:
         probe: the :class:`SEISProbe` (``layers``, ``transforms``, ``draws``).
-        probe_set: the probe images, once taken.
-        history: the fit's scorings, each ``{"stage", "epoch", "global_step", "step", "scores", "draws"}``
-            (``epoch`` fractional for mid-epoch validation; ``step`` the logged step).
+        probe_set: the probe images of the latest scoring.
+        history: the fit's scorings, each ``{"stage", "epoch", "global_step", "step", "scores", "draws",
+            "reasons", "transform_reasons"}`` (``epoch`` fractional for mid-epoch validation; ``step`` the
+            logged step; ``reasons`` why a layer, ``transform_reasons`` why a transformation, has NaN scores).
         evaluations: this Trainer's ``validate``/``test`` scorings, the same way.
         scores: the latest scores, ``{transform: {layer: {score: value}}}``.
 
@@ -70,16 +79,31 @@ class SEISCallback(Callback):
     Args:
         layers, transforms, batch_size, keep, max_positions, seed, layout, num_prefix_tokens,
             output_getter, forward_fn, precision, jackknife_groups: see :class:`SEISProbe`.
-        num_samples: probe images, spread evenly over the validation set (or ``probe_data``), taken
-            once and kept; bounded like validation by ``limit_val_batches`` and ``fast_dev_run``.
+        num_samples: probe images, spread evenly over what the validation loader yields (through its own
+            sampler or batch_sampler, collate function and dataset transforms; or ``probe_data``), taken
+            once per loader and kept; bounded like validation by ``limit_val_batches`` and ``fast_dev_run``.
+            ``validate`` and ``test`` runs probe the loader of that call (the fit's images are reused
+            when it is the same loader).
         every_n_epochs: score the validations of every n-th epoch (and always the final model).
         input_getter: how to take the images from a batch: ``None`` (a tensor, the first element of a
             tuple/list, or a dict's ``"image"``-like key), an index, a key, or a callable.
         probe_data: images ``[N, C, H, W]``, a dataset or a dataloader to take them from, instead of
             the validation set.
         score_before_training: also score the untrained model at fit start (step 0).
-        strict: raise when probing fails instead of warning and disabling or skipping.
+        strict: raise at the first failure (collecting images, a forward pass, a layer or transformation
+            that cannot be scored), with its cause, instead of warning. Without it nothing the callback
+            does ends training: a failure to collect images disables the callback with one warning, a
+            failed probe pass is skipped (and after ``MAX_FAILURES`` = 3 in a row disables it), a layer or
+            transformation that cannot be scored has NaN scores and its reason in the history and the CSV.
         log_figures: draw depth-wise curves and heatmaps for loggers that take figures.
+        dataloader_idx: with several validation (or test) dataloaders, the one to probe (default the
+            first); a warning names it.
+
+    Note:
+        Under ``strategy="ddp_spawn"`` training runs in worker processes that Lightning starts: the
+        ``history``, ``evaluations`` and ``scores`` are filled there, and this object in the launching
+        process stays empty. Read the scores from the loggers or ``seis_scores.csv``, or use
+        ``strategy="ddp"``, which runs the script itself in every process.
 
     Raises:
         ValueError: for an argument out of range, an unknown transformation, or (at setup) a layer
@@ -107,8 +131,11 @@ class SEISCallback(Callback):
         jackknife_groups: int = 0,
         strict: bool = False,
         log_figures: bool = True,
+        dataloader_idx: int = 0,
     ) -> None:
         check_options(num_samples=num_samples, every_n_epochs=every_n_epochs)
+        if isinstance(dataloader_idx, bool) or not isinstance(dataloader_idx, int) or dataloader_idx < 0:
+            raise ValueError(f"Expected `dataloader_idx` to be a non-negative integer, but got {dataloader_idx!r}.")
         if input_getter is not None and not isinstance(input_getter, (int, str)) and not callable(input_getter):
             raise ValueError(
                 f"Expected `input_getter` to be None, an index, a key or a callable, got {input_getter!r}."
@@ -134,6 +161,7 @@ class SEISCallback(Callback):
         self.score_before_training = score_before_training
         self.strict = strict
         self.log_figures = log_figures
+        self.dataloader_idx = dataloader_idx
         self._trainer_id: int | None = None
         self._fit_id: int | None = None
         self._saved: dict[str, Any] | None = None
@@ -143,13 +171,18 @@ class SEISCallback(Callback):
     def _reset_run(self) -> None:
         self.evaluations: list[dict[str, Any]] = []  # this Trainer's validate/test entries, apart from training
         self.disabled: str | None = None
-        self._images: dict[str, Tensor] = {}
+        self._images: dict[tuple, Tensor] = {}  # per probed loader (see trainer_io.probe_source)
+        self._latest: tuple | None = None
         self._warned: set[tuple[str, str]] = set()
+        self._failures = 0  # failed probe passes in a row
 
     @property
     def state_key(self) -> str:
         # What names the logged series; the other options are checked when a history is loaded.
-        return self._generate_state_key(layers=self.probe.layers, transforms=[t.name for t in self.probe.transforms])
+        # The layers as a set: the same layers in another order are the same series (the order given
+        # still sets the figures' depth order).
+        layers = sorted(self.probe.layers) if self.probe.layers is not None else None
+        return self._generate_state_key(layers=layers, transforms=[t.name for t in self.probe.transforms])
 
     def _config(self) -> dict[str, Any]:
         probe = self.probe
@@ -158,8 +191,8 @@ class SEISCallback(Callback):
 
     @property
     def probe_set(self) -> Tensor | None:
-        """The probe images (CPU), once taken; ``None`` before."""
-        return next(iter(self._images.values()), None)
+        """The probe images (CPU) of the latest scoring; ``None`` before the first."""
+        return self._images.get(self._latest)
 
     @property
     def scores(self) -> Scores:
@@ -172,7 +205,7 @@ class SEISCallback(Callback):
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._saved = None  # a checkpoint's state, loaded after this
-        if self._trainer_id != id(trainer):  # a new Trainer: its own probe set and evaluations
+        if self._trainer_id != id(trainer):  # a new Trainer: its own probe sets and evaluations
             self._trainer_id = id(trainer)
             self._reset_run()
         if stage == "fit" and self._fit_id != id(trainer):  # a new fit: a fresh history
@@ -191,34 +224,30 @@ class SEISCallback(Callback):
             )
         elif saved is not None:
             self.history = list(saved.get("history", []))
-        if self.score_before_training and not self.history:
-            self._score(trainer, pl_module, "fit", epochs_trained(trainer))
+        if self._due(trainer, "train_start"):  # step 0, or a resumed model on the row of its last step
+            self._run(trainer, pl_module, "fit", epochs_trained(trainer), epoch_end=True)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        if trainer.state.fn != "fit":
-            self._score(trainer, pl_module, "validate", epoch=float(trainer.current_epoch))
-            return
-        epoch = epochs_trained(trainer)
-        if math.ceil(epoch) % self.every_n_epochs == 0:
-            self._score(trainer, pl_module, "fit", epoch)
+        if self._due(trainer, "validation_epoch_end"):
+            fit = trainer.state.fn == "fit"
+            stage, epoch = ("fit", epochs_trained(trainer)) if fit else ("validate", float(trainer.current_epoch))
+            self._run(trainer, pl_module, stage, epoch)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.enable_validation and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
-            self._score(trainer, pl_module, "fit", float(trainer.current_epoch + 1))
+        if self._due(trainer, "train_epoch_end"):
+            self._run(trainer, pl_module, "fit", float(trainer.current_epoch + 1), epoch_end=True)
 
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        last = self.history[-1]["global_step"] if self.history else None
-        if last != trainer.global_step:  # the model as training ends is always scored once
-            self._score(trainer, pl_module, "fit", epochs_trained(trainer))
+        if self._due(trainer, "train_end"):  # after the last epoch's end: on its epoch metrics' row
+            self._run(trainer, pl_module, "fit", epochs_trained(trainer), epoch_end=True)
 
     @override
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._score(trainer, pl_module, "test", epoch=float(trainer.current_epoch))
+        if self._due(trainer, "test_epoch_end"):
+            self._run(trainer, pl_module, "test", float(trainer.current_epoch))
 
     @override
     def state_dict(self) -> dict[str, Any]:
@@ -233,69 +262,84 @@ class SEISCallback(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._saved = state_dict  # a resumed fit takes it at train start; validate/test runs leave the history alone
 
+    def _due(self, trainer: pl.Trainer, hook: str) -> bool:
+        """Whether the hook ``hook`` scores now: the one place that decides when (see the class docstring)."""
+        if self.disabled is not None or trainer.sanity_checking:
+            return False
+        if hook == "train_start":
+            return self.score_before_training and not self.history
+        if hook == "validation_epoch_end":
+            return trainer.state.fn != "fit" or math.ceil(epochs_trained(trainer)) % self.every_n_epochs == 0
+        if hook == "train_epoch_end":  # no validation loop: each epoch's end stands for it
+            return not trainer.enable_validation and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        if hook == "train_end":  # the model as training ends is always scored once
+            return not self.history or self.history[-1]["global_step"] != trainer.global_step
+        return hook == "test_epoch_end"
+
     # ------------------------------------------------------------------ scoring
 
-    def _score(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, epoch: float) -> None:
-        if self.disabled is not None:
-            return
+    def _run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, epoch: float, epoch_end: bool = False
+    ) -> None:
+        """Score now: take the probe images, run the probe pass, log. Any failure warns (and, at
+        collection or after ``MAX_FAILURES`` failed passes in a row, disables) unless ``strict``."""
         try:
-            images = self._probe_images(trainer, stage)
-        except (ProbeError, MisconfigurationException) as error:
+            images = self._images_for(trainer, stage)
+        except Exception as error:
+            reason = str(error) if isinstance(error, (ProbeError, MisconfigurationException)) else None
+            reason = reason or f"collecting the probe images failed ({type(error).__name__}: {error})"
             if self.strict:
-                raise MisconfigurationException(str(error)) from error
-            self.disabled = str(error)
-            rank_zero_warn(f"SEISCallback is disabled for this run: {error} (set strict=True to raise).")
+                raise MisconfigurationException(f"SEISCallback: {reason}") from error
+            self._disable(reason)
             return
         try:
-            precision = trainer.precision_plugin
-            forward = self.probe.forward_fn or _call
-
-            def forward_fn(model: Any, x: Tensor) -> Any:
-                with precision.forward_context():
-                    return forward(model, precision.convert_input(x))
-
             result = self.probe.score(
-                pl_module, images, rank=trainer.global_rank, world_size=trainer.world_size, forward_fn=forward_fn
+                pl_module,
+                images,
+                rank=trainer.global_rank,
+                world_size=trainer.world_size,
+                forward_context=trainer.precision_plugin.forward_context,
             )
-            if self.strict and result.reasons:
-                raise RuntimeError(" ".join(result.reasons.values()))
+            if self.strict and (result.reasons or result.transform_reasons):
+                raise RuntimeError(" ".join([*result.reasons.values(), *result.transform_reasons.values()]))
         except Exception as error:
             if self.strict:
                 raise
-            self._warn(
-                "probe",
-                f"SEISCallback: the probe pass ({stage}, step {trainer.global_step}) failed and was"
-                f" skipped; training goes on (set strict=True to raise). {type(error).__name__}: {error}",
-            )
+            self._failures += 1
+            cause = f"{type(error).__name__}: {error}"
+            if self._failures >= MAX_FAILURES:
+                self._disable(f"its probe pass failed at {self._failures} scorings in a row (the last: {cause})")
+            else:
+                self._warn(
+                    "probe",
+                    f"SEISCallback: the probe pass ({stage}, step {trainer.global_step}) failed and was skipped;"
+                    f" training goes on (set strict=True to raise). {cause}",
+                )
             return
-        self._record(trainer, stage, epoch, result)
+        self._failures = 0
+        self._record(trainer, stage, epoch, result, step=logging_step(trainer, epoch_end=epoch_end))
 
-    def _record(self, trainer: pl.Trainer, stage: str, epoch: float, result: ProbeResult) -> None:
-        for reason in result.reasons.values():
+    def _disable(self, reason: str) -> None:
+        self.disabled = reason
+        rank_zero_warn(f"SEISCallback is disabled for this run: {reason} (set strict=True to raise).")
+
+    def _record(self, trainer: pl.Trainer, stage: str, epoch: float, result: ProbeResult, step: int) -> None:
+        for reason in [*result.reasons.values(), *result.transform_reasons.values()]:
             self._warn("layer", reason)
         for layer, message in result.warnings:
             self._warn(layer, f"SEIS layer {layer!r} at step {trainer.global_step}: {message}")
-        # Lightning's own logging step (what `self.log` and LearningRateMonitor use), so rows line up
-        step = trainer.fit_loop.epoch_loop._batches_that_stepped
         entry = dict(stage=stage, epoch=epoch, global_step=trainer.global_step, step=step)
         path, *progress = getattr(self, "_checkpoint", (None, 0, 0))
         if stage != "fit" and path is not None and path == trainer.ckpt_path:  # see on_load_checkpoint
             step = progress[1]
             entry.update(epoch=float(progress[0]), global_step=step, step=step)
         entry.update(scores=result.scores, draws=result.draws)
+        entry.update(reasons=dict(result.reasons), transform_reasons=dict(result.transform_reasons))
         entry["order"] = max([e["order"] for e in self.history + self.evaluations], default=-1) + 1  # the latest
         (self.history if stage == "fit" else self.evaluations).append(entry)
         prefix = "seis" if stage == "fit" else f"seis_{stage}"
-        flat = {
-            f"{prefix}/{transform}/{name}/{layer}": value
-            for transform, by_layer in result.scores.items()
-            for layer, values in by_layer.items()
-            for name, value in values.items()
-        }
-        flat.update(sweep_summaries(prefix, result.scores, self.probe.transforms))  # one number per sweep and layer
-        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in flat.items()})
-        for logger in trainer.loggers:
-            logger.log_metrics(flat, step=step)
+        sweeps = sweep_summaries(prefix, result.scores, self.probe.transforms)  # one number per sweep and layer
+        log_scalars(trainer, prefix, result.scores, step, extra=sweeps)
         history = self.history if stage == "fit" else [entry]
         log_results(trainer, prefix, entry, history, figures=self.log_figures, transforms=self.probe.transforms)
 
@@ -305,29 +349,17 @@ class SEISCallback(Callback):
             self._warned.add(key)
             rank_zero_warn(message, category=SEISWarning)
 
-    def _probe_images(self, trainer: pl.Trainer, stage: str) -> Tensor:
-        # One probe set per Trainer: the validation set's (or probe_data), which test runs reuse when there is one.
-        key = "test" if stage == "test" and self.probe_data is None and "validate" not in self._images else "validate"
-        if key in self._images:
-            return self._images[key]
-        source, limit = self.probe_data, self.num_samples
-        if source is None:
-            source, limit = stage_loader(trainer, key, self.num_samples)
-            if source is None:
-                raise MisconfigurationException(
-                    "SEISCallback needs probe images, but the Trainer has no validation dataloader (or"
-                    " `limit_val_batches=0`, or the model has no `validation_step`, so Lightning skips validation)."
-                    " Pass `val_dataloaders` to `Trainer.fit`, use a datamodule with `val_dataloader()`, or give"
-                    " `SEISCallback(probe_data=images_or_dataset)`."
-                )
-        what = "probe_data" if self.probe_data is not None else f"the {'test' if key == 'test' else 'validation'} data"
-        images = probe_images(
-            source, limit, input_getter=self.input_getter, what=what, batch_size=self.probe.batch_size
+    def _images_for(self, trainer: pl.Trainer, stage: str) -> Tensor:
+        """The probe images of this stage's loader (or ``probe_data``), taken once per loader and Trainer."""
+        self._latest, images = collect_probe_images(
+            trainer,
+            stage,
+            self._images,
+            probe_data=self.probe_data,
+            dataloader_idx=self.dataloader_idx,
+            num_samples=self.num_samples,
+            input_getter=self.input_getter,
+            batch_size=self.probe.batch_size,
+            warned=self._warned,
         )
-        if len(images) < self.num_samples:
-            rank_zero_warn(
-                f"SEISCallback asked for num_samples={self.num_samples} probe images but {what} gives {len(images)}"
-                " (bounded by the data, `limit_val_batches` or `fast_dev_run`); using those."
-            )
-        self._images[key] = images
         return images

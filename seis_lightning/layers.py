@@ -76,22 +76,39 @@ def resolve_layers(model: nn.Module, patterns: Sequence[str] | str) -> list[str]
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The model's ``seis_layers`` attribute, else its top-level blocks (through single-child wrappers).
+    """The model's ``seis_layers`` attribute, else its top-level blocks.
 
-    :func:`capture` with ``new_maps_only=True`` then drops blocks that do not output a new feature
-    map (activations, dropout, identities).
+    The blocks are the children of the model, through wrappers with one child (a LightningModule
+    holding ``self.model = resnet18()``); loss modules and metrics are not blocks, and a
+    ``ModuleList``/``ModuleDict`` (a container, never called itself) stands for its entries.
+    :func:`capture` with ``new_maps_only=True`` then drops blocks that do not output a new feature map
+    (activations, dropout, identities), and lists in ``Features.containers`` the blocks whose output is
+    a tuple or a dict, whose own blocks (:func:`blocks_of`) stand for them.
     """
     declared = getattr(_unwrap(model), "seis_layers", None)
     if declared is not None:
         return resolve_layers(model, list(declared))
     names = layer_names(model)
-    prefix, current = "", _unwrap(model)
-    children = [(n, c) for n, c in _children(current)]
-    while len(children) == 1 and list(_children(children[0][1])):
+    prefix, children = "", _blocks(model)
+    while len(children) == 1 and _blocks(children[0][1]):
         prefix += children[0][0] + "."
-        current = children[0][1]
-        children = list(_children(current))
+        children = _blocks(children[0][1])
     return [prefix + name for name, _ in children if prefix + name in names]
+
+
+def blocks_of(model: nn.Module, name: str) -> list[str]:
+    """The blocks of the module called ``name`` (as :func:`default_layers` finds them), by their full names."""
+    return [f"{name}.{child}" for child, _ in _blocks(layer_names(model)[name])]
+
+
+def _blocks(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    blocks = []
+    for name, child in _children(module):
+        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+            blocks += [(f"{name}.{entry}", block) for entry, block in _blocks(child)]
+        elif not isinstance(child, nn.modules.loss._Loss):
+            blocks.append((name, child))
+    return blocks
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -110,14 +127,17 @@ class Features(dict):
     """Outputs of the captured layers for one forward pass, ``{name: tensor}`` in forward order.
 
     ``errors`` holds, per layer, why its output could not be read (e.g. a tuple without
-    ``output_getter``); such a layer is absent from the mapping. ``order`` lists both kinds of
-    layer in the order they ran.
+    ``output_getter``, a module that ran twice); such a layer is absent from the mapping. ``order``
+    lists both kinds of layer in the order they ran. ``containers`` lists the layers whose output was
+    a tuple or dict while capturing new maps only (see :func:`default_layers`).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.errors: dict[str, str] = {}
         self.order: list[str] = []
+        self.containers: list[str] = []
+        self.calls: dict[str, int] = {}
 
     def __setitem__(self, name: str, output: Tensor) -> None:
         super().__setitem__(name, output)
@@ -125,7 +145,7 @@ class Features(dict):
 
     def fail(self, name: str, reason: str) -> None:
         """Record why layer ``name`` could not be read in this pass."""
-        if name not in self.errors and name not in self:
+        if name not in self.order:
             self.order.append(name)
         self.errors[name] = reason
 
@@ -133,6 +153,8 @@ class Features(dict):
         super().clear()
         self.errors.clear()
         self.order.clear()
+        self.containers.clear()
+        self.calls.clear()
 
     def copy(self) -> Features:
         """A snapshot of this pass (outputs, errors and order), kept when the next pass clears this one."""
@@ -140,6 +162,7 @@ class Features(dict):
         snapshot.update(self)
         snapshot.errors.update(self.errors)
         snapshot.order.extend(self.order)
+        snapshot.containers.extend(self.containers)
         return snapshot
 
 
@@ -191,9 +214,11 @@ def capture(
         :class:`Features`, filled by every forward pass inside the block (call ``clear()``
         between passes). Outputs are detached.
 
+        A layer that runs more than once in one forward pass (a shared module) has no output and an
+        error saying so: its maps would mix two depths.
+
     Raises:
         ValueError: for an unknown layer name.
-        RuntimeError: (during the forward pass) when a layer runs twice in one pass.
     """
     modules = layer_names(model)
     unknown = [name for name in layers if name not in modules]
@@ -205,6 +230,15 @@ def capture(
         getter = _getter_of(output_getter, name)
 
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            calls = features.calls[name] = features.calls.get(name, 0) + 1
+            if calls > 1:
+                dict.pop(features, name, None)
+                features.fail(
+                    name,
+                    f"it ran {calls} times in one forward pass (a shared module); SEIS needs one map per image,"
+                    " so choose a module that runs once, e.g. one that wraps the shared calls",
+                )
+                return
             if getter is not None:
                 try:
                     output = getter(output)
@@ -212,6 +246,8 @@ def capture(
                     features.fail(name, f"`output_getter` failed on its output ({type(error).__name__}: {error})")
                     return
             if not isinstance(output, Tensor):
+                if new_maps_only and isinstance(output, (tuple, list, Mapping)):
+                    features.containers.append(name)
                 if not new_maps_only:
                     features.fail(
                         name,
@@ -224,10 +260,6 @@ def capture(
                 keeps_shape = bool(args) and isinstance(args[0], Tensor) and args[0].shape == output.shape
                 if output.ndim < 2 or (next(module.parameters(), None) is None and keeps_shape):
                     return
-            if name in features:
-                raise RuntimeError(
-                    f"SEIS layer {name!r} ran more than once in one forward pass; hook a module that runs once."
-                )
             features[name] = output.detach()
 
         return hook

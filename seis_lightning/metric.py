@@ -10,18 +10,10 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from seis_lightning._checks import check_options
-from seis_lightning.functional import (
-    LAYOUTS,
-    PAIRED_STATISTICS,
-    STATISTICS,
-    _float64_home,
-    resolve_precision,
-    seis_from_statistics,
-    seis_maps,
-    seis_statistics,
-    statistics_eps,
-)
+from seis_lightning._precision import _float64_home
+from seis_lightning.options import Layout, Precision, ResolvedOptions, SEISOptions
+from seis_lightning.scores import SEISResult, seis_from_statistics
+from seis_lightning.statistics import PAIRED_STATISTICS, STATISTICS, _statistics
 
 
 class SEISMetric(Metric):
@@ -115,39 +107,31 @@ class SEISMetric(Metric):
         num_transforms: int | None = None,
         keep: float = 0.99,
         eps: float = 1e-8,
-        layout: str = "channels_first",
+        layout: Layout = "channels_first",
         num_prefix_tokens: int = 0,
         max_positions: int = 1024,
         jackknife_groups: int = 0,
-        precision: str = "auto",
+        precision: Precision = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_options(precision=precision)
-        check_options(jackknife_groups=jackknife_groups)
-        if num_transforms is not None and (not isinstance(num_transforms, int) or num_transforms < 1):
+        if num_transforms is not None and (
+            isinstance(num_transforms, bool) or not isinstance(num_transforms, int) or num_transforms < 1
+        ):
             raise ValueError(f"Expected `num_transforms` to be None or a positive integer, but got {num_transforms!r}.")
-        if not 0 < keep <= 1:
-            raise ValueError(f"Expected `keep` in (0, 1], but got {keep!r}.")
-        if not 0 <= eps < 1:
-            raise ValueError(f"Expected `eps` in [0, 1), but got {eps!r}.")
-        if layout not in LAYOUTS:
-            raise ValueError(f"Expected `layout` to be one of {LAYOUTS}, but got {layout!r}.")
-        if not isinstance(num_prefix_tokens, int) or num_prefix_tokens < 0:
-            raise ValueError(
-                f"Expected `num_prefix_tokens` to be a non-negative integer, but got {num_prefix_tokens!r}."
-            )
-        if not isinstance(max_positions, int) or max_positions < 1:
-            raise ValueError(f"Expected `max_positions` to be a positive integer, but got {max_positions!r}.")
         self.num_transforms = num_transforms
-        self.keep = keep
-        self.eps = eps
-        self.layout = layout
-        self.num_prefix_tokens = num_prefix_tokens
-        self.max_positions = max_positions
-        self.jackknife_groups = jackknife_groups
-        self.precision = precision
+        self.options = SEISOptions(
+            keep=keep,
+            eps=eps,
+            layout=layout,
+            num_prefix_tokens=num_prefix_tokens,
+            max_positions=max_positions,
+            jackknife_groups=jackknife_groups,
+            precision=precision,
+        )
         self.pooled = False
+        # The options resolved at the first update, against the activations' device (spec, "Precision").
+        self._resolved: ResolvedOptions | None = None
         # Images seen since the last reset: the next batch's jackknife groups continue from here.
         self._images_seen = 0
         self._in_forward = False
@@ -156,23 +140,35 @@ class SEISMetric(Metric):
         for name in STATISTICS:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64, device=home), dist_reduce_fx="sum")
 
-    def update(self, a: Tensor, b: Tensor | Sequence[Tensor]) -> None:
-        """Add the statistics of one batch of paired activations."""
+    # The options, readable by their names (read-only: the options are validated once, in __init__).
+    keep = property(lambda self: self.options.keep)
+    eps = property(lambda self: self.options.eps)
+    layout = property(lambda self: self.options.layout)
+    num_prefix_tokens = property(lambda self: self.options.num_prefix_tokens)
+    max_positions = property(lambda self: self.options.max_positions)
+    jackknife_groups = property(lambda self: self.options.jackknife_groups)
+    precision = property(lambda self: self.options.precision)
+
+    def update(self, a: Tensor, b: Tensor | Sequence[Tensor], *, offset: int | None = None) -> None:
+        """Add the statistics of one batch of paired activations.
+
+        Args:
+            a: activations of the original images.
+            b: of the transformed images: a tensor, or a sequence of ``num_transforms`` tensors.
+            offset: the index of the batch's first image in the whole probe set, counted across
+                processes: image n goes to jackknife group ``(offset + n) mod G``, so 1 or N processes
+                form the same groups (spec, "Uncertainty"). ``None``: the images seen since the last
+                reset, which is the whole probe set on one process.
+        """
+        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
+            raise ValueError(f"Expected `offset` to be None or a non-negative integer, but got {offset!r}.")
         if self.num_transforms is None and not isinstance(b, Tensor):
             raise ValueError("`b` must be one tensor; set `num_transforms` to pass a sequence of tensors.")
         if self.num_transforms is not None and (isinstance(b, Tensor) or len(b) != self.num_transforms):
             got = "a tensor" if isinstance(b, Tensor) else f"{len(b)} tensors"
             raise ValueError(f"`b` must be a sequence of num_transforms={self.num_transforms} tensors, but got {got}.")
-        stats = seis_statistics(
-            a,
-            b,
-            layout=self.layout,
-            num_prefix_tokens=self.num_prefix_tokens,
-            max_positions=self.max_positions,
-            jackknife_groups=self.jackknife_groups,
-            first_index=self._images_seen,
-            precision=self.precision,
-        )
+        options = self._resolved or self.options.resolved(a.device)
+        stats = _statistics(a, b, options, self._images_seen if offset is None else offset)
         current = self.map_sum_a
         if current.ndim and current.shape != stats["map_sum_a"].shape:
             (c_old, s_old), (c_new, s_new) = current.shape[-2:], stats["map_sum_a"].shape[-2:]
@@ -180,19 +176,22 @@ class SEISMetric(Metric):
                 f"Activations of shape {list(a.shape)} give {c_new} channels x {s_new} positions, but"
                 f" earlier batches gave {c_old} x {s_old}; one SEISMetric scores one layer."
             )
-        self.pooled = seis_maps(a[:1], self.layout, self.num_prefix_tokens, self.max_positions, dtype=None)[1]
+        self.pooled = stats["pooled"]
         for name in STATISTICS:
             setattr(self, name, getattr(self, name) + stats[name])
         self._images_seen += a.shape[0]
+        self._resolved = options
 
-    def compute(self) -> dict[str, Any] | list[dict[str, Any]]:
+    def compute(self) -> SEISResult | list[SEISResult]:
         """SEIS scores of all images seen since the last reset."""
         stats = {name: getattr(self, name) for name in STATISTICS}
         if not stats["map_sum_a"].ndim:
             # No update yet: empty statistics give NaN scores with a reason.
             stats = _empty_statistics(self.num_transforms, self.jackknife_groups)
-        eps = statistics_eps(self.eps, resolve_precision(self.precision, self.device))
-        return seis_from_statistics(stats, keep=self.keep, eps=eps, pooled=self.pooled)
+        options = self._resolved or self.options.resolved(self.device)
+        return seis_from_statistics(
+            stats, keep=options.keep, eps=options.eps, pooled=self.pooled, precision=options.precision
+        )
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``update`` plus the scores of this batch alone; the jackknife groups continue the count."""
@@ -207,6 +206,7 @@ class SEISMetric(Metric):
         super().reset()
         if not self._in_forward:
             self._images_seen = 0
+            self._resolved = None
 
     def _apply(self, fn: Callable[[Tensor], Tensor], exclude_state: Sequence[str] = "") -> nn.Module:
         """torchmetrics' ``_apply`` (``.to``, ``.cuda``, ``set_dtype``, ...), float64 tensors kept float64.

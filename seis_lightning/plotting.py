@@ -35,6 +35,7 @@ CSV_COLUMNS = (
     "value",
     "null",
     "se",
+    "reason",
 )
 
 
@@ -177,9 +178,9 @@ def format_score_table(scores: Mapping[str, Scores]) -> str:
 
 
 def score_rows(entry: Mapping[str, Any], transforms: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`); the
+    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`): the
     ``family`` and ``magnitude`` of each transformation come from ``transforms`` (its ``GeometricTransform``
-    objects; blank for those without)."""
+    objects; blank for those without); ``reason`` says why a transformation or layer has NaN scores."""
     kinds = {t.name: (t.family, t.magnitude) for t in transforms if getattr(t, "family", None) is not None}
     return [
         {
@@ -195,6 +196,7 @@ def score_rows(entry: Mapping[str, Any], transforms: Sequence[Any] = ()) -> list
             "value": values[score],
             "null": values.get(f"{score}_null", math.nan),
             "se": values.get(f"{score}_se", ""),
+            "reason": entry.get("transform_reasons", {}).get(transform) or entry.get("reasons", {}).get(layer, ""),
         }
         for transform, by_layer in entry["scores"].items()
         for layer, values in by_layer.items()

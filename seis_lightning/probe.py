@@ -1,18 +1,22 @@
 """Probe images: taken once from a tensor, a map-style dataset or a dataloader, and checked.
 
-Images are spread over a map-style source (an even stride over its indices), so a class-sorted
-dataset such as torchvision's ``ImageFolder`` is probed across its classes, not in its first one
-or two. An iterable source (a dataloader over an ``IterableDataset``) gives its first images.
+Images are spread over a map-style source (an even stride over the indices its loader's sampler
+visits), so a class-sorted dataset such as torchvision's ``ImageFolder`` is probed across its
+classes, not in its first one or two. An iterable source (a dataloader over an
+``IterableDataset``) gives its first images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SubsetRandomSampler, default_collate
 
 # int and str before Callable: LightningCLI (jsonargparse) then writes an index or key to config.yaml as itself
 InputGetter = int | str | Callable[[Any], Tensor] | None
@@ -31,8 +35,17 @@ def probe_images(
     collate_fn: Callable | None = None,
     batch_size: int = 64,
     what: str = "the probe data",
+    max_batches: int | None = None,
 ) -> Tensor:
-    """Up to ``num_samples`` images from ``source``, on the CPU, spread evenly over a map-style source.
+    """Up to ``num_samples`` images from ``source``, on the CPU, spread evenly over what it yields.
+
+    A dataloader is read the way it reads itself: its sampler or batch_sampler chooses the indices (so a
+    split chosen by a sampler is probed on that split only; a shuffling sampler's in sorted order), its
+    collate function batches the items,
+    and its dataset applies its transforms; of the indices it would visit (in its first ``max_batches``
+    batches), ``num_samples`` evenly spread ones are read. A loader over an ``IterableDataset`` gives its
+    first images. Collection runs inside :func:`isolated_rng`: samplers, random augmentations and the
+    loader's own seed draw leave every RNG stream as it was.
 
     Args:
         source: images ``[N, C, H, W]``, a map-style dataset, a dataloader, or any iterable of batches.
@@ -41,36 +54,74 @@ def probe_images(
         collate_fn: how to batch items of a map-style dataset (a dataloader's own by default).
         batch_size: items collated at a time.
         what: how error messages name the source.
+        max_batches: read only the first ``max_batches`` batches of a dataloader (``limit_val_batches``).
 
     Raises:
         ProbeError: when no or only one image is found, or the images are not float ``[N, C, H, W]``.
     """
-    if isinstance(source, DataLoader) and is_map_style(source.dataset):
-        collate_fn = collate_fn or source.collate_fn
-        source = source.dataset
-    if isinstance(source, Tensor):
-        images = check_images(source[spread(len(source), num_samples)], what)
-    elif is_map_style(source):
-        collate = collate_fn or default_collate
-        indices = spread(len(source), num_samples).tolist()
-        parts = [
-            images_of(collate([source[i] for i in indices[start : start + batch_size]]), input_getter, what)
-            for start in range(0, len(indices), batch_size)
-        ]
-        images = torch.cat(parts) if parts else torch.empty(0)
-    else:
-        parts, count = [], 0
-        for batch in source:
-            parts.append(images_of(batch, input_getter, what))
-            count += parts[-1].shape[0]
-            if count >= num_samples:
-                break
-        images = torch.cat(parts)[:num_samples] if parts else torch.empty(0)
+    with isolated_rng():
+        if isinstance(source, Tensor):
+            images = check_images(source[spread(len(source), num_samples)], what)
+        elif isinstance(source, DataLoader) and is_map_style(source.dataset) and source.batch_size is not None:
+            indices = _visited(source, max_batches)
+            chosen = [indices[i] for i in spread(len(indices), num_samples).tolist()]
+            loader = DataLoader(source.dataset, batch_size, sampler=chosen, collate_fn=collate_fn or source.collate_fn)
+            images = _concatenated([images_of(batch, input_getter, what) for batch in loader])
+        elif is_map_style(source):
+            collate = collate_fn or default_collate
+            indices = spread(len(source), num_samples).tolist()
+            loader = DataLoader(source, batch_size, sampler=indices, collate_fn=collate)
+            images = _concatenated([images_of(batch, input_getter, what) for batch in loader])
+        else:
+            parts, count = [], 0
+            for batch in itertools.islice(source, max_batches):
+                parts.append(images_of(batch, input_getter, what))
+                count += parts[-1].shape[0]
+                if count >= num_samples:
+                    break
+            images = _concatenated(parts)[:num_samples]
     if images.shape[0] < 2:
         raise ProbeError(
             f"SEIS found {images.shape[0]} probe image(s) in {what}; it needs at least 2 (better hundreds)."
         )
     return images.detach().cpu()
+
+
+@contextmanager
+def isolated_rng(include_cuda: bool = True) -> Iterator[None]:
+    """Lightning's ``isolate_rng``, also when the block raises: the RNG streams (Python, NumPy, torch,
+    CUDA) are put back however it ends (Lightning's own restores them on a normal exit only, and a
+    loader draws its seed before its collate can fail)."""
+    states = _collect_rng_states(include_cuda)
+    try:
+        yield
+    finally:
+        _set_rng_states(states)
+
+
+def _visited(loader: DataLoader, max_batches: int | None) -> list:
+    """The dataset indices ``loader`` visits in its first ``max_batches`` batches: in its order, or sorted
+    when its sampler shuffles (the order of a random sampler means nothing, and sorted indices spread
+    over a class-sorted dataset as evenly as an unshuffled loader's)."""
+    indices = [index for batch in itertools.islice(loader.batch_sampler, max_batches) for index in batch]
+    if isinstance(loader.sampler, (RandomSampler, SubsetRandomSampler)):
+        try:
+            return sorted(indices)
+        except TypeError:  # indices that do not compare (keys of a custom dataset)
+            return indices
+    return indices
+
+
+def _concatenated(parts: list[Tensor]) -> Tensor:
+    if not parts:
+        return torch.empty(0)
+    shapes = {tuple(part.shape[1:]) for part in parts}
+    if len(shapes) > 1:
+        raise ProbeError(
+            f"SEIS needs probe images of one size, but the batches have images of sizes {sorted(shapes)}; resize"
+            " them in the dataset (e.g. `torchvision.transforms.v2.Resize`) or give `probe_data` of one size."
+        )
+    return torch.cat(parts)
 
 
 def spread(length: int, count: int) -> Tensor:

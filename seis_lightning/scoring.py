@@ -7,30 +7,43 @@ transformations drawn once, options) and scores a model as often as asked, which
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import logging
 import math
 import re
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from lightning.pytorch.utilities.seed import isolate_rng
 from torch import Tensor, nn
 from torch.profiler import record_function
 
 from seis_lightning._checks import check_options
-from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, jackknife_se
-from seis_lightning.layers import Features, OutputGetter, capture, default_layers, layer_names, resolve_layers
+from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, family_se
+from seis_lightning.layers import (
+    Features,
+    OutputGetter,
+    blocks_of,
+    capture,
+    default_layers,
+    layer_names,
+    resolve_layers,
+)
 from seis_lightning.metric import SEISMetric
-from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
+from seis_lightning.options import SEISOptions
+from seis_lightning.probe import InputGetter, as_images, check_images, isolated_rng, probe_images
 from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
 
 Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
 ForwardFn = Callable[[nn.Module, Tensor], Any]
 LOGGED = SCORES_AND_NULLS
 STANDARD_ERRORS = tuple(f"{score}_se" for score in SCORES)
+log = logging.getLogger("seis_lightning")
 
 
 @dataclass
@@ -46,6 +59,8 @@ class ProbeResult:
         reasons: ``{layer: why}`` for layers whose scores are NaN because their output could not be
             read (all scores NaN), next to the metric's own ``reasons``.
         warnings: ``(layer, message)`` pairs of the SEIS warnings raised while computing.
+        transform_reasons: ``{transform: why}`` for transformations whose scores are NaN because they
+            could not be applied (they change the image shape).
     """
 
     scores: Scores
@@ -53,6 +68,7 @@ class ProbeResult:
     layers: list[str]
     reasons: dict[str, str] = field(default_factory=dict)
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    transform_reasons: dict[str, str] = field(default_factory=dict)
 
 
 class SEISProbe:
@@ -101,12 +117,11 @@ class SEISProbe:
         precision: str = "auto",
         jackknife_groups: int = 0,
     ) -> None:
-        check_options(
-            batch_size=batch_size,
-            keep=keep,
+        check_options(batch_size=batch_size, layout=layout, num_prefix_tokens=num_prefix_tokens)
+        # The numerics options, validated once; layout and prefix tokens may vary per layer (_metric).
+        self.options = SEISOptions(
+            keep=float(keep) if isinstance(keep, int) and not isinstance(keep, bool) else keep,
             max_positions=max_positions,
-            layout=layout,
-            num_prefix_tokens=num_prefix_tokens,
             precision=precision,
             jackknife_groups=jackknife_groups,
         )
@@ -125,18 +140,20 @@ class SEISProbe:
         if not names or len(set(names)) != len(names):
             raise ValueError(f"Expected at least one transformation with distinct names, but got {names}.")
         self.batch_size = batch_size
-        self.keep = float(keep)
-        self.max_positions = max_positions
         self.seed = seed
         self.layout = layout
         self.num_prefix_tokens = num_prefix_tokens
         self.output_getter = output_getter
         self.forward_fn = forward_fn
-        self.precision = precision
-        self.jackknife_groups = jackknife_groups
         generator = torch.Generator().manual_seed(seed)
         # Each draw of each transformation: (transform name, fixed map), sampled once.
         self.draws: list[tuple[str, ImageMap]] = [(t.name, g) for t in self.transforms for g in t.draw(generator)]
+
+    # The numerics options, readable by their earlier names.
+    keep = property(lambda self: self.options.keep)
+    max_positions = property(lambda self: self.options.max_positions)
+    precision = property(lambda self: self.options.precision)
+    jackknife_groups = property(lambda self: self.options.jackknife_groups)
 
     def score(
         self,
@@ -146,91 +163,210 @@ class SEISProbe:
         rank: int = 0,
         world_size: int = 1,
         forward_fn: ForwardFn | None = None,
+        forward_context: Callable[[], AbstractContextManager] | None = None,
     ) -> ProbeResult:
         """One probe pass over ``images`` ``[N, C, H, W]``; the model is left as it was.
 
-        Runs in eval mode under ``torch.no_grad()`` with the RNG streams saved and restored and every
-        module's train/eval mode put back; hooks exist only during the pass. Under ``world_size > 1``
-        each rank scores its share of the probe chunks, every rank runs the same number of forward
+        Runs inside :func:`frozen` (eval mode, ``torch.no_grad()``, RNG streams isolated, train/eval
+        modes put back); hooks exist only during the pass. Under ``world_size > 1`` each rank scores
+        its share of the probe chunks (:func:`pass_plan`), every rank runs the same number of forward
         passes (a rank with fewer chunks repeats one and discards its statistics, so models whose
         forward is a collective cannot deadlock), and the metrics sum the statistics across ranks.
 
+        A layer that cannot be scored (its output unreadable, of another shape for transformed images
+        or in a later chunk, its statistics failing) and a transformation that changes the image shape
+        lose only themselves: NaN scores, and the reason in ``reasons`` / ``transform_reasons``.
+
+        Args:
+            model: the module to score.
+            images: the probe images.
+            rank: this process's rank, with ``world_size`` processes scoring the same images together.
+            world_size: the number of processes.
+            forward_fn: overrides the probe's ``forward_fn`` for this pass.
+            forward_context: a context manager factory every forward pass runs in (a Trainer's precision
+                plugin's ``forward_context``, for autocast).
+
         Raises:
-            ValueError: for images that are not float ``[N, C, H, W]`` or a transformation that changes
-                their shape.
+            ValueError: for images that are not float ``[N, C, H, W]``, or when every transformation
+                changes their shape.
+            RuntimeError: when the model's forward pass fails on the probe images (naming ``forward_fn``).
         """
         images = check_images(images, "the probe images")
-        forward = forward_fn or self.forward_fn or _call
+        forward = _in_context(forward_fn or self.forward_fn or _call, forward_context)
+        default_forward = forward_fn is None and self.forward_fn is None
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else images.device
         dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
-        num_chunks = max(math.ceil(len(images) / self.batch_size), world_size)
         if device.type == "cuda" and not images.is_pinned():
             images = images.pin_memory()  # chunks below are views: copies to the GPU need no host sync
-        chunks = images.tensor_split(num_chunks)[rank::world_size]
-        passes = [(chunk, True) for chunk in chunks]
-        passes += [(chunks[-1], False)] * (math.ceil(num_chunks / world_size) - len(chunks))
-        auto = self.layers is None and getattr(model, "seis_layers", None) is None
-        layers = default_layers(model) if self.layers is None else resolve_layers(model, self.layers)
+        plan = pass_plan(len(images), self.batch_size, rank, world_size)
+
+        def chunk_of(chunk: Chunk) -> Tensor:
+            return images[chunk.start : chunk.stop].to(device=device, dtype=dtype, non_blocking=True)
+
+        with frozen(model):
+            failed = self._failing_transforms(chunk_of(plan[0]))
+            active = self._without(failed)
+            run = _Run(model, forward, default_forward)
+            layers = self._layers(model, run, chunk_of(plan[0]))
+            metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device)
+        if world_size > 1:
+            _agree_across_ranks(metrics, layers.names, reasons, device)
+        scored = [name for name in run.order if name in layers.names]
+        scored += [name for name in layers.names if name not in run.order and (name in reasons or not layers.auto)]
+        if layers.auto:
+            self._announce(model, scored, [name for name in layers.names if name not in scored])
+        with record_function("seis.compute"):
+            result = active._compute_each(metrics, scored, reasons, isolate=world_size == 1)
+        return self._with_failed_transforms(_unscored_with_reasons(result), failed)
+
+    # ------------------------------------------------------------------ the pass, in parts
+
+    def _pass(
+        self,
+        model: nn.Module,
+        run: _Run,
+        layers: _Layers,
+        plan: list[Chunk],
+        chunk_of: Callable[[Chunk], Tensor],
+        device: torch.device,
+    ) -> tuple[dict[str, SEISMetric], dict[str, str]]:
+        """Every chunk of the plan through the model and its transformations; per-layer statistics."""
         metrics: dict[str, SEISMetric] = {}
         reasons: dict[str, str] = {}
-        order: dict[str, None] = {}
-        modes = {module: module.training for module in model.modules()}
+        shapes: dict[str, tuple[Chunk, list[int]]] = {}
+        with capture(model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto) as features:
+            for chunk in plan:
+                x = chunk_of(chunk)
+                with record_function("seis.forward"):
+                    a = run(x, features)
+                    bs = [run(self._transformed(name, g, x), features) for name, g in self.draws]
+                if not chunk.counted:
+                    continue
+                for name in layers.names:
+                    if name in reasons or (layers.auto and name not in a and name not in a.errors):
+                        continue  # default layers: a block that gives no new map is not one
+                    problem = self._problem(name, a, bs) or _shape_change(name, a, chunk, shapes)
+                    if problem is None:
+                        problem = self._update(model, name, a, bs, chunk, metrics, device)
+                    if problem is not None:
+                        reasons[name] = problem
+                        metrics.pop(name, None)  # never partial scores reported as complete
+        return metrics, reasons
+
+    def _update(
+        self,
+        model: nn.Module,
+        name: str,
+        a: Features,
+        bs: list[Features],
+        chunk: Chunk,
+        metrics: dict[str, SEISMetric],
+        device: torch.device,
+    ) -> str | None:
+        """Add one chunk's statistics to layer ``name``'s metric; why it failed, or ``None``."""
         try:
-            with isolate_rng(include_cuda=True), torch.no_grad():
-                model.eval()
-                with capture(model, layers, output_getter=self.output_getter, new_maps_only=auto) as features:
-                    for chunk, counted in passes:
-                        x = chunk.to(device=device, dtype=dtype, non_blocking=True)
-                        with record_function("seis.forward"):
-                            a = self._forward(model, forward, x, features)
-                            order.update(dict.fromkeys(features.order))  # forward order, unreadable layers too
-                            bs = [
-                                self._forward(model, forward, self._transformed(name, g, x), features)
-                                for name, g in self.draws
-                            ]
-                        if not counted:
-                            continue
-                        for name in layers:
-                            if name in reasons or (auto and name not in a and name not in a.errors):
-                                continue  # default layers: a block that gives no new map is not one
-                            problem = self._problem(name, a, bs)
-                            if problem:
-                                reasons[name] = problem
-                                continue
-                            if name not in metrics:
-                                metrics[name] = self._metric(model, name, a[name]).to(device)
-                            try:
-                                with record_function("seis.statistics"):
-                                    metrics[name].update(a[name], [b[name] for b in bs])
-                            except ValueError as error:
-                                reasons[name] = str(error)
-        finally:
-            for module, mode in modes.items():
-                module.train(mode)
-        if world_size > 1:
-            _agree_across_ranks(metrics, layers, reasons, device)
-        scored = [name for name in order if name in layers]
-        scored += [name for name in layers if name not in order and (name in reasons or not auto)]
-        with record_function("seis.compute"):
-            return self._compute(metrics, scored, reasons)
+            if name not in metrics:
+                metrics[name] = self._metric(model, name, a[name]).to(device)
+            with record_function("seis.statistics"):
+                metrics[name].update(a[name], [b[name] for b in bs], offset=chunk.start)
+        except Exception as error:  # this layer's statistics only: the others go on
+            images = f"probe images {chunk.start}-{chunk.stop - 1}"
+            return f"its statistics failed on {images} ({type(error).__name__}: {error})"
+        return None
+
+    def _compute_each(
+        self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], isolate: bool
+    ) -> ProbeResult:
+        """:meth:`_compute` layer by layer, so that one layer whose computation fails loses only itself
+        (in one process: across processes computing is a collective that every rank must reach)."""
+        if not isolate:
+            return self._compute(metrics, layers, reasons)
+        result = ProbeResult({t.name: {} for t in self.transforms}, {t.name: {} for t in self.transforms}, layers)
+        for layer in layers:
+            try:
+                one = self._compute({k: v for k, v in metrics.items() if k == layer}, [layer], reasons)
+            except Exception as error:
+                reasons[layer] = f"computing its scores failed ({type(error).__name__}: {error})"
+                one = self._compute({}, [layer], reasons)
+            for transform in result.scores:
+                result.scores[transform].update(one.scores[transform])
+                result.draws[transform].update(one.draws[transform])
+            result.reasons.update(one.reasons)
+            result.warnings += one.warnings
+        return result
+
+    def _failing_transforms(self, x: Tensor) -> dict[str, str]:
+        """The transformations that cannot be applied to images like ``x``, and why.
+
+        Raises:
+            Exception: the first transformation's error, when every transformation fails.
+        """
+        errors: dict[str, Exception] = {}
+        for name, image_map in self.draws:
+            if name not in errors:
+                try:
+                    self._transformed(name, image_map, x)
+                except Exception as error:
+                    errors[name] = error
+        if len(errors) == len(self.transforms):
+            raise next(iter(errors.values()))
+        return {
+            name: str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+            for name, error in errors.items()
+        }
+
+    def _without(self, failed: Mapping[str, str]) -> SEISProbe:
+        """This probe, without the transformations in ``failed`` (itself when there are none)."""
+        if not failed:
+            return self
+        active = copy.copy(self)
+        active.transforms = [t for t in self.transforms if t.name not in failed]
+        active.draws = [(name, g) for name, g in self.draws if name not in failed]
+        return active
+
+    def _with_failed_transforms(self, result: ProbeResult, failed: Mapping[str, str]) -> ProbeResult:
+        """``result`` with NaN scores for the transformations in ``failed``, in the order given."""
+        if not failed:
+            return result
+        names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
+        nan = {layer: {name: math.nan for name in names} for layer in result.layers}
+        result.scores = {t.name: result.scores.get(t.name, nan) for t in self.transforms}
+        result.draws = {t.name: result.draws.get(t.name, {}) for t in self.transforms}
+        result.transform_reasons = {
+            name: f"SEIS transformation {name!r} was not scored: {why}" for name, why in failed.items()
+        }
+        return result
+
+    def _layers(self, model: nn.Module, run: _Run, x: Tensor) -> _Layers:
+        """The layers to capture: the names given, or the default layers, with the blocks whose output is
+        a tuple or a dict replaced by their own blocks (found by one forward pass of ``x``)."""
+        if self.layers is not None or getattr(model, "seis_layers", None) is not None:
+            names = default_layers(model) if self.layers is None else resolve_layers(model, self.layers)
+            return _Layers(names, auto=False)
+        cached = getattr(self, "_opened", None)
+        if cached is not None and cached[0] == id(model):  # found at an earlier pass of this model
+            return _Layers(cached[1], auto=True)
+        names = default_layers(model)
+        for _ in range(8):  # a few levels of nesting
+            with capture(model, names, output_getter=self.output_getter, new_maps_only=True) as features:
+                run(x, features, record=False)
+            opened = {name: blocks_of(model, name) for name in features.containers}
+            if not any(opened.values()):
+                break
+            names = [block for name in names for block in (opened.get(name) or [name])]
+        self._opened = (id(model), names)
+        return _Layers(names, auto=True)
+
+    def _announce(self, model: nn.Module, scored: list[str], left: list[str]) -> None:
+        message = f"SEIS default layers of {type(model).__name__}: {scored}"
+        if left:
+            message += f" (blocks left out, as they gave no new feature map: {left})"
+        if message != getattr(self, "_announced", None):
+            self._announced = message
+            log.info(message + "; pass `layers` to choose others.")
 
     # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _forward(model: nn.Module, forward: ForwardFn, x: Tensor, features: Features) -> Features:
-        """One forward pass: the readable outputs, and in ``errors`` why the others cannot be read."""
-        features.clear()
-        forward(model, x)
-        outputs = features.copy()
-        for name, output in features.items():
-            if output.ndim == 0 or output.shape[0] != x.shape[0]:
-                del outputs[name]
-                outputs.errors[name] = (
-                    f"its output has shape {list(output.shape)}, whose first axis is not the batch of {x.shape[0]}"
-                    " images"
-                )
-        return outputs
 
     @staticmethod
     def _transformed(name: str, image_map: ImageMap, x: Tensor) -> Tensor:
@@ -261,15 +397,8 @@ class SEISProbe:
 
     def _metric(self, model: nn.Module, layer: str, output: Tensor) -> SEISMetric:
         layout, num_prefix_tokens = _declared_layout(model, layer, output, self.layout, self.num_prefix_tokens)
-        return SEISMetric(
-            num_transforms=len(self.draws),
-            keep=self.keep,
-            max_positions=self.max_positions,
-            layout=layout,
-            num_prefix_tokens=num_prefix_tokens,
-            precision=self.precision,
-            jackknife_groups=self.jackknife_groups,
-        )
+        options = dataclasses.replace(self.options, layout=layout, num_prefix_tokens=num_prefix_tokens)
+        return SEISMetric(num_transforms=len(self.draws), **dataclasses.asdict(options))
 
     def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:
         names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
@@ -293,10 +422,133 @@ class SEISProbe:
             for transform, draws in result.draws.items():
                 values = {name: sum(d[name] for d in draws[layer]) / len(draws[layer]) for name in LOGGED}
                 for score, per_draw_replicates in replicates.get(transform, {}).items():
-                    # the standard error of the family's mean: the jackknife of the draw-averaged replicates
-                    values[f"{score}_se"] = jackknife_se(torch.stack(per_draw_replicates).mean(0))
+                    values[f"{score}_se"] = family_se(per_draw_replicates)
                 result.scores[transform][layer] = values
         return result
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One forward pass of a probe pass: images ``[start, stop)`` of the whole probe set (counted across
+    processes: ``start`` is the offset of the chunk's first image, which fixes its jackknife group).
+    ``counted=False``: a repeat that keeps the ranks in step and whose statistics are dropped."""
+
+    start: int
+    stop: int
+    counted: bool = True
+
+
+def pass_plan(num_images: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[Chunk]:
+    """This rank's chunks of ``num_images`` probe images: ``max(ceil(N / batch_size), world_size)``
+    near-equal chunks dealt out in turn, and repeats so that every rank runs as many passes."""
+    num_chunks = max(math.ceil(num_images / batch_size), world_size)
+    size, extra = divmod(num_images, num_chunks)
+    bounds = [0]
+    for index in range(num_chunks):
+        bounds.append(bounds[-1] + size + (index < extra))
+    chunks = [Chunk(bounds[i], bounds[i + 1]) for i in range(rank, num_chunks, world_size)]
+    repeats = math.ceil(num_chunks / world_size) - len(chunks)
+    return chunks + [Chunk(chunks[-1].start, chunks[-1].stop, counted=False)] * repeats
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """The model as a probe pass needs it: eval mode, no gradients, the RNG streams (Python, NumPy,
+    torch, CUDA) saved and restored; every module's train/eval mode put back afterwards, also when the
+    pass raises."""
+    modes = {module: module.training for module in model.modules()}
+    try:
+        with isolated_rng(include_cuda=True), torch.no_grad():
+            model.eval()
+            yield
+    finally:
+        for module, mode in modes.items():
+            module.train(mode)
+
+
+@dataclass
+class _Layers:
+    names: list[str]
+    auto: bool  # default layers: blocks that give no new map are left out
+
+
+class _Run:
+    """Forward passes of one probe pass: the readable outputs of the captured layers, and in ``errors``
+    why the others cannot be read; ``order`` collects the layers in the order they ran."""
+
+    def __init__(self, model: nn.Module, forward: ForwardFn, default_forward: bool) -> None:
+        self.model, self.forward, self.default_forward = model, forward, default_forward
+        self.order: dict[str, None] = {}
+
+    def __call__(self, x: Tensor, features: Features, record: bool = True) -> Features:
+        features.clear()
+        try:
+            self.forward(self.model, x)
+        except Exception as error:
+            how = (
+                "If the model takes something other than one image tensor (a dict, a list of images, several"
+                " inputs), pass `forward_fn=lambda model, images: model(...)` saying how to call it."
+                if self.default_forward
+                else "Check `forward_fn`."
+            )
+            raise RuntimeError(
+                f"SEIS: the model's forward pass failed on probe images {list(x.shape)}"
+                f" ({type(error).__name__}: {error}). {how}"
+            ) from error
+        outputs = features.copy()
+        for name, output in features.items():
+            if output.ndim == 0 or output.shape[0] != x.shape[0]:
+                del outputs[name]
+                outputs.errors[name] = (
+                    f"its output has shape {list(output.shape)}, whose first axis is not the batch of {x.shape[0]}"
+                    " images"
+                )
+            elif not output.is_floating_point():
+                del outputs[name]
+                outputs.errors[name] = (
+                    f"its output has dtype {output.dtype}, not floating point; SEIS compares real-valued maps"
+                    " (pass `output_getter=lambda out: out.float()` to score it as numbers)"
+                )
+        if record:
+            self.order.update(dict.fromkeys(features.order))  # forward order, unreadable layers too
+        return outputs
+
+
+def _unscored_with_reasons(result: ProbeResult) -> ProbeResult:
+    """A layer whose scores came out NaN (NaN or Inf maps, too few images...) is not scored: its
+    warnings become its one reason; a layer with a reason keeps no other warning."""
+    for layer in result.layers:
+        nan = any(all(math.isnan(values[layer][score]) for score in SCORES) for values in result.scores.values())
+        if nan and layer not in result.reasons:
+            said = list(dict.fromkeys(message for name, message in result.warnings if name == layer))
+            why = "; ".join(said) or "its scores are NaN"
+            result.reasons[layer] = f"SEIS layer {layer!r} was not scored: {why}"
+    result.warnings = [(layer, message) for layer, message in result.warnings if layer not in result.reasons]
+    return result
+
+
+def _in_context(forward: ForwardFn, context: Callable[[], AbstractContextManager] | None) -> ForwardFn:
+    if context is None:
+        return forward
+
+    def forward_in_context(model: nn.Module, images: Tensor) -> Any:
+        with context():
+            return forward(model, images)
+
+    return forward_in_context
+
+
+def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[Chunk, list[int]]]) -> str | None:
+    """Why layer ``name``'s maps cannot be summed with earlier chunks' (their shape changed), or ``None``."""
+    shape = list(a[name].shape)
+    first, first_shape = shapes.setdefault(name, (chunk, shape))
+    if first_shape[1:] == shape[1:]:
+        return None
+    return (
+        f"its maps changed shape between probe batches, from {first_shape} (images {first.start}-{first.stop - 1})"
+        f" to {shape} (images {chunk.start}-{chunk.stop - 1}); SEIS sums statistics over maps of one shape, so"
+        " choose a layer whose output shape does not depend on the image content"
+    )
 
 
 def _agree_across_ranks(
@@ -423,7 +675,7 @@ def score_model(
         count = num_samples or (len(images) if isinstance(images, Tensor) else 512)
         images = probe_images(images, count, input_getter=input_getter, what=what, batch_size=probe.batch_size)
     result = probe.score(model, images)
-    for reason in result.reasons.values():
+    for reason in [*result.reasons.values(), *result.transform_reasons.values()]:
         warnings.warn(reason, SEISWarning, stacklevel=2)
     for layer, message in dict.fromkeys(result.warnings):
         warnings.warn(f"SEIS layer {layer!r}: {message}", SEISWarning, stacklevel=2)

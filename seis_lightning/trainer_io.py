@@ -16,8 +16,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from matplotlib.figure import Figure
+from torch import Tensor
 
 from seis_lightning.functional import SCORES
 from seis_lightning.plotting import (
@@ -29,6 +33,7 @@ from seis_lightning.plotting import (
     score_rows,
     sweep_figures,
 )
+from seis_lightning.probe import InputGetter, probe_images
 
 CSV_NAME = "seis_scores.csv"
 Scores = Mapping[str, Mapping[str, float]]
@@ -46,30 +51,132 @@ def epochs_trained(trainer: pl.Trainer) -> float:
     return max(begun - 1, 0) + fraction
 
 
-def stage_loader(trainer: pl.Trainer, stage: str, num_samples: int) -> tuple[Any, int]:
-    """The stage's first dataloader, and how many images its limits (``limit_*_batches``, ``fast_dev_run``) allow."""
-    name = "test" if stage == "test" else "val"
-    loaders, limit = getattr(trainer, f"{name}_dataloaders"), getattr(trainer, f"limit_{name}_batches")
-    if loaders is None and trainer.datamodule is not None:
-        try:
-            loaders = getattr(trainer.datamodule, f"{name}_dataloader")()
-        except (NotImplementedError, AttributeError, MisconfigurationException):
-            loaders = None
+def logging_step(trainer: pl.Trainer, epoch_end: bool = False) -> int:
+    """The step Lightning's own ``self.log`` uses now (as ``LearningRateMonitor`` does): the batches that
+    stepped; with ``epoch_end``, one fewer (not below 0): the row where Lightning logged the epoch
+    metrics at a training epoch's end, and the row of a resumed model's last step."""
+    step = trainer.fit_loop.epoch_loop._batches_that_stepped
+    return max(step - 1, 0) if epoch_end else step
+
+
+# ------------------------------------------------------------------ which images
+
+
+def collect_probe_images(
+    trainer: pl.Trainer,
+    stage: str,
+    cache: dict[tuple, Tensor],
+    *,
+    probe_data: Any,
+    dataloader_idx: int,
+    num_samples: int,
+    input_getter: InputGetter,
+    batch_size: int,
+    warned: set,
+) -> tuple[tuple, Tensor]:
+    """``stage``'s probe images and the key that names their source, taken through
+    :func:`~seis_lightning.probe.probe_images` once per source (``cache``, keyed by source).
+
+    The source is ``probe_data``, else the loader of the running loop (the fit's validation loop, or
+    that of ``validate``/``test``) as the user gave it, before Lightning adds a distributed sampler:
+    every process probes the same images and shares the chunks out. A loader given to ``fit`` and
+    then to ``validate`` (or a datamodule's) is one source, probed once.
+
+    Raises:
+        MisconfigurationException: when there is no loader, or ``dataloader_idx`` names none.
+        ProbeError: when the images cannot be used (see :func:`~seis_lightning.probe.probe_images`).
+        Exception: whatever the loader raises.
+    """
+    if probe_data is not None:
+        key = ("probe_data",)
+        if key not in cache:
+            cache[key] = _collect(probe_data, "probe_data", None, num_samples, input_getter, batch_size)
+        return key, cache[key]
+    test = stage == "test"
+    name, step = ("test", "test_step") if test else ("validation", "validation_step")
+    loops = {"fit": trainer.fit_loop.epoch_loop.val_loop, "validate": trainer.validate_loop}
+    source = loops[stage]._data_source if stage in loops else trainer.test_loop._data_source
+    limit = trainer.limit_test_batches if test else trainer.limit_val_batches
+    runs = is_overridden(step, trainer.lightning_module)  # else Lightning skips the loop and its loader
+    if source.instance is None or not source.is_defined() or limit == 0 or not runs:
+        argument = "val_dataloaders" if stage == "fit" else "dataloaders"
+        raise MisconfigurationException(
+            f"SEISCallback needs probe images, but the Trainer has no {name} dataloader (or"
+            f" `limit_{'test' if test else 'val'}_batches=0`, or the model has no `{step}`, so Lightning skips it)."
+            f" Pass `{argument}` to the Trainer's call, use a datamodule with `val_dataloader()`, or give"
+            " `SEISCallback(probe_data=images_or_dataset)`."
+        )
+    key = (id(source.instance), source.name, dataloader_idx, limit)
+    if key in cache:
+        return key, cache[key]
+    loaders = source.dataloader()
     if isinstance(loaders, Mapping):
-        loaders = next(iter(loaders.values()), None)
+        loaders = list(loaders.values())
+    what = f"the {name} data"
     if isinstance(loaders, (list, tuple)):
-        loaders = loaders[0] if loaders else None
-    if loaders is None or limit == 0:
-        return None, 0
-    batch_size = getattr(loaders, "batch_size", None) or 1
+        if dataloader_idx >= len(loaders):
+            raise MisconfigurationException(
+                f"SEISCallback(dataloader_idx={dataloader_idx}) names no loader: there are {len(loaders)}"
+                f" {name} dataloaders; choose one of 0-{len(loaders) - 1}."
+            )
+        if len(loaders) > 1 and (name, "dataloader_idx") not in warned:
+            warned.add((name, "dataloader_idx"))
+            rank_zero_warn(
+                f"SEISCallback found {len(loaders)} {name} dataloaders and probes the one at"
+                f" dataloader_idx={dataloader_idx}; set `SEISCallback(dataloader_idx=...)` to probe another."
+            )
+        loaders = loaders[dataloader_idx]
+        what += f" (dataloader_idx={dataloader_idx})" if dataloader_idx else ""
+    cache[key] = _collect(loaders, what, _max_batches(limit, loaders), num_samples, input_getter, batch_size)
+    return key, cache[key]
+
+
+def _collect(
+    data: Any, what: str, max_batches: int | None, num_samples: int, input_getter: InputGetter, batch_size: int
+) -> Tensor:
+    images = probe_images(
+        data, num_samples, input_getter=input_getter, what=what, batch_size=batch_size, max_batches=max_batches
+    )
+    if len(images) < num_samples:
+        rank_zero_warn(
+            f"SEISCallback asked for num_samples={num_samples} probe images but {what} gives {len(images)}"
+            " (bounded by the data, `limit_val_batches` or `fast_dev_run`); using those."
+        )
+    return images
+
+
+def _max_batches(limit: int | float, loader: Any) -> int | None:
+    """How many batches Lightning runs of ``loader`` under ``limit_*_batches`` (``None``: all)."""
     if isinstance(limit, int):
-        num_samples = min(num_samples, limit * batch_size)
-    elif limit < 1 and hasattr(loaders, "__len__"):
-        num_samples = min(num_samples, max(1, int(limit * len(loaders))) * batch_size)
-    return loaders, num_samples
+        return limit
+    if limit >= 1.0 or not hasattr(loader, "__len__"):
+        return None
+    return max(1, int(limit * len(loader)))
 
 
 # ------------------------------------------------------------------ where results go
+
+
+def log_scalars(
+    trainer: pl.Trainer,
+    prefix: str,
+    scores: Mapping[str, Mapping[str, Scores]],
+    step: int,
+    extra: Mapping[str, float] | None = None,
+) -> None:
+    """Every score as ``<prefix>/<transform>/<score>/<layer>`` to every logger at ``step``, and to
+    ``trainer.callback_metrics`` (for ``ModelCheckpoint``/``EarlyStopping`` to monitor); ``extra`` tagged
+    scalars (the sweeps' summaries) with them."""
+    flat = {
+        f"{prefix}/{transform}/{name}/{layer}": value
+        for transform, by_layer in scores.items()
+        for layer, values in by_layer.items()
+        for name, value in values.items()
+    }
+    flat.update(extra or {})
+    trainer.callback_metrics.update({key: torch.tensor(value) for key, value in flat.items()})
+    for logger in trainer.loggers:
+        logger.log_metrics(flat, step=step)
 
 
 def log_results(

@@ -160,3 +160,26 @@ def test_a_layer_that_fails_on_one_rank_is_dropped_on_every_rank(tmp_path):
         for name in LOGGED:
             expected = single.scores["hflip"]["head"][name]
             assert rank["scores"]["hflip"]["head"][name] == pytest.approx(expected, abs=1e-9, nan_ok=True), name
+
+
+JACKKNIFE_OPTIONS = dict(OPTIONS, jackknife_groups=3)  # chunks start at 0, 8, ..., 32: not multiples of 3
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(120)
+def test_jackknife_groups_count_across_ranks_so_two_processes_give_one_process_se(tmp_path):
+    """Image n of the whole probe set is in group n mod G on either rank (spec, "Uncertainty").
+
+    Counted per rank, rank 1's chunks (images 8-15, 24-31) started again at group 0, and the standard
+    errors differed from one process's by up to 4x.
+    """
+    ranks = two_ranks(_all_reduce_setup, JACKKNIFE_OPTIONS, tmp_path)
+    model, images = _data()
+    single = SEISProbe(**JACKKNIFE_OPTIONS).score(model, images)
+    for rank in ranks:
+        for transform, layers in single.scores.items():
+            for layer, scores in layers.items():
+                for name in ("equivariance_se", "invariance_se", "channel_invariance_se"):
+                    assert math.isfinite(scores[name]) and scores[name] > 0, (layer, name)
+                    got = rank["scores"][transform][layer][name]
+                    assert got == pytest.approx(scores[name], abs=1e-9), (transform, layer, name)

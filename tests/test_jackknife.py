@@ -182,3 +182,13 @@ def test_standard_errors_match_the_spread_over_independent_probe_sets(capsys):
         print("\nmean SE / spread over 28 probe sets:", {name: round(ratio, 2) for name, ratio in ratios.items()})
     for name, ratio in ratios.items():
         assert 0.5 <= ratio <= 2, (name, ratio)
+
+
+def test_more_groups_than_probe_images_is_an_error(generator):
+    a = torch.randn(5, 3, 4, 4, generator=generator)
+    with pytest.raises(ValueError, match=r"`jackknife_groups` at most the number of probe images.*=8 for 5 images"):
+        seis_scores(a, a.flip(-1), jackknife_groups=8)
+    metric = SEISMetric(jackknife_groups=8)
+    metric.update(a, a.flip(-1))
+    with pytest.raises(ValueError, match="use fewer groups or more probe images"):
+        metric.compute()

@@ -86,8 +86,22 @@ def test_capture_reports_outputs_that_are_not_tensors_and_reads_them_with_output
     assert features["1"].shape == (2, 2, 3, 3) and not features.errors
 
 
-def test_a_layer_that_runs_twice_in_one_pass_is_an_error():
+def test_a_layer_that_runs_twice_in_one_pass_has_no_output_and_says_why():
     conv = nn.Conv2d(2, 2, 1)
-    model = nn.Sequential(conv, conv)
-    with pytest.raises(RuntimeError, match="ran more than once"), capture(model, ["0"]):
+    model = nn.Sequential(conv, conv, nn.Conv2d(2, 2, 1))
+    with capture(model, ["0", "2"]) as features:
         model(torch.rand(1, 2, 3, 3))
+    assert list(features) == ["2"] and features.order == ["0", "2"]
+    assert "ran 2 times in one forward pass" in features.errors["0"]
+
+
+def test_default_layers_skip_losses_and_open_module_lists():
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = nn.Sequential(
+                nn.Conv2d(1, 2, 1), nn.ModuleList([nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1)]), nn.ReLU()
+            )
+            self.criterion = nn.CrossEntropyLoss()
+
+    assert default_layers(Wrapper()) == ["model.0", "model.1.0", "model.1.1", "model.2"]

@@ -122,9 +122,9 @@ def test_compute_before_update_is_nan_with_a_reason():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"keep": 0}, r"`keep` in \(0, 1\]"),
-        ({"keep": 1.01}, r"`keep` in \(0, 1\]"),
-        ({"eps": -1e-3}, r"`eps` in \[0, 1\)"),
+        ({"keep": 0}, r"`keep` to be a number in \(0, 1\]"),
+        ({"keep": 1.01}, r"`keep` to be a number in \(0, 1\]"),
+        ({"eps": -1e-3}, r"`eps` to be a number in \[0, 1\)"),
         ({"layout": "NHWC"}, "`layout` to be one of"),
         ({"num_transforms": 0}, "`num_transforms` to be None or a positive integer"),
         ({"max_positions": 0}, "`max_positions` to be a positive integer"),

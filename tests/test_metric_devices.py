@@ -14,7 +14,7 @@ import io
 import pytest
 import torch
 
-import seis_lightning.functional
+import seis_lightning._precision
 import seis_lightning.metric
 from seis_lightning import SEISMetric
 from seis_lightning.functional import STATISTICS
@@ -30,13 +30,13 @@ def _without_float64(device: torch.device) -> bool:
 
 
 def _simulate_meta_without_float64() -> None:
-    seis_lightning.functional._has_float64 = _without_float64
+    seis_lightning._precision._has_float64 = _without_float64
 
 
 @pytest.fixture
 def no_float64(monkeypatch):
     """The ``meta`` device counts as one without float64, like MPS."""
-    monkeypatch.setattr(seis_lightning.functional, "_has_float64", _without_float64)
+    monkeypatch.setattr(seis_lightning._precision, "_has_float64", _without_float64)
 
 
 @pytest.fixture
@@ -123,8 +123,9 @@ def test_float32_updates_into_cpu_states_equal_the_reference(no_float64, pair, p
     assert metric.map_sum_a.shape == (32, 49)
     assert metric.num_images.item() == 192
     assert_matches_reference(result, reference_scores(a.flatten(2), b.flatten(2), batch_size=64), atol=1e-4)
-    # the same sums and scores as a metric that never left the CPU
-    on_cpu = _fed(SEISMetric(precision="float32"), a, b)
+    # the same sums and scores as a metric that never left the CPU: "auto" resolves against the
+    # activations' device (the CPU here), not the metric's
+    on_cpu = _fed(SEISMetric(precision=precision), a, b)
     for name in STATISTICS:
         torch.testing.assert_close(getattr(metric, name), getattr(on_cpu, name), rtol=0, atol=0)
     expected = on_cpu.compute()
@@ -163,11 +164,18 @@ def test_cached_scores_and_reset_after_a_move(no_float64, pair):
     assert again["equivariance"] == before["equivariance"]
 
 
-def test_float64_precision_is_refused_on_a_device_without_float64(no_float64, pair):
+def test_the_metric_keeps_the_precision_of_its_first_update(no_float64, pair):
+    """float64 statistics from CPU activations stay float64 statistics (eps, tie tolerance) once moved to meta."""
     a, b = pair
-    metric = _fed(SEISMetric(precision="float64"), a[:64], b[:64]).to("meta")
+    metric = _fed(SEISMetric(precision="auto"), a[:64], b[:64])
+    assert metric._resolved.precision == "float64"
+    expected = metric.compute()
+    metric.to("meta")
+    result = metric.compute()
+    for name in ALL_SCORES:
+        assert result[name] == expected[name], name
     with pytest.raises(ValueError, match="meta, which has no float64"):
-        metric.compute()
+        SEISMetric(precision="float64").update(a[:2].to("meta"), b[:2].to("meta"))
 
 
 CASTS = {

@@ -11,7 +11,7 @@ import torch.nn.functional as F  # noqa: N812
 import torchvision.transforms.v2.functional as TF  # noqa: N812
 from threadpoolctl import threadpool_limits
 
-from seis_lightning import SEISMetric, functional
+from seis_lightning import SEISMetric, _precision, functional
 from seis_lightning.functional import (
     FLOAT32_EPS,
     SEISWarning,
@@ -24,7 +24,7 @@ from seis_lightning.functional import (
 )
 from seis_lightning.synthetic import synthetic_pairs
 from tests.reference import reference_scores
-from tests.test_functional import ALL_SCORES, assert_matches_reference, warped
+from tests.test_functional import ALL_SCORES, assert_matches_reference, exempt_scores, warped
 
 TOLERANCE = {"float64": 1e-9, "float32": 1e-4}
 BATCH_SIZE = 128
@@ -35,7 +35,7 @@ def batched_scores(a: torch.Tensor, b: torch.Tensor, precision: str, **kwargs) -
     stats = seis_combine_statistics(
         *(seis_statistics(x, y, precision=precision) for x, y in zip(a.split(BATCH_SIZE), b.split(BATCH_SIZE)))
     )
-    return seis_from_statistics(stats, eps=statistics_eps(1e-8, precision), **kwargs)
+    return seis_from_statistics(stats, precision=precision, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +52,16 @@ def table_cases(digit_maps):
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 def test_expected_behaviour_table_matches_the_reference(table_cases, precision):
-    """Every case of the table, also on maps 50·softplus(A) (offset 50x their spread): float32 within 1e-4."""
+    """Every case of the table, also on maps 50·softplus(A) (offset 50x their spread): float32 within 1e-4.
+
+    Except invariance at near-ties (rotate30: neighbouring ρ 1e-9 to 1e-6 apart), up to 0.01 (spec, "Precision").
+    """
     worst = 0.0
     for a, b, reference in table_cases.values():
         result = batched_scores(a, b, precision)
-        assert_matches_reference(result, reference, atol=TOLERANCE[precision])
-        worst = max(worst, *(abs(result[score] - reference[score]) for score in ALL_SCORES))
+        assert_matches_reference(result, reference, atol=TOLERANCE[precision], exempt_near_ties=precision == "float32")
+        exempt = exempt_scores(reference, precision == "float32")
+        worst = max(worst, *(abs(result[score] - reference[score]) for score in ALL_SCORES if score not in exempt))
     print(f"{precision}: largest deviation from the reference over {len(table_cases)} cases {worst:.1e}")
 
 
@@ -97,34 +101,41 @@ def test_float32_keeps_tied_correlations_on_any_thread_count(permuted_cases, thr
     torch.set_num_threads(threads)
     try:
         worst = 0.0
-        for name, (a, b, reference) in permuted_cases.items():
+        for a, b, reference in permuted_cases.values():
             result = batched_scores(a, b, "float32")
-            for score in ALL_SCORES:
-                assert result[score] == pytest.approx(reference[score], abs=1e-4), (name, score)
-                worst = max(worst, abs(result[score] - reference[score]))
+            assert_matches_reference(result, reference, atol=1e-4, exempt_near_ties=True)
+            exempt = exempt_scores(reference, True)
+            worst = max(worst, *(abs(result[s] - reference[s]) for s in ALL_SCORES if s not in exempt))
     finally:
         torch.set_num_threads(saved)
     print(f"float32 on {threads} thread(s): largest deviation over {len(permuted_cases)} moves {worst:.1e}")
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_float32_grams_of_permuted_positions_are_exact_permutations(permuted_cases, threads):
-    """hflip's B: its Gram and the cross Gram are A's Gram with rows and columns moved, bit for bit.
+def test_float32_rounding_spreads_exact_ties_by_less_than_the_float32_tie_tolerance(permuted_cases, threads):
+    """hflip moves A's positions: every correlation is 1, float32 rounding spreads them, the 1e-6 chain joins them.
 
-    B is a strided view: its float64-summed mean map and centred maps are still A's, moved.
+    No bitwise property of BLAS is assumed (Intel and AMD kernels round differently): float32 Gram
+    entries carry relative rounding of about sqrt(R)·2^-24 ~ 4e-6 over R = 4096 rows, whitened to gaps
+    between neighbouring ρ of about 1e-7 (spec, "Ties"), well inside the chained tolerance.
     """
     a, b, _ = permuted_cases["hflip"]
-    moved = torch.arange(256).view(16, 16).flip(-1).flatten()
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         stats = seis_statistics(a[:BATCH_SIZE], b[:BATCH_SIZE], precision="float32")
     finally:
         torch.set_num_threads(saved)
+    rho = seis_from_statistics(stats, precision="float32")["spatial_rho"]
+    gaps = rho[:-1] - rho[1:]
+    assert float(gaps.max()) < functional.TIE_TOLERANCE["float32"]
+    assert float(1 - rho.min()) < 1e-4
+    moved = torch.arange(256).view(16, 16).flip(-1).flatten()
     gram = stats["spatial_gram_aa"]
-    assert torch.equal(stats["spatial_gram_ab"], gram[:, moved])
-    assert torch.equal(stats["spatial_gram_bb"], gram[moved][:, moved])
-    assert torch.equal(stats["map_sum_b"], stats["map_sum_a"][:, moved])
+    # float32 products of the same centred maps in another order: equal to rounding, relative to the diagonal
+    scale = gram.diagonal().max()
+    assert float((stats["spatial_gram_ab"] - gram[:, moved]).abs().max()) <= 1e-5 * scale
+    assert float((stats["spatial_gram_bb"] - gram[moved][:, moved]).abs().max()) <= 1e-5 * scale
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
@@ -139,7 +150,7 @@ def test_random_activations_match_the_reference(shape, layout, keep, precision, 
     b = warped(a, generator)
     result = seis_scores(a, b, keep=keep, precision=precision)
     reference = reference_scores(a.reshape(shape[0], shape[1], -1), b.reshape(shape[0], shape[1], -1), keep=keep)
-    assert_matches_reference(result, reference, atol=TOLERANCE[precision])
+    assert_matches_reference(result, reference, atol=TOLERANCE[precision], exempt_near_ties=precision == "float32")
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
@@ -148,7 +159,7 @@ def test_tokens_match_the_reference(precision, generator):
     b = tokens + 0.5 * torch.randn(tokens.shape, generator=generator)
     result = seis_scores(tokens, b, layout="channels_last", num_prefix_tokens=1, precision=precision)
     reference = reference_scores(tokens[:, 1:].transpose(1, 2), b[:, 1:].transpose(1, 2))
-    assert_matches_reference(result, reference, atol=TOLERANCE[precision])
+    assert_matches_reference(result, reference, atol=TOLERANCE[precision], exempt_near_ties=precision == "float32")
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
@@ -159,7 +170,12 @@ def test_rank_deficient_layer_keeps_only_its_dimensions(precision, generator):
     b = a.roll(1, dims=-1) + 0.1 * torch.randn(a.shape, generator=generator)
     result = seis_scores(a, b, keep=1.0, precision=precision)
     assert result["channel_kx"] == 2
-    assert_matches_reference(result, reference_scores(a.flatten(2), b.flatten(2), keep=1.0), atol=TOLERANCE[precision])
+    assert_matches_reference(
+        result,
+        reference_scores(a.flatten(2), b.flatten(2), keep=1.0),
+        atol=TOLERANCE[precision],
+        exempt_near_ties=precision == "float32",
+    )
 
 
 def test_constant_layers_are_nan_for_the_same_reasons(generator):
@@ -181,7 +197,9 @@ def test_float32_statistics_are_sums_of_float64_parts(digit_maps):
     halves = seis_combine_statistics(
         *(seis_statistics(x, y, precision="float32") for x, y in zip(a.split(32), b.split(32)))
     )
-    for name, value in whole.items():
+    assert whole["pooled"] is False
+    for name in functional.STATISTICS:
+        value = whole[name]
         assert value.dtype == torch.float64, name
         if name.endswith(("gram_aa", "gram_bb", "gram_ab")):
             scale = float(value.abs().max())  # the Grams' spread is 1/2500 of their size: compare to the spread
@@ -189,7 +207,7 @@ def test_float32_statistics_are_sums_of_float64_parts(digit_maps):
 
 
 def test_auto_resolves_by_device(monkeypatch):
-    assert resolve_precision("auto", "cpu") == "float32"
+    assert resolve_precision("auto", "cpu") == "float64"
     assert resolve_precision("float64", "cpu") == "float64"
     assert resolve_precision("float32", torch.device("cpu")) == "float32"
     for capability, expected in (((6, 0), "float64"), ((7, 0), "float64"), ((8, 0), "float64"), ((9, 0), "float64")):
@@ -235,8 +253,7 @@ def test_float32_products_ignore_reduced_precision_and_restore_it(setting, digit
     assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.mkldnn.matmul.fp32_precision) == before
     if setting == "medium":
         assert torch.get_float32_matmul_precision() == "medium"
-    for name in ALL_SCORES:
-        assert result[name] == pytest.approx(expected[name], abs=1e-4), name
+    assert_matches_reference(result, expected, atol=1e-4, exempt_near_ties=True)  # rotate30: near-ties
 
 
 @pytest.mark.parametrize("precision", ["float64", "float32"])
@@ -247,7 +264,9 @@ def test_metric_streams_in_the_chosen_precision(precision, digit_maps, generator
     for x, y in zip(a.split(64), b.split(64)):
         metric.update(x, y)
     reference = reference_scores(a.flatten(2), b.flatten(2), batch_size=64)
-    assert_matches_reference(metric.compute(), reference, atol=TOLERANCE[precision])
+    assert_matches_reference(
+        metric.compute(), reference, atol=TOLERANCE[precision], exempt_near_ties=precision == "float32"
+    )
 
 
 def test_metric_rejects_an_unknown_precision():
@@ -269,10 +288,11 @@ def test_jackknife_groups_keep_the_precision(precision, digit_maps):
 
 def test_float32_without_device_float64_matches_the_reference(table_cases, monkeypatch):
     """The branch for devices without float64 (Apple MPS), run on the CPU: float32 means, float64 sums kept apart."""
-    monkeypatch.setattr(functional, "_has_float64", lambda device: False)
+    monkeypatch.setattr(_precision, "_has_float64", lambda device: False)
     worst = 0.0
     for a, b, reference in table_cases.values():
         result = batched_scores(a, b, "float32")
-        assert_matches_reference(result, reference, atol=TOLERANCE["float32"])
-        worst = max(worst, *(abs(result[score] - reference[score]) for score in ALL_SCORES))
+        assert_matches_reference(result, reference, atol=TOLERANCE["float32"], exempt_near_ties=True)
+        exempt = exempt_scores(reference, True)
+        worst = max(worst, *(abs(result[score] - reference[score]) for score in ALL_SCORES if score not in exempt))
     print(f"float32 without device float64: largest deviation over {len(table_cases)} cases {worst:.1e}")

@@ -188,8 +188,10 @@ def test_hugging_face_style_model_with_forward_fn_and_output_getter():
     _assert_scores(scores["encoder"], _reference(a, b, layout="channels_last"))
 
 
-def test_without_forward_fn_the_model_error_is_raised():
-    with pytest.raises(TypeError, match="positional"):
+def test_without_forward_fn_the_model_error_is_raised_naming_forward_fn():
+    with pytest.raises(
+        RuntimeError, match=r"forward pass failed on probe images \[8, 3, 16, 16\].*positional.*forward_fn"
+    ):
         score_model(HFStyleModel(), _images(8), layers="embeddings", transforms="hflip")
 
 
@@ -499,3 +501,28 @@ def test_bf16_mixed_trainer_scores_through_the_callback(tmp_path):
         # bf16 activations: the same scores to bfloat16's few digits, not to float32's.
         assert logged[layer]["equivariance"] == pytest.approx(full[layer]["equivariance"], abs=0.05)
         assert logged[layer]["invariance"] == pytest.approx(full[layer]["invariance"], abs=0.05)
+
+
+@pytest.mark.parametrize(("num_images", "batch_size", "world_size"), [(48, 16, 1), (50, 16, 2), (5, 2, 3), (3, 64, 4)])
+def test_pass_plan_covers_every_image_once_with_its_global_offset(num_images, batch_size, world_size):
+    from seis_lightning.scoring import pass_plan
+
+    plans = [pass_plan(num_images, batch_size, rank, world_size) for rank in range(world_size)]
+    counted = sorted((c.start, c.stop) for plan in plans for c in plan if c.counted)
+    covered = [i for start, stop in counted for i in range(start, stop)]
+    assert covered == list(range(num_images))  # each image once, at its offset in the whole probe set
+    assert len({len(plan) for plan in plans}) == 1  # every rank runs as many forward passes
+    assert all(c.stop - c.start <= batch_size for plan in plans for c in plan if num_images >= world_size)
+
+
+def test_frozen_restores_modes_and_rng_and_turns_off_gradients():
+    from seis_lightning.scoring import frozen
+
+    model = nn.Sequential(nn.Dropout(0.5), nn.Linear(2, 2)).train()
+    model[1].eval()
+    state = torch.get_rng_state()
+    with frozen(model):
+        assert not model.training and not torch.is_grad_enabled()
+        torch.rand(3)
+    assert model.training and not model[1].training and torch.is_grad_enabled()
+    assert torch.equal(torch.get_rng_state(), state)

@@ -1,0 +1,88 @@
+"""The precision policy of the Gram products (``SEIS_SPEC.md``, "Precision" and "Ties").
+
+Which precision ``"auto"`` means on a device, the ``eps`` floor and tie tolerance that go with each
+precision, where float64 sums live on a device without float64, and float32 products without TF32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+# Neighbouring canonical correlations this close chain into a tied block, whose canonical vectors
+# the SVD leaves to rounding; the principal-axes rule fixes them (spec, "Ties"). Float32 products
+# spread exact ties by about 1e-7.
+TIE_TOLERANCE = {"float64": 1e-9, "float32": 1e-6}
+
+# CUDA compute capabilities whose float64 runs at half the float32 rate (P100, V100, A100, H100);
+# other GPUs run it at 1/32 to 1/64, Apple MPS has none (spec, "Precision").
+FULL_RATE_FLOAT64 = ((6, 0), (7, 0), (8, 0), (9, 0))
+# Float32 Gram products carry rounding of about 1e-7 of λ_max (4e-8 to 1.2e-7 measured in the null
+# space of rank-deficient maps, 256 to 262,144 rows): from float32 statistics, directions below
+# 1e-6 λ_max are rounding, and ``eps`` is raised to this floor (:func:`statistics_eps`).
+FLOAT32_EPS = 1e-6
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """The precision of the Gram products on ``device``: ``"float64"`` or ``"float32"`` (spec, "Precision").
+
+    ``"auto"`` picks ``"float64"`` on the CPU and on CUDA devices whose float64 runs at full rate
+    (compute capability 6.0, 7.0, 8.0 or 9.0: :data:`FULL_RATE_FLOAT64`), and ``"float32"``
+    elsewhere: Apple MPS, other GPUs. On the CPU float32 products are not within 1e-4 of float64
+    everywhere (invariance at near-ties moves by up to 0.01, offsets of 1e5 times the spread reach
+    1e-4) and save under 2x of the statistics' time (``bench/README.md``).
+
+    Raises:
+        ValueError: if ``precision`` is not one of ``("auto", "float64", "float32")``, or is
+            ``"float64"`` on a device without float64 (MPS).
+    """
+    from seis_lightning.options import check_options  # options builds on this module
+
+    check_options(precision=precision)
+    device = torch.device(device)
+    if precision == "auto":
+        if device.type == "cpu":
+            return "float64"
+        full_rate = device.type == "cuda" and torch.cuda.get_device_capability(device) in FULL_RATE_FLOAT64
+        return "float64" if full_rate else "float32"
+    if precision == "float64" and not _has_float64(device):
+        raise ValueError(f"Expected `precision` 'float32' or 'auto' on {device.type}, which has no float64.")
+    return precision
+
+
+def statistics_eps(eps: float, precision: str) -> float:
+    """The ``eps`` to score statistics of ``precision`` with: at least :data:`FLOAT32_EPS` for float32."""
+    return max(eps, FLOAT32_EPS) if precision == "float32" and eps >= 0 else eps
+
+
+def _has_float64(device: torch.device) -> bool:
+    return device.type != "mps"
+
+
+def _float64_home(device: torch.device) -> torch.device:
+    """Where float64 sums of tensors on ``device`` live (statistics, metric states): the device, or the CPU
+    if it has no float64."""
+    return device if _has_float64(device) else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """Float32 products without TF32 (CUDA) or bf16 (oneDNN on CPU), whatever the user set; restored after."""
+    backends = (torch.backends.cuda.matmul, torch.backends.mkldnn.matmul)
+    saved = [backend.fp32_precision for backend in backends]
+    try:
+        exact = torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:  # torch refuses to answer once legacy and per-backend settings were mixed
+        exact = False
+    if exact and all(value in ("none", "ieee") for value in saved):
+        yield
+        return
+    for backend in backends:
+        backend.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for backend, value in zip(backends, saved):
+            backend.fp32_precision = value

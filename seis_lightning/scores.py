@@ -1,0 +1,382 @@
+"""Scores from summed statistics (``SEIS_SPEC.md``, "Compute, per unfolding", "Ties", "Uncertainty").
+
+Covariances centred on the mean feature map, SVD denoising, CCA with the tie rule, the three scores
+with their null baselines, and the delete-a-group jackknife's standard errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
+
+import torch
+from torch import Tensor
+
+from seis_lightning._precision import TIE_TOLERANCE, statistics_eps
+from seis_lightning.options import check_options
+from seis_lightning.statistics import PAIRED_STATISTICS, REFERENCE_STATISTICS, STATISTICS
+
+SCORES = ("equivariance", "invariance", "channel_invariance")
+SCORES_AND_NULLS = (*SCORES, *(f"{score}_null" for score in SCORES))
+UNFOLDINGS = ("spatial", "channel")
+
+# A centred variance below this share of the uncentred second moment counts as none: the rounding
+# residue of ``ΣA_nᵀA_n - N ĀᵀĀ`` in float64 is about 1e-16 of it, and 1e-12 is a spread of 1e-6 of
+# the maps' size, a few float32 rounding steps. Below it the layer is constant across images.
+CONSTANT_TOLERANCE = 1e-12
+
+
+class SEISResult(TypedDict, total=False):
+    """The scores of one layer and transformation (:func:`seis_from_statistics`)."""
+
+    equivariance: float
+    invariance: float
+    channel_invariance: float
+    equivariance_null: float
+    invariance_null: float
+    channel_invariance_null: float
+    spatial_kx: int
+    spatial_ky: int
+    channel_kx: int
+    channel_ky: int
+    spatial_rho: Tensor
+    channel_rho: Tensor
+    spatial_rho_null: Tensor
+    channel_rho_null: Tensor
+    num_images: int
+    num_channels: int
+    num_positions: int
+    pooled: bool
+    reasons: dict[str, str]
+    # with jackknife groups (spec, "Uncertainty")
+    equivariance_se: float
+    invariance_se: float
+    channel_invariance_se: float
+    equivariance_null_se: float
+    invariance_null_se: float
+    channel_invariance_null_se: float
+    jackknife: dict[str, Tensor]
+
+
+class SEISWarning(UserWarning):
+    """Warnings about the reliability of a SEIS score (too few samples, NaN scores)."""
+
+
+def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float) -> Tensor | None:
+    """SVD denoising (spec, step 2): ``V_k Λ_k^{-1/2}`` for the fewest directions holding ``keep``.
+
+    ``None`` when nothing varies across images: the centred variance (the trace of ``cov``) is zero
+    or below :data:`CONSTANT_TOLERANCE` of the uncentred ``second_moment``, where it is only the
+    rounding left by subtracting the mean map from the Gram sums.
+    """
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+    eigenvalues, eigenvectors = eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(1)
+    total = eigenvalues.sum()
+    if not total > CONSTANT_TOLERANCE * second_moment:
+        return None
+    # The tolerance lets keep=1 keep exactly the non-negligible directions despite rounding.
+    held = eigenvalues.cumsum(0) / total
+    k_keep = int((held < keep - 1e-12).sum()) + 1
+    k_eps = int((eigenvalues > eps * eigenvalues[0]).sum())
+    k = max(1, min(k_keep, k_eps, len(eigenvalues)))
+    return eigenvectors[:, :k] / eigenvalues[:k].sqrt()
+
+
+def _tied_blocks(rho: Tensor, tolerance: float) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of at least two decreasing canonical correlations whose neighbours
+    lie at most ``tolerance`` apart (chained: a block may span more than ``tolerance``; spec, "Ties")."""
+    values = rho.tolist()
+    blocks, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i - 1] - values[i] > tolerance:
+            if i - start >= 2:
+                blocks.append((start, i))
+            start = i
+    return blocks
+
+
+def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``U, σ, V`` of ``m`` [kx, ky] (``r = min(kx, ky)`` columns), which never fails (spec, "Precision").
+
+    LAPACK's default SVD (divide and conquer) may not converge on large tied blocks (1 seed in 40
+    with hflip on a first conv layer); there, the CUDA ``gesvd`` driver, else the symmetric
+    eigendecomposition of ``m mᵀ``: ``U`` its leading eigenvectors, ``σ`` the roots of their
+    eigenvalues (errors ``1e-16 / σ``, below 1e-9 down to σ = 1e-7), ``v_i = mᵀu_i / σ_i``.
+    """
+    try:
+        u, sigma, vt = torch.linalg.svd(m, full_matrices=False)
+        return u, sigma, vt.mT
+    except torch.linalg.LinAlgError:
+        pass
+    if m.device.type == "cuda":
+        with contextlib.suppress(torch.linalg.LinAlgError):
+            u, sigma, vt = torch.linalg.svd(m, full_matrices=False, driver="gesvd")
+            return u, sigma, vt.mT
+    return _svd_by_eigh(m)
+
+
+def _svd_by_eigh(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The SVD of ``m`` from the eigendecomposition of ``m mᵀ`` (see :func:`_svd`)."""
+    r = min(m.shape)
+    eigenvalues, eigenvectors = torch.linalg.eigh(m @ m.mT)
+    u = eigenvectors.flip(1)[:, :r]
+    sigma = eigenvalues.flip(0)[:r].clamp_min(0).sqrt()
+    v = m.mT @ u
+    return u, sigma, v / torch.where(sigma > 0, sigma, 1.0)
+
+
+def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float) -> tuple[Tensor, Tensor]:
+    """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5, "Ties")."""
+    m = whitener_x.mT @ cross @ whitener_y
+    u, rho, z = _svd(m)
+    for start, stop in _tied_blocks(rho, tie_tolerance):
+        if not rho[start] > tie_tolerance:
+            continue  # correlations tied at 0 add nothing to invariance, whatever their basis
+        # Principal-axes basis of the block: U_bᵀ = Q R with diag(R) >= 0, U_b <- U_b Q (= Rᵀ).
+        q, r = torch.linalg.qr(u[:, start:stop].mT)
+        signs = torch.where(r.diagonal() < 0, -1.0, 1.0).to(q.dtype)
+        u_block = u[:, start:stop] @ (q * signs)
+        u = torch.cat([u[:, :start], u_block, u[:, stop:]], dim=1)
+        z = torch.cat([z[:, :start], m.mT @ u_block / rho[start:stop], z[:, stop:]], dim=1)
+    w, v = whitener_x @ u, whitener_y @ z
+    alignment = (w * v).sum(0).abs() / (w.norm(dim=0) * v.norm(dim=0))
+    # A zero correlation's v is zero from the eigh route: no alignment, and it counts 0 either way.
+    return rho.clamp(0, 1), alignment.nan_to_num(0.0).clamp(0, 1)
+
+
+def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> dict[str, Tensor]:
+    """Covariances of one unfolding, centred on the mean feature map (spec, step 1)."""
+    n = stats["num_images"]
+    n_null = stats["null_num_images"]
+    sum_a, sum_b = stats["map_sum_a"], stats["map_sum_b"]
+    null_sum_a, null_sum_b = stats["null_map_sum_a"], stats["null_map_sum_b"]
+    num_channels, num_positions = sum_a.shape
+    if unfolding == "spatial":
+        per_image = num_channels
+
+        def outer(x: Tensor, y: Tensor) -> Tensor:
+            return x.mT @ y
+
+    else:
+        per_image = num_positions
+
+        def outer(x: Tensor, y: Tensor) -> Tensor:
+            return x @ y.mT
+
+    mean_a, mean_b = sum_a / n, sum_b / n
+    # Σ_V (A_n - Ā)ᵀ(B_π(n) - B̄) over the images V that have a null partner.
+    null_cross = (
+        stats[f"{unfolding}_gram_ab_null"]
+        - outer(mean_a, null_sum_b)
+        - outer(null_sum_a, mean_b)
+        + n_null * outer(mean_a, mean_b)
+    )
+    # The covariance of the original maps is the same for every transformation: seis_from_statistics
+    # builds its whitener once.
+    return {
+        "yy": (stats[f"{unfolding}_gram_bb"] - n * outer(mean_b, mean_b)) / (n * per_image - 1),
+        "yy_second_moment": stats[f"{unfolding}_gram_bb"].trace() / (n * per_image - 1),
+        "xy": (stats[f"{unfolding}_gram_ab"] - n * outer(mean_a, mean_b)) / (n * per_image - 1),
+        "xy_null": null_cross / (n_null * per_image - 1) if n_null >= 2 else None,
+        "rows": n * per_image,
+    }
+
+
+def _nan_result(reason: str, num_channels: int, num_positions: int, num_images: int) -> dict[str, Any]:
+    result: dict[str, Any] = {name: math.nan for name in SCORES}
+    result.update({f"{name}_null": math.nan for name in SCORES})
+    for unfolding in UNFOLDINGS:
+        result.update({f"{unfolding}_kx": 0, f"{unfolding}_ky": 0, f"{unfolding}_rho": torch.empty(0)})
+        result[f"{unfolding}_rho_null"] = torch.empty(0)
+    result.update(num_images=num_images, num_channels=num_channels, num_positions=num_positions)
+    result["reasons"] = {name: reason for name in SCORES_AND_NULLS}
+    return result
+
+
+def _scores_of_one(
+    stats: Mapping[str, Tensor], whiteners_a: dict[str, Tensor | None], keep: float, eps: float, tie_tolerance: float
+) -> dict[str, Any]:
+    num_channels, num_positions = stats["map_sum_a"].shape
+    num_images = int(stats["num_images"])
+    if num_images < 2:
+        return _nan_result(f"needs at least 2 images, got {num_images}", num_channels, num_positions, num_images)
+    if not all(bool(torch.isfinite(stats[name]).all()) for name in STATISTICS):
+        return _nan_result("the activations hold NaN or Inf values", num_channels, num_positions, num_images)
+    result: dict[str, Any] = {"reasons": {}}
+    score_of = {"spatial": "equivariance", "channel": "channel_invariance"}
+    for unfolding in UNFOLDINGS:
+        cov = _centred_covariances(stats, unfolding)
+        whitener_x, whitener_y = whiteners_a[unfolding], _whitener(cov["yy"], cov["yy_second_moment"], keep, eps)
+        score = score_of[unfolding]
+        names = [score, f"{score}_null"] + (["invariance", "invariance_null"] if unfolding == "spatial" else [])
+        result.update({f"{unfolding}_kx": 0, f"{unfolding}_ky": 0})
+        result.update({f"{unfolding}_rho": torch.empty(0), f"{unfolding}_rho_null": torch.empty(0)})
+        if whitener_x is None or whitener_y is None:
+            side = "original" if whitener_x is None else "transformed"
+            reason = f"the {side} activations do not vary across images (a dead or constant layer)"
+            result.update({name: math.nan for name in names})
+            result["reasons"].update({name: reason for name in names})
+            continue
+        kx, ky = whitener_x.shape[1], whitener_y.shape[1]
+        result.update({f"{unfolding}_kx": kx, f"{unfolding}_ky": ky})
+        rows = int(cov["rows"])
+        if rows < 10 * max(kx, ky):
+            warnings.warn(
+                f"SEIS {unfolding} unfolding has {rows} rows for {max(kx, ky)} retained dimensions"
+                f" (fewer than 10 per dimension): {score} is biased upwards; compare it with its null"
+                " or use more probe images.",
+                SEISWarning,
+                stacklevel=4,
+            )
+        for suffix, cross in (("", cov["xy"]), ("_null", cov["xy_null"])):
+            if cross is None:
+                reason = "the null pairing needs batches of at least 2 images"
+                result.update({f"{score}{suffix}": math.nan})
+                result["reasons"][f"{score}{suffix}"] = reason
+                if unfolding == "spatial":
+                    result[f"invariance{suffix}"] = math.nan
+                    result["reasons"][f"invariance{suffix}"] = reason
+                continue
+            rho, alignment = _cca(whitener_x, cross, whitener_y, tie_tolerance)
+            result[f"{unfolding}_rho{suffix}"] = rho
+            result[f"{score}{suffix}"] = float(rho.mean())
+            if unfolding == "spatial":
+                result[f"invariance{suffix}"] = float((rho * alignment).mean())
+    result.update(num_images=num_images, num_channels=num_channels, num_positions=num_positions)
+    return result
+
+
+def seis_from_statistics(
+    stats: Mapping[str, Tensor],
+    *,
+    keep: float = 0.99,
+    eps: float = 1e-8,
+    pooled: bool | None = None,
+    precision: str = "float64",
+) -> SEISResult | list[SEISResult]:
+    """Turn summed statistics into scores (spec, "Compute, per unfolding").
+
+    Args:
+        stats: statistics from :func:`seis_statistics`, possibly combined over batches; with a
+            leading group axis, scored with the delete-a-group jackknife (spec, "Uncertainty").
+        keep: share of variance kept by the SVD denoising, in (0, 1].
+        eps: directions with eigenvalue below ``eps * λ_max`` are dropped.
+        pooled: whether the maps were pooled to the position cap (reported as is); ``None``: the
+            statistics' own ``pooled`` (:func:`~seis_lightning.statistics.seis_statistics`).
+        precision: of the Gram products that built ``stats``, ``"float64"`` or ``"float32"``: it sets
+            the tie tolerance (1e-9, 1e-6; spec, "Ties") and raises ``eps`` for float32 to
+            :data:`FLOAT32_EPS` (:func:`statistics_eps`).
+
+    Returns:
+        One mapping per transformation (a list when the statistics hold several) with the float
+        scores ``equivariance``, ``invariance``, ``channel_invariance`` and ``<score>_null``, the
+        retained dimensions ``spatial_kx``, ``spatial_ky``, ``channel_kx``, ``channel_ky``, the
+        canonical correlations ``spatial_rho``, ``channel_rho`` (and ``*_rho_null``),
+        ``num_images``, ``num_channels``, ``num_positions``, ``pooled``, and ``reasons``: why each
+        NaN score is NaN. Statistics with a group axis (``jackknife_groups``) add the standard
+        errors ``<score>_se`` and ``<score>_null_se`` and, under ``jackknife``, each score's G
+        leave-one-group-out values (for :func:`jackknife_se` of a mean over draws).
+
+    Raises:
+        ValueError: if ``keep`` or ``eps`` is out of range or a statistic is missing.
+    """
+    check_options(keep=keep, eps=eps)
+    if precision not in TIE_TOLERANCE:
+        raise ValueError(f"Expected `precision` to be one of {tuple(TIE_TOLERANCE)}, but got {precision!r}.")
+    missing = [name for name in STATISTICS if name not in stats]
+    if missing:
+        raise ValueError(f"Statistics are missing {missing}; build them with `seis_statistics`.")
+    num_groups = stats["num_images"].shape[0] if stats["num_images"].ndim else 0
+    if num_groups and bool((stats["num_images"] == 0).any()) and bool(stats["num_images"].sum() > 0):
+        raise ValueError(
+            f"Expected `jackknife_groups` at most the number of probe images, but got jackknife_groups={num_groups}"
+            f" for {int(stats['num_images'].sum())} images; use fewer groups or more probe images."
+        )
+    total = {name: stats[name].sum(0) for name in STATISTICS} if num_groups else stats
+    many = total["map_sum_b"].ndim == 3
+    eps, tie_tolerance = statistics_eps(eps, precision), TIE_TOLERANCE[precision]
+    results = _scores_of_set(total, keep, eps, tie_tolerance)
+    for k, result in enumerate(results):
+        result["pooled"] = bool(stats.get("pooled", False)) if pooled is None else pooled
+        if result["reasons"]:
+            where = f" (transformation {k})" if many else ""
+            details = "; ".join(f"{name}: {reason}" for name, reason in result["reasons"].items())
+            warnings.warn(f"SEIS scores are NaN{where}: {details}.", SEISWarning, stacklevel=2)
+    if num_groups:
+        # Delete-a-group jackknife (spec, "Uncertainty"): the scores without group g come from the
+        # total minus group g, A's whiteners included; only the total warns.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SEISWarning)
+            left_out = [
+                _scores_of_set({name: total[name] - stats[name][g] for name in STATISTICS}, keep, eps, tie_tolerance)
+                for g in range(num_groups)
+            ]
+        for k, result in enumerate(results):
+            replicates = {
+                name: torch.tensor([one[k][name] for one in left_out], dtype=torch.float64) for name in SCORES_AND_NULLS
+            }
+            result.update({f"{name}_se": jackknife_se(replicates[name]) for name in SCORES_AND_NULLS})
+            result["jackknife"] = replicates
+    return results if many else results[0]
+
+
+def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolerance: float) -> list[dict[str, Any]]:
+    """Scores of every transformation in ungrouped statistics, A's whiteners built once."""
+    many = stats["map_sum_b"].ndim == 3
+    num_channels, num_positions = stats["map_sum_a"].shape
+    reference = {name: stats[name] for name in REFERENCE_STATISTICS}
+    whiteners_a: dict[str, Tensor | None] = {"spatial": None, "channel": None}
+    if int(stats["num_images"]) >= 2 and all(bool(torch.isfinite(t).all()) for t in reference.values()):
+        n = stats["num_images"]
+        sum_a = stats["map_sum_a"]
+        mean_a = sum_a / n
+        for unfolding, gram, centre, rows in (
+            ("spatial", stats["spatial_gram_aa"], mean_a.mT @ mean_a, n * num_channels),
+            ("channel", stats["channel_gram_aa"], mean_a @ mean_a.mT, n * num_positions),
+        ):
+            whiteners_a[unfolding] = _whitener((gram - n * centre) / (rows - 1), gram.trace() / (rows - 1), keep, eps)
+    num_transforms = stats["map_sum_b"].shape[0] if many else 1
+    return [
+        _scores_of_one(
+            {**reference, **{name: stats[name][k] if many else stats[name] for name in PAIRED_STATISTICS}},
+            whiteners_a,
+            keep,
+            eps,
+            tie_tolerance,
+        )
+        for k in range(num_transforms)
+    ]
+
+
+def jackknife_se(replicates: Tensor) -> float:
+    """Delete-a-group jackknife standard error from G leave-one-group-out values (spec, "Uncertainty").
+
+    ``se = sqrt((G - 1) / G · Σ_g (s_(g) - mean_g s_(g))²)``. For a score averaged over several
+    draws of a random transformation, :func:`family_se`.
+
+    Raises:
+        ValueError: if there are fewer than 2 replicates.
+    """
+    replicates = torch.as_tensor(replicates, dtype=torch.float64).flatten()
+    num_groups = replicates.numel()
+    if num_groups < 2:
+        raise ValueError(f"Expected at least 2 jackknife replicates, but got {num_groups}.")
+    return float(((num_groups - 1) / num_groups * (replicates - replicates.mean()).square().sum()).sqrt())
+
+
+def family_se(replicates_per_draw: Sequence[Tensor]) -> float:
+    """Standard error of a random family's score, the mean over its draws (spec, "Transformations", "Uncertainty").
+
+    Each draw's G leave-one-group-out values (``result["jackknife"][score]``, all from the same
+    groups of probe images) are averaged per group, and :func:`jackknife_se` of those means is the
+    SE of the family's mean: the draws share their images, so their errors are not independent.
+
+    Raises:
+        ValueError: if no draws are given, or fewer than 2 replicates each.
+    """
+    if not replicates_per_draw:
+        raise ValueError("Expected the jackknife replicates of at least one draw, but got none.")
+    return jackknife_se(torch.stack([torch.as_tensor(r, dtype=torch.float64) for r in replicates_per_draw]).mean(0))
