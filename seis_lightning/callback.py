@@ -19,6 +19,7 @@ from seis_lightning.functional import SEISWarning
 from seis_lightning.layers import OutputGetter, resolve_layers
 from seis_lightning.probe import InputGetter, ProbeError
 from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, warning_kind
+from seis_lightning.sweeps import sweep_summaries
 from seis_lightning.trainer_io import (
     collect_probe_images,
     epochs_trained,
@@ -45,7 +46,10 @@ class SEISCallback(Callback):
     figures go to loggers that take them. The
     scoring itself is :class:`SEISProbe`'s (see
     :func:`~seis_lightning.score_model`); this callback decides when, on which images, and where
-    the results go. It never changes weights, modes, gradients or RNG streams, and a failure only
+    the results go. A magnitude sweep (``"rotate:0:60:20"``) adds, per score, a figure of the score
+    against the magnitude (``seis/sweep_<family>/<score>``) and, per layer, the magnitude where
+    equivariance falls half-way to its null (``seis/sweep_<family>/equivariance_halfway/<layer>``, see
+    :mod:`seis_lightning.sweeps`). It never changes weights, modes, gradients or RNG streams, and a failure only
     warns unless ``strict=True``.
 
     When: before training (``score_before_training``, step 0), at every validation during fit in
@@ -334,8 +338,10 @@ class SEISCallback(Callback):
         entry["order"] = max([e["order"] for e in self.history + self.evaluations], default=-1) + 1  # the latest
         (self.history if stage == "fit" else self.evaluations).append(entry)
         prefix = "seis" if stage == "fit" else f"seis_{stage}"
-        log_scalars(trainer, prefix, result.scores, step)
-        log_results(trainer, prefix, entry, self.history if stage == "fit" else [entry], figures=self.log_figures)
+        sweeps = sweep_summaries(prefix, result.scores, self.probe.transforms)  # one number per sweep and layer
+        log_scalars(trainer, prefix, result.scores, step, extra=sweeps)
+        history = self.history if stage == "fit" else [entry]
+        log_results(trainer, prefix, entry, history, figures=self.log_figures, transforms=self.probe.transforms)
 
     def _warn(self, layer: str, message: str) -> None:
         key = warning_kind(layer, message)

@@ -72,11 +72,12 @@ class SEISMetric(Metric):
         max_positions: larger maps are average-pooled to at most this many positions.
         jackknife_groups: 0 (off, the default) or the number of jackknife groups G >= 2 (e.g. 8)
             for the standard errors ``<score>_se``.
-        precision: of the Gram products: ``"float64"``, ``"float32"`` (each batch centred on its
-            mean map, summed in float64; scores within 1e-4 of float64) or ``"auto"``: float64 on
-            CUDA devices with full-rate float64 (compute capability 6.0, 7.0, 8.0, 9.0), float32
-            elsewhere (:func:`~seis_lightning.functional.resolve_precision`). On MPS, ``"float32"``
-            or ``"auto"``.
+        precision: of the Gram products: ``"float64"``, ``"float32"`` (either way each batch is
+            centred on its mean map and summed in float64; float32 scores within 1e-4 of float64
+            except invariance at near-ties) or ``"auto"``: float64 on the CPU and on CUDA devices
+            with full-rate float64 (compute capability 6.0, 7.0, 8.0, 9.0), float32 elsewhere
+            (:func:`~seis_lightning.functional.resolve_precision`), resolved against the device of
+            the first update's activations and kept until ``reset``. On MPS, ``"float32"`` or ``"auto"``.
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Raises:

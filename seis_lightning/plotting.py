@@ -17,11 +17,26 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from seis_lightning.functional import SCORES
+from seis_lightning.sweeps import sweep_families
 
 Scores = Mapping[str, Mapping[str, float]]
 COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
 MARGIN = ("", "_lower", "_upper")  # value, lower and upper tags of a margin chart
-CSV_COLUMNS = ("stage", "epoch", "global_step", "step", "transform", "layer", "score", "value", "null", "se", "reason")
+CSV_COLUMNS = (
+    "stage",
+    "epoch",
+    "global_step",
+    "step",
+    "transform",
+    "family",
+    "magnitude",
+    "layer",
+    "score",
+    "value",
+    "null",
+    "se",
+    "reason",
+)
 
 
 def depth_figure(scores: Scores, title: str = "") -> Figure:
@@ -65,6 +80,52 @@ def heatmap_figure(history: Sequence[tuple[float, Scores]], score: str, title: s
     axes.set_title(title or score)
     figure.colorbar(image, ax=axes, label=score)
     return figure
+
+
+def sweep_figure(magnitudes: Sequence[float], scores: Sequence[Scores], score: str, title: str = "") -> Figure:
+    """One score against the magnitude of a sweep: a line per layer (±2 SE bars when known), its null dotted.
+
+    Args:
+        magnitudes: the sweep's magnitudes, increasing.
+        scores: for each magnitude, ``{layer: {score: value}}``.
+        score: ``"equivariance"``, ``"invariance"`` or ``"channel_invariance"``.
+        title: the figure's title.
+    """
+    from matplotlib import colormaps
+
+    layers = list(scores[0]) if scores else []
+    figure = Figure(figsize=(6.5, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    for k, layer in enumerate(layers):
+        colour = colormaps["viridis"](0.9 * k / max(len(layers) - 1, 1))  # light to dark in depth order
+        values = [by_layer[layer][score] for by_layer in scores]
+        errors = [2 * by_layer[layer].get(f"{score}_se", math.nan) for by_layer in scores]
+        if any(math.isfinite(e) for e in errors):
+            axes.errorbar(magnitudes, values, yerr=errors, fmt="o-", color=colour, capsize=3, label=layer)
+        else:
+            axes.plot(magnitudes, values, "o-", color=colour, label=layer)
+        null = [by_layer[layer].get(f"{score}_null", math.nan) for by_layer in scores]
+        axes.plot(magnitudes, null, ":", color=colour, alpha=0.7)
+    axes.set_ylim(-0.02, 1.02)
+    axes.set_xlabel("magnitude")
+    axes.set_ylabel(f"{score} (dotted: null)")
+    axes.set_title(title or score)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return figure
+
+
+def sweep_figures(prefix: str, scores: Mapping[str, Scores], transforms: Sequence[Any], when: str) -> dict[str, Figure]:
+    """``{<prefix>/sweep_<family>/<score>: figure}``: a :func:`sweep_figure` per score for every sweep among
+    ``transforms`` (see :func:`~seis_lightning.sweeps.sweep_families`) scored in ``scores``."""
+    tagged = {}
+    for family, members in sweep_families(transforms).items():
+        magnitudes = [magnitude for magnitude, name in members if name in scores]
+        series = [scores[name] for _, name in members if name in scores]
+        for score in SCORES:
+            title = f"{score} against {family} magnitude, {when}"
+            tagged[f"{prefix}/sweep_{family}/{score}"] = sweep_figure(magnitudes, series, score, title)
+    return tagged
 
 
 def custom_scalars_layout(
@@ -116,9 +177,11 @@ def format_score_table(scores: Mapping[str, Scores]) -> str:
     return "\n".join(lines)
 
 
-def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`);
-    ``reason`` says why a transformation or layer has NaN scores."""
+def score_rows(entry: Mapping[str, Any], transforms: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`): the
+    ``family`` and ``magnitude`` of each transformation come from ``transforms`` (its ``GeometricTransform``
+    objects; blank for those without); ``reason`` says why a transformation or layer has NaN scores."""
+    kinds = {t.name: (t.family, t.magnitude) for t in transforms if getattr(t, "family", None) is not None}
     return [
         {
             "stage": entry["stage"],
@@ -126,6 +189,8 @@ def score_rows(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
             "global_step": entry["global_step"],
             "step": entry["step"],
             "transform": transform,
+            "family": kinds.get(transform, ("", ""))[0],
+            "magnitude": kinds.get(transform, ("", ""))[1],
             "layer": layer,
             "score": score,
             "value": values[score],

@@ -37,7 +37,7 @@ from seis_lightning.layers import (
 from seis_lightning.metric import SEISMetric
 from seis_lightning.options import SEISOptions
 from seis_lightning.probe import InputGetter, as_images, check_images, isolated_rng, probe_images
-from seis_lightning.transforms import GeometricTransform, ImageMap, RandomAffine, parse_transform
+from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
 
 Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
 ForwardFn = Callable[[nn.Module, Tensor], Any]
@@ -78,7 +78,9 @@ class SEISProbe:
         layers: module names or patterns (``*`` within one name level, ``**`` across levels); ``None``:
             the model's ``seis_layers`` attribute, else its top-level blocks that output a new feature map.
         transforms: :class:`~seis_lightning.transforms.GeometricTransform` objects or short forms
-            (``"random_affine"``, ``"rotate:30"``, ``"hflip"``...). Default: the paper's random affine.
+            (``"random_affine"``, ``"rotate:30"``, ``"hflip"``...), or sweeps ``"rotate:0:60:20"``, one
+            transformation per magnitude (see :func:`~seis_lightning.transforms.parse_transforms`).
+            Default: the paper's random affine.
         batch_size: probe images per forward pass (at least 2, for the null pairing).
         keep: share of variance kept by the SVD denoising, in (0, 1].
         max_positions: larger maps are average-pooled to at most this many positions.
@@ -133,11 +135,7 @@ class SEISProbe:
         self.layers = [layers] if isinstance(layers, str) else (list(layers) if layers is not None else None)
         if self.layers is not None and not self.layers:
             raise ValueError("Expected `layers` to name at least one module, or None for the default layers.")
-        if transforms is None:
-            transforms = [RandomAffine()]
-        elif isinstance(transforms, (str, GeometricTransform)):
-            transforms = [transforms]
-        self.transforms = [parse_transform(t) for t in transforms]
+        self.transforms = parse_transforms(transforms)  # a sweep "rotate:0:60:20" gives one per magnitude
         names = [t.name for t in self.transforms]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"Expected at least one transformation with distinct names, but got {names}.")

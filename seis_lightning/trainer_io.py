@@ -31,6 +31,7 @@ from seis_lightning.plotting import (
     heatmap_figure,
     margin_scalars,
     score_rows,
+    sweep_figures,
 )
 from seis_lightning.probe import InputGetter, probe_images
 
@@ -156,32 +157,48 @@ def _max_batches(limit: int | float, loader: Any) -> int | None:
 # ------------------------------------------------------------------ where results go
 
 
-def log_scalars(trainer: pl.Trainer, prefix: str, scores: Mapping[str, Mapping[str, Scores]], step: int) -> None:
+def log_scalars(
+    trainer: pl.Trainer,
+    prefix: str,
+    scores: Mapping[str, Mapping[str, Scores]],
+    step: int,
+    extra: Mapping[str, float] | None = None,
+) -> None:
     """Every score as ``<prefix>/<transform>/<score>/<layer>`` to every logger at ``step``, and to
-    ``trainer.callback_metrics`` (for ``ModelCheckpoint``/``EarlyStopping`` to monitor)."""
+    ``trainer.callback_metrics`` (for ``ModelCheckpoint``/``EarlyStopping`` to monitor); ``extra`` tagged
+    scalars (the sweeps' summaries) with them."""
     flat = {
         f"{prefix}/{transform}/{name}/{layer}": value
         for transform, by_layer in scores.items()
         for layer, values in by_layer.items()
         for name, value in values.items()
     }
+    flat.update(extra or {})
     trainer.callback_metrics.update({key: torch.tensor(value) for key, value in flat.items()})
     for logger in trainer.loggers:
         logger.log_metrics(flat, step=step)
 
 
-def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Sequence[Mapping], figures: bool) -> None:
+def log_results(
+    trainer: Any,
+    prefix: str,
+    entry: Mapping[str, Any],
+    history: Sequence[Mapping],
+    figures: bool,
+    transforms: Sequence[Any] = (),
+) -> None:
     """Write one scoring's rows to ``seis_scores.csv`` in the log folder (:func:`log_folder`); give every
     TensorBoard logger the custom-scalars layout and, with the jackknife, the ends of its margin charts
     (:func:`margin_scalars`); with ``figures``, draw the figures for every logger that takes them
-    (TensorBoard, Weights & Biases, MLflow). Rank zero only."""
+    (TensorBoard, Weights & Biases, MLflow), a :func:`sweep_figure` per score for every sweep among
+    ``transforms`` included. Rank zero only."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     if not trainer.is_global_zero:
         return
     if not trainer.fast_dev_run:  # like Lightning's own logs and checkpoints, none in a fast_dev_run
         path = os.path.join(log_folder(trainer), CSV_NAME)
-        _append_csv(path, score_rows(entry))
+        _append_csv(path, score_rows(entry, transforms))
         _upload_csv(trainer, path)
     step, epoch = entry["step"], entry["epoch"]
     bounds = margin_scalars(prefix, entry["scores"])
@@ -202,6 +219,8 @@ def log_results(trainer: Any, prefix: str, entry: Mapping[str, Any], history: Se
                 )
         for logger in trainer.loggers:
             _log_figures(logger, tagged, step)
+    for logger in trainer.loggers:
+        _log_figures(logger, sweep_figures(prefix, entry["scores"], transforms, f"epoch {epoch:g}"), step)
 
 
 def log_folder(trainer: Any) -> str:

@@ -4,6 +4,10 @@ A transformation is one geometric map applied identically to every probe image (
 "Transformations"): equivariance asks for one spatial map shared by all images. A random family,
 such as the paper's random affine, is represented by ``num_draws`` fixed draws sampled once from
 the caller's ``torch.Generator``; the global RNG streams are never touched.
+
+A magnitude sweep, ``"<name>:<start>:<stop>:<step>"`` (``rotate``, ``translate``, ``scale``), is one
+transformation per magnitude, each named as its single form (``"rotate:0:60:20"``: ``rotate0``,
+``rotate20``, ``rotate40``, ``rotate60``); transformations that share a ``family`` make up its curve.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class Affine:
     shear: float = 0.0
 
     def __call__(self, images: Tensor) -> Tensor:
+        if self == Affine():
+            return images.clone()  # magnitude 0: exactly the images, not a resampling of them
         height, width = images.shape[-2:]
         shift = [round(self.translate[0] * width), round(self.translate[1] * height)]
         return TF.affine(
@@ -56,27 +62,66 @@ class Flip:
 class GeometricTransform:
     """A named geometric transformation: one fixed map, or a random family of ``num_draws`` maps.
 
+    Calling it on a batch ``[..., H, W]`` applies one map to every image: the fixed map, or for a
+    family one draw picked with ``generator`` (torch's default generator when ``None``).
+
+    Example:
+        >>> import torch
+        >>> T = GeometricTransform("mirror", [torch.fliplr])
+        >>> T(torch.arange(4.0).reshape(1, 2, 2)).tolist()
+        [[[2.0, 3.0], [0.0, 1.0]]]
+
     Args:
         name: the name in logged tags, ``seis/<name>/<score>/<layer>``.
-        maps: the fixed maps (for a deterministic transformation, a single one).
+        maps: the fixed maps (for a deterministic transformation, a single one), each a callable
+            from images ``[..., H, W]`` to images of the same shape.
+        family: what the transformation is one magnitude of (``"rotate"``), for sweeps; ``None``: none.
+        magnitude: its magnitude within ``family`` (degrees, fraction of the width, scale factor).
     """
 
-    def __init__(self, name: str, maps: Sequence[ImageMap] = ()) -> None:
-        if not name or "/" in name:
+    def __init__(
+        self,
+        name: str,
+        maps: Sequence[ImageMap] = (),
+        *,
+        family: str | None = None,
+        magnitude: float | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name or "/" in name:
             raise ValueError(f"Expected a non-empty transformation name without '/', but got {name!r}.")
+        if not all(callable(m) for m in maps):
+            raise ValueError(f"Expected the maps of {name!r} to be callables on images, but got {list(maps)!r}.")
+        if (family is None) != (magnitude is None):
+            raise ValueError(f"Expected both `family` and `magnitude` or neither, but got {family!r}, {magnitude!r}.")
         self.name = name
-        self._maps = list(maps)
+        self.family = family
+        self.magnitude = None if magnitude is None else float(magnitude)
+        self._maps = tuple(maps)
+
+    @property
+    def maps(self) -> tuple[ImageMap, ...]:
+        """The fixed maps (empty for a random family, whose maps :meth:`draw` samples)."""
+        return self._maps
 
     @property
     def num_draws(self) -> int:
         return len(self._maps)
 
-    def draw(self, generator: torch.Generator) -> list[ImageMap]:
+    def draw(self, generator: torch.Generator | None) -> list[ImageMap]:
         """The fixed maps that represent this transformation (random families sample them here)."""
         return list(self._maps)
 
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``images`` ``[..., H, W]`` under one map of this transformation, the same for every image."""
+        maps = self.draw(generator)
+        if not maps:
+            raise ValueError(f"Transformation {self.name!r} has no maps to apply.")
+        pick = 0 if len(maps) == 1 else int(torch.randint(len(maps), (1,), generator=generator))
+        return maps[pick](images)
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(name={self.name!r}, maps={self._maps!r})"
+        sweep = "" if self.family is None else f", family={self.family!r}, magnitude={self.magnitude!r}"
+        return f"{type(self).__name__}(name={self.name!r}, maps={self._maps!r}{sweep})"
 
 
 class RandomAffine(GeometricTransform):
@@ -117,8 +162,15 @@ class RandomAffine(GeometricTransform):
     def num_draws(self) -> int:
         return self._num_draws
 
-    def draw(self, generator: torch.Generator) -> list[ImageMap]:
-        u = torch.rand(self._num_draws, 4, generator=generator, dtype=torch.float64).tolist()
+    def __call__(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """``images`` ``[..., H, W]`` under one affine map drawn with ``generator``, the same for every image."""
+        return self._draw(1, generator)[0](images)
+
+    def draw(self, generator: torch.Generator | None) -> list[ImageMap]:
+        return self._draw(self._num_draws, generator)
+
+    def _draw(self, num_draws: int, generator: torch.Generator | None) -> list[ImageMap]:
+        u = torch.rand(num_draws, 4, generator=generator, dtype=torch.float64).tolist()
         return [
             Affine(
                 angle=self.degrees * (2 * r[0] - 1),
@@ -128,22 +180,30 @@ class RandomAffine(GeometricTransform):
             for r in u
         ]
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(degrees={self.degrees!r}, translate={self.translate!r}, scale={self.scale!r},"
+            f" num_draws={self.num_draws!r}, name={self.name!r})"
+        )
+
 
 def rotate(angle: float) -> GeometricTransform:
-    """Rotation by ``angle`` degrees (counter-clockwise), named ``rotate<angle>``."""
-    return GeometricTransform(f"rotate{_number(angle)}", [Affine(angle=angle)])
+    """Rotation by ``angle`` degrees, clockwise on the image as displayed (``torchvision`` affine's convention), named
+    ``rotate<angle>``."""
+    return GeometricTransform(f"rotate{_number(angle)}", [Affine(angle=angle)], family="rotate", magnitude=angle)
 
 
 def translate(x: float = 0.1, y: float = 0.0) -> GeometricTransform:
     """Shift by fractions ``x`` of the width and ``y`` of the height, named ``translate<x>_<y>``."""
-    return GeometricTransform(f"translate{_number(x)}_{_number(y)}", [Affine(translate=(x, y))])
+    name, family = f"translate{_number(x)}_{_number(y)}", "translate" if y == 0 else None
+    return GeometricTransform(name, [Affine(translate=(x, y))], family=family, magnitude=x if family else None)
 
 
 def scale(factor: float) -> GeometricTransform:
     """Zoom by ``factor`` about the centre, named ``scale<factor>``."""
     if factor <= 0:
         raise ValueError(f"Expected a positive scale factor, but got {factor}.")
-    return GeometricTransform(f"scale{_number(factor)}", [Affine(scale=factor)])
+    return GeometricTransform(f"scale{_number(factor)}", [Affine(scale=factor)], family="scale", magnitude=factor)
 
 
 def flip(axis: str = "horizontal") -> GeometricTransform:
@@ -157,25 +217,38 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-TRANSFORM_SPECS = "random_affine, rotate:<degrees>, translate:<x>[,<y>], scale:<factor>, hflip, vflip"
+TRANSFORM_SPECS = (
+    "random_affine, rotate:<degrees>, translate:<x>[,<y>], scale:<factor>, hflip, vflip,"
+    " or a sweep <rotate|translate|scale>:<start>:<stop>:<step>"
+)
+SWEEPS: dict[str, Callable[[float], GeometricTransform]] = {"rotate": rotate, "translate": translate, "scale": scale}
+MAX_SWEEP = 100  # magnitudes in one sweep: more is a typo (a step of 0.01 for 1), and as many probe passes
 
 
 def parse_transform(spec: str | GeometricTransform) -> GeometricTransform:
     """A transformation from its short form, e.g. ``"random_affine"``, ``"rotate:30"``, ``"hflip"``.
 
     Raises:
-        ValueError: for an unknown name or malformed arguments, listing the accepted forms.
+        ValueError: for an unknown name or malformed arguments, listing the accepted forms; for a
+            callable, naming the fix (``GeometricTransform(name, [fn])``).
     """
     if isinstance(spec, GeometricTransform):
         return spec
+    if callable(spec):
+        raise ValueError(
+            f"Expected a transformation name or a GeometricTransform, but got the callable {spec!r}. Give it a name"
+            " for the logged tags: GeometricTransform('my_map', [fn]) (from seis_lightning.transforms), where fn"
+            " maps images [N, C, H, W] to images of the same shape."
+        )
     if not isinstance(spec, str):
-        raise ValueError(f"Expected a transformation name or a GeometricTransform, but got {type(spec).__name__}.")
+        raise ValueError(
+            f"Expected a transformation name or a GeometricTransform, but got {type(spec).__name__} {spec!r};"
+            f" the names are: {TRANSFORM_SPECS}."
+        )
     name, _, args = spec.partition(":")
     makers: dict[str, Callable[..., GeometricTransform]] = {
         "random_affine": RandomAffine,
-        "rotate": rotate,
-        "translate": translate,
-        "scale": scale,
+        **SWEEPS,
         "hflip": lambda: flip("horizontal"),
         "vflip": lambda: flip("vertical"),
     }
@@ -188,4 +261,65 @@ def parse_transform(spec: str | GeometricTransform) -> GeometricTransform:
         return makers[name](*values)
     except (TypeError, ValueError) as error:
         detail = f": {error}" if str(error) else ""
-        raise ValueError(f"Malformed transformation {spec!r}{detail}; expected one of: {TRANSFORM_SPECS}.") from None
+        hint = " (a sweep gives several: use parse_transforms)" if args.count(":") == 2 else ""
+        raise ValueError(
+            f"Malformed transformation {spec!r}{detail}{hint}; expected one of: {TRANSFORM_SPECS}."
+        ) from None
+
+
+def parse_transforms(
+    specs: Sequence[str | GeometricTransform] | str | GeometricTransform | None,
+) -> list[GeometricTransform]:
+    """Transformations from short forms, a sweep ``"<name>:<start>:<stop>:<step>"`` giving one per magnitude.
+
+    ``None`` gives the paper's random affine.
+
+    Example:
+        >>> [t.name for t in parse_transforms(["hflip", "rotate:0:60:20"])]
+        ['hflip', 'rotate0', 'rotate20', 'rotate40', 'rotate60']
+        >>> [t.name for t in parse_transforms("translate:0:0.3:0.1")]
+        ['translate0_0', 'translate0.1_0', 'translate0.2_0', 'translate0.3_0']
+
+    Raises:
+        ValueError: see :func:`parse_transform`; for a sweep with ``step <= 0``, ``stop < start`` or more
+            than 100 magnitudes.
+    """
+    if specs is None:
+        return [RandomAffine()]
+    if isinstance(specs, (str, GeometricTransform)) or callable(specs):
+        specs = [specs]
+    transforms: list[GeometricTransform] = []
+    for spec in specs:
+        is_sweep = isinstance(spec, str) and spec.count(":") == 3
+        transforms += _sweep(spec) if is_sweep else [parse_transform(spec)]
+    return transforms
+
+
+def sweep_magnitudes(start: float, stop: float, step: float) -> list[float]:
+    """``start, start + step, ...`` up to ``stop`` (included when a whole number of steps away, to 1e-9)."""
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    return [round(start + k * step, 10) + 0.0 for k in range(count)]
+
+
+def _sweep(spec: str) -> list[GeometricTransform]:
+    name, *args = spec.split(":")
+    if name not in SWEEPS:
+        raise ValueError(
+            f"Unknown sweep {spec!r}: sweeps are of {', '.join(SWEEPS)}; expected one of: {TRANSFORM_SPECS}."
+        )
+    try:
+        start, stop, step = (float(v) for v in args)
+    except ValueError:
+        raise ValueError(f"Malformed sweep {spec!r}; expected <name>:<start>:<stop>:<step> with numbers.") from None
+    if not all(math.isfinite(v) for v in (start, stop, step)) or step <= 0 or stop < start:
+        raise ValueError(f"Malformed sweep {spec!r}; expected finite numbers with step > 0 and stop >= start.")
+    magnitudes = sweep_magnitudes(start, stop, step)
+    if len(magnitudes) > MAX_SWEEP:
+        raise ValueError(
+            f"Sweep {spec!r} has {len(magnitudes)} magnitudes (at most {MAX_SWEEP}, each a probe pass);"
+            " take a larger step."
+        )
+    try:
+        return [SWEEPS[name](magnitude) for magnitude in magnitudes]
+    except ValueError as error:
+        raise ValueError(f"Malformed sweep {spec!r}: {error}") from None

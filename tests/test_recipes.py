@@ -24,6 +24,8 @@ def test_all_recipes_are_there():
             [
                 "digits_cnn",
                 "digits_cnn_augment",
+                "mnist_cnn",
+                "mnist_cnn_augment",
                 "shapes_seg_fcn",
                 "shapes_seg_unet",
                 "shapes_mtl_unet",
@@ -74,7 +76,7 @@ def test_a_recipe_name_resolves_to_its_file_and_anything_else_is_left_alone(tmp_
 
 
 def test_an_unknown_recipe_name_lists_the_closest_and_the_known_ones():
-    with pytest.raises(ValueError, match="Did you mean digits_cnn, digits_cnn_augment") as error:
+    with pytest.raises(ValueError, match="Did you mean digits_cnn, mnist_cnn, digits_cnn_augment") as error:
         resolve_recipe("digit_cnn")
     assert all(name in str(error.value) for name in NAMES) and "seis-lightning recipes" in str(error.value)
     for command in (["fit", "--config", "digit_cnn"], ["analyze", "--checkpoint", "x.ckpt", "--config=digit_cnn"]):

@@ -27,3 +27,15 @@ def test_synthetic_rejects_too_many_images(capsys):
     with pytest.raises(SystemExit):
         main(["--num-images", "5000"])
     assert "between 2 and 1797" in capsys.readouterr().err
+
+
+def test_synthetic_on_mnist_files(tmp_path, capsys):
+    from tests.test_data import write_mnist
+
+    write_mnist(tmp_path, num_train=10, num_test=64)
+    args = ["--data", "mnist", "--root", str(tmp_path), "--num-images", "64", "--output", str(tmp_path / "bars.png")]
+    results = main(args)
+    assert results["identity"]["invariance"] == pytest.approx(1.0, abs=1e-6)
+    assert results["rot90"]["equivariance"] >= 0.95 and results["channel_mixing"]["channel_invariance"] >= 0.99
+    with pytest.raises(FileNotFoundError, match="t10k-images-idx3-ubyte"):
+        main(["--data", "mnist", "--root", str(tmp_path / "none"), "--output", str(tmp_path / "b.png")])
