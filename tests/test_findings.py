@@ -53,7 +53,8 @@ def test_augmentation_raises_invariance_at_the_pooled_features_and_logits_only(d
     plain, augmented = digits_runs["plain"], digits_runs["augmented"]
     for layer in ("pool", "fc"):
         assert augmented[layer]["invariance"] > plain[layer]["invariance"] + 0.01, layer
-    assert augmented["conv3"]["invariance"] < plain["conv3"]["invariance"] + 0.02, "conv3"
+    for layer in ("conv1", "conv2", "conv3"):
+        assert augmented[layer]["invariance"] < plain[layer]["invariance"] + 0.02, layer
 
 
 @pytest.mark.slow
