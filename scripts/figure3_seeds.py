@@ -1,8 +1,8 @@
 """Figure 3 with its uncertainty: does random-affine augmentation raise invariance beyond the noise?
 
-    python scripts/figure3_seeds.py                       # MNIST and digits, seeds 0 1 2 (about 30 min on 2 CPU cores)
-    python scripts/figure3_seeds.py --datasets digits     # one pair of recipes
-    python scripts/figure3_seeds.py --table-only          # the table again from the runs already in the CSV
+    python -m scripts.figure3_seeds                       # MNIST and digits, seeds 0 1 2 (about 30 min on 2 CPU cores)
+    python -m scripts.figure3_seeds --datasets digits     # one pair of recipes
+    python -m scripts.figure3_seeds --table-only          # the table again from the runs already in the CSV
 
 Each pair of recipes (``mnist_cnn`` / ``mnist_cnn_augment``, ``digits_cnn`` / ``digits_cnn_augment``) is
 trained once per training seed (``seed_everything``: weights, batch order, augmentation draws; the data

@@ -1,7 +1,7 @@
 """The magnitude-sweep figure of the digits recipe: each score against the rotation angle, one line per layer.
 
-    python scripts/sweep_figure.py                           # digits_cnn, rotate:0:90:15
-    python scripts/sweep_figure.py --trainer.max_epochs=4    # recipe overrides pass through
+    python -m scripts.sweep_figure                           # digits_cnn, rotate:0:90:15
+    python -m scripts.sweep_figure --trainer.max_epochs=4    # recipe overrides pass through
 
 Trains ``digits_cnn`` as ``seis-lightning fit --config digits_cnn --seis.transforms='[rotate:0:90:15]'
 --seis.score_before_training=false`` does (the callback draws the same figures into TensorBoard, under
