@@ -283,10 +283,9 @@ CELLS = [
 ]
 assert all(compatible(cell) for cell in CELLS) and len(set(CELLS)) == len(CELLS)
 
-# Cells x promises that fail on today's code, each with its finding (notes/matrix.md). strict: once
-# fixed, the mark must go.
-# Findings not yet fixed: (cell id, or "*" for every cell; promise) -> the finding in notes/matrix.md. Empty:
-# F1-F11 are fixed and hold in every cell. A new finding goes here until its fix lands (strict xfail).
+# Findings not yet fixed: (cell id, or "*" for every cell; promise) -> what fails and why. Each becomes a
+# strict xfail of its cells, so the mark must go once the fix lands. Empty: the eleven findings of the first
+# run (F1-F11, in CHANGELOG 0.3.0's "Fixed") hold in every cell.
 KNOWN: dict[tuple[str, str], str] = {}
 
 
