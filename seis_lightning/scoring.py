@@ -23,7 +23,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from seis_lightning._checks import check_options
 from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, family_se
 from seis_lightning.layers import (
     Features,
@@ -35,7 +34,7 @@ from seis_lightning.layers import (
     resolve_layers,
 )
 from seis_lightning.metric import SEISMetric
-from seis_lightning.options import SEISOptions
+from seis_lightning.options import SEISOptions, check_options
 from seis_lightning.probe import InputGetter, as_images, check_images, isolated_rng, probe_images
 from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
 
