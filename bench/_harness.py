@@ -25,15 +25,9 @@ REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPOSITORY not in sys.path:
     sys.path.insert(0, REPOSITORY)
 
-# The scores compared between the metric and the baseline.
-COMPARED = (
-    "equivariance",
-    "invariance",
-    "channel_invariance",
-    "equivariance_null",
-    "invariance_null",
-    "channel_invariance_null",
-)
+from seis_lightning.functional import SCORES_AND_NULLS  # noqa: E402
+
+COMPARED = SCORES_AND_NULLS  # the scores compared between the metric and the baseline
 
 
 def pick_device() -> torch.device:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from seis_lightning.cli import SUBCOMMANDS
+from seis_lightning.functional import SCORES_AND_NULLS
 from seis_lightning.plotting import format_score_table
 from seis_lightning.recipes import list_recipes
 
@@ -137,13 +138,3 @@ def test_every_timing_is_filled_in_from_a_measurement():
     assert not re.search(r"\b[A-Z]+_(TIME|OUTPUT|TABLE|SIZE)\b", README)
     for when in ("`make install` took", "It took", "`make test` took"):
         assert re.search(re.escape(when) + r" (\d+ min )?\d+ s\b", README), when
-
-
-SCORES_AND_NULLS = (
-    "equivariance",
-    "invariance",
-    "channel_invariance",
-    "equivariance_null",
-    "invariance_null",
-    "channel_invariance_null",
-)
