@@ -32,6 +32,7 @@ from seis_lightning.scores import (
 from seis_lightning.statistics import (
     PAIRED_STATISTICS,
     REFERENCE_STATISTICS,
+    SHIFTS,
     STATISTICS,
     _statistics,
     seis_combine_statistics,
@@ -48,6 +49,7 @@ __all__ = [
     "REFERENCE_STATISTICS",
     "SCORES",
     "SCORES_AND_NULLS",
+    "SHIFTS",
     "STATISTICS",
     "TIE_TOLERANCE",
     "UNFOLDINGS",

@@ -9,11 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
 
 from seis_lightning._precision import _float64_home
 from seis_lightning.options import Layout, Precision, ResolvedOptions, SEISOptions
 from seis_lightning.scores import SEISResult, seis_from_statistics
-from seis_lightning.statistics import PAIRED_STATISTICS, STATISTICS, _statistics
+from seis_lightning.statistics import PAIRED_STATISTICS, SHIFTS, STATISTICS, _add_statistics, _statistics
 
 
 class SEISMetric(Metric):
@@ -30,7 +31,10 @@ class SEISMetric(Metric):
 
     each with a null baseline that pairs image ``n`` with the transformed image ``n - 1`` of its
     batch. Only sums are kept (image count, map sums, Gram sums; float64), so memory does not grow
-    with the number of images, and batches and processes combine by addition.
+    with the number of images, and batches and processes combine by addition. The sums are taken
+    about the first batch's mean maps (spec, "Precision"), so that activations with a large common
+    offset lose nothing to cancellation; processes move theirs to the first process's when they
+    are synced, and ``forward``/``merge_state`` to the running total's.
 
     The sums follow the metric to its device (``.to``, ``.cuda``), except to a device without
     float64 (Apple MPS): there they stay on the CPU in float64, ``update`` takes activations on
@@ -140,6 +144,10 @@ class SEISMetric(Metric):
         home = _float64_home(self.device)  # torch's default device, which may be MPS
         for name in STATISTICS:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64, device=home), dist_reduce_fx="sum")
+        # The mean maps the sums are taken about: set by the first update, kept until reset; added
+        # states are first moved to these (`_sync_dist`, `_reduce_states`).
+        for name in SHIFTS:
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64, device=home), dist_reduce_fx=None)
 
     # The options, readable by their names (read-only: the options are validated once, in __init__).
     keep = property(lambda self: self.options.keep)
@@ -169,23 +177,45 @@ class SEISMetric(Metric):
             got = "a tensor" if isinstance(b, Tensor) else f"{len(b)} tensors"
             raise ValueError(f"`b` must be a sequence of num_transforms={self.num_transforms} tensors, but got {got}.")
         options = self._resolved or self.options.resolved(a.device)
-        stats = _statistics(a, b, options, self._images_seen if offset is None else offset)
-        current = self.map_sum_a
-        if current.ndim and current.shape != stats["map_sum_a"].shape:
-            (c_old, s_old), (c_new, s_new) = current.shape[-2:], stats["map_sum_a"].shape[-2:]
-            raise ValueError(
-                f"Activations of shape {list(a.shape)} give {c_new} channels x {s_new} positions, but"
-                f" earlier batches gave {c_old} x {s_old}; one SEISMetric scores one layer."
-            )
+        shift = self._states() if self.shift_a.ndim else None
+        try:
+            stats = _statistics(a, b, options, self._images_seen if offset is None else offset, shift)
+        except ValueError as error:
+            if "earlier batches gave" in str(error):
+                raise ValueError(f"{error} One SEISMetric scores one layer.") from None
+            raise
         self.pooled = stats["pooled"]
         for name in STATISTICS:
             setattr(self, name, getattr(self, name) + stats[name])
+        if shift is None:
+            self.shift_a, self.shift_b = stats["shift_a"], stats["shift_b"]
         self._images_seen += a.shape[0]
         self._resolved = options
 
+    def _states(self) -> dict[str, Tensor]:
+        return {name: getattr(self, name) for name in (*STATISTICS, *SHIFTS)}
+
+    def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
+        """Add ``incoming_state`` (``forward``'s running total, ``merge_state``) to this batch's states,
+        about the incoming shifts (torchmetrics would add sums about different shifts)."""
+        for name, value in _add_statistics(incoming_state, self._states()).items():
+            if name in self._defaults:
+                setattr(self, name, value)
+
+    def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
+        """Gather every process's states and add them, about the first process's shifts (torchmetrics
+        would add sums about different shifts). Every process must have had an update."""
+        group = process_group or self.process_group
+        gathered = {name: dist_sync_fn(value, group=group) for name, value in self._states().items()}
+        total: dict[str, Any] = {name: values[0] for name, values in gathered.items()}
+        for rank in range(1, len(gathered["num_images"])):
+            total = _add_statistics(total, {name: values[rank] for name, values in gathered.items()})
+        for name in self._defaults:
+            setattr(self, name, total[name])
+
     def compute(self) -> SEISResult | list[SEISResult]:
         """SEIS scores of all images seen since the last reset."""
-        stats = {name: getattr(self, name) for name in STATISTICS}
+        stats = self._states()
         if not stats["map_sum_a"].ndim:
             # No update yet: empty statistics give NaN scores with a reason.
             stats = _empty_statistics(self.num_transforms, self.jackknife_groups)

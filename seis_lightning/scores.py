@@ -17,15 +17,15 @@ from torch import Tensor
 
 from seis_lightning._precision import TIE_TOLERANCE, statistics_eps
 from seis_lightning.options import check_options
-from seis_lightning.statistics import PAIRED_STATISTICS, REFERENCE_STATISTICS, STATISTICS
+from seis_lightning.statistics import PAIRED_STATISTICS, REFERENCE_STATISTICS, STATISTICS, _shifts
 
 SCORES = ("equivariance", "invariance", "channel_invariance")
 SCORES_AND_NULLS = (*SCORES, *(f"{score}_null" for score in SCORES))
 UNFOLDINGS = ("spatial", "channel")
 
-# A centred variance below this share of the uncentred second moment counts as none: the rounding
-# residue of ``ΣA_nᵀA_n - N ĀᵀĀ`` in float64 is about 1e-16 of it, and 1e-12 is a spread of 1e-6 of
-# the maps' size, a few float32 rounding steps. Below it the layer is constant across images.
+# A centred variance below this share of the uncentred second moment ``Σ‖A_n‖²`` counts as none:
+# centring a batch on its float64 mean map leaves about 1e-16 of the maps' size, and 1e-12 is a
+# spread of 1e-6 of it, a few float32 rounding steps. Below it the layer is constant across images.
 CONSTANT_TOLERANCE = 1e-12
 
 
@@ -147,8 +147,17 @@ def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: f
     return rho.clamp(0, 1), alignment.nan_to_num(0.0).clamp(0, 1)
 
 
+def _second_moment(gram: Tensor, map_sum: Tensor, shift: Tensor, n: Tensor) -> Tensor:
+    """``Σ_n ‖X_n‖²`` (uncentred) from a Gram sum and map sum about ``shift``: ``tr G + 2⟨s, K⟩ + n‖K‖²``."""
+    return gram.trace() + 2 * (map_sum * shift).sum() + n * shift.square().sum()
+
+
 def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> dict[str, Tensor]:
-    """Covariances of one unfolding, centred on the mean feature map (spec, step 1)."""
+    """Covariances of one unfolding, centred on the mean feature map (spec, step 1).
+
+    The statistics may be taken about any shift (:data:`~seis_lightning.statistics.SHIFTS`): the
+    centred Grams do not depend on it.
+    """
     n = stats["num_images"]
     n_null = stats["null_num_images"]
     sum_a, sum_b = stats["map_sum_a"], stats["map_sum_b"]
@@ -178,7 +187,8 @@ def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> dict[st
     # builds its whitener once.
     return {
         "yy": (stats[f"{unfolding}_gram_bb"] - n * outer(mean_b, mean_b)) / (n * per_image - 1),
-        "yy_second_moment": stats[f"{unfolding}_gram_bb"].trace() / (n * per_image - 1),
+        "yy_second_moment": _second_moment(stats[f"{unfolding}_gram_bb"], sum_b, _shifts(stats)[1], n)
+        / (n * per_image - 1),
         "xy": (stats[f"{unfolding}_gram_ab"] - n * outer(mean_a, mean_b)) / (n * per_image - 1),
         "xy_null": null_cross / (n_null * per_image - 1) if n_null >= 2 else None,
         "rows": n * per_image,
@@ -295,7 +305,8 @@ def seis_from_statistics(
             f"Expected `jackknife_groups` at most the number of probe images, but got jackknife_groups={num_groups}"
             f" for {int(stats['num_images'].sum())} images; use fewer groups or more probe images."
         )
-    total = {name: stats[name].sum(0) for name in STATISTICS} if num_groups else stats
+    shifts = dict(zip(("shift_a", "shift_b"), _shifts(stats)))
+    total = {**{name: stats[name].sum(0) for name in STATISTICS}, **shifts} if num_groups else stats
     many = total["map_sum_b"].ndim == 3
     eps, tie_tolerance = statistics_eps(eps, precision), TIE_TOLERANCE[precision]
     results = _scores_of_set(total, keep, eps, tie_tolerance)
@@ -311,7 +322,9 @@ def seis_from_statistics(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SEISWarning)
             left_out = [
-                _scores_of_set({name: total[name] - stats[name][g] for name in STATISTICS}, keep, eps, tie_tolerance)
+                _scores_of_set(
+                    {**{name: total[name] - stats[name][g] for name in STATISTICS}, **shifts}, keep, eps, tie_tolerance
+                )
                 for g in range(num_groups)
             ]
         for k, result in enumerate(results):
@@ -327,6 +340,7 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolera
     """Scores of every transformation in ungrouped statistics, A's whiteners built once."""
     many = stats["map_sum_b"].ndim == 3
     num_channels, num_positions = stats["map_sum_a"].shape
+    shift_a, shift_b = _shifts(stats)
     reference = {name: stats[name] for name in REFERENCE_STATISTICS}
     whiteners_a: dict[str, Tensor | None] = {"spatial": None, "channel": None}
     if int(stats["num_images"]) >= 2 and all(bool(torch.isfinite(t).all()) for t in reference.values()):
@@ -337,11 +351,16 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolera
             ("spatial", stats["spatial_gram_aa"], mean_a.mT @ mean_a, n * num_channels),
             ("channel", stats["channel_gram_aa"], mean_a @ mean_a.mT, n * num_positions),
         ):
-            whiteners_a[unfolding] = _whitener((gram - n * centre) / (rows - 1), gram.trace() / (rows - 1), keep, eps)
+            second_moment = _second_moment(gram, sum_a, shift_a, n) / (rows - 1)
+            whiteners_a[unfolding] = _whitener((gram - n * centre) / (rows - 1), second_moment, keep, eps)
     num_transforms = stats["map_sum_b"].shape[0] if many else 1
     return [
         _scores_of_one(
-            {**reference, **{name: stats[name][k] if many else stats[name] for name in PAIRED_STATISTICS}},
+            {
+                **reference,
+                **{name: stats[name][k] if many else stats[name] for name in PAIRED_STATISTICS},
+                "shift_b": shift_b[k] if many and shift_b.ndim == 3 else shift_b,
+            },
             whiteners_a,
             keep,
             eps,

@@ -5,6 +5,13 @@ sufficient statistics of one batch (image count, map sums, spatial and channel G
 cross Grams; float64), which :func:`seis_combine_statistics` adds over batches and processes.
 Everything that depends on the reference activations ``a`` alone is computed once and shared by
 every transformation passed as a sequence ``b`` (spec, "Cost").
+
+The sums are taken about a shift, one mean map per side (:data:`SHIFTS`): ``Σ(A_n - K_A)``,
+``Σ(A_n - K_A)ᵀ(B_n - K_B)``, ... (spec, "Precision"). A batch's own mean map is its shift unless
+earlier statistics' shifts are passed (``shift=``); statistics about the same shifts add by plain
+addition, and :func:`seis_combine_statistics` first moves them to the first one's shifts
+(:func:`_reshift`). With a shift near the data, the centred Grams ``G - N (Ā-K)ᵀ(B̄-K)`` lose
+nothing to cancellation, whatever the activations' common offset.
 """
 
 from __future__ import annotations
@@ -38,6 +45,9 @@ PAIRED_STATISTICS = (
     "channel_gram_ab_null",
 )
 STATISTICS = REFERENCE_STATISTICS + PAIRED_STATISTICS
+# The mean maps the sums are taken about: ``[C, S]`` for ``a``, one per transformation for ``b``
+# (no group axis: every jackknife group shares them).
+SHIFTS = ("shift_a", "shift_b")
 
 # Gram products of at least this many variables are computed by blocks on and above the diagonal.
 SYMMETRIC_GRAM_FROM = 64
@@ -121,16 +131,26 @@ def _float64_mean(x: Tensor) -> Tensor:
     return total / x.shape[0]
 
 
+def _mean_map(x: Tensor) -> Tensor:
+    """The float64 mean map ``[C, S]`` of maps ``x`` ``[N, C, S]``, on their float64 home, as :func:`_unfold` centres them."""
+    if _precision._has_float64(x.device):
+        return _float64_mean(x)
+    first = x.mean(0, dtype=torch.float32)
+    home = _float64_home(x.device)
+    return first.to(home, torch.float64) + (x - first).mean(0).to(home, torch.float64)
+
+
 def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Spatial ``[J, N*C, S]`` and channel ``[N*S, J*C]`` unfoldings of J maps ``[N, C, S]``, and their sums.
+    """Spatial ``[J, N*C, S]`` and channel ``[N*S, J*C]`` unfoldings of J maps ``[N, C, S]``, and their mean maps.
 
     The channel unfoldings sit side by side (map j is column block j: :func:`_column_blocks`), so
     that one product reads them all. In ``float64`` both unfoldings are views of one buffer
     ``[J, C, N, S]``, and the spatial unfolding's rows run over (channel, image), which gives the same
     products as (image, channel) without a second copy. In ``float32`` the spatial rows run over
     (image, channel), which rounds about 10 times less than (channel, image) in the float32
-    products, and each map is centred on its own mean map, so that its products keep what varies
-    across images, not what they share (spec, "Precision"). The map sums ``[J, C, S]`` are float64.
+    products. Each map is centred on its own mean map, so that its products keep what varies
+    across images, not what they share (spec, "Precision"); float64 activations are centred in
+    float64 before a float32 cast. The mean maps ``[J, C, S]`` are float64.
     """
     n, c, s = maps[0].shape
     home = _float64_home(maps[0].device)
@@ -140,28 +160,30 @@ def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Ten
     # float32: spatial rows over (image, channel), which round less in float32 products.
     buffer = maps[0].new_empty(len(maps), c, n, s, dtype=dtype) if float64 else None
     spatial = buffer.transpose(1, 2) if float64 else maps[0].new_empty(len(maps), n, c, s, dtype=dtype)
-    sums = []
+    means = []
     for block, x in zip(spatial, maps):
         if not n:
-            sums.append(torch.zeros(c, s, dtype=torch.float64, device=home))
+            means.append(torch.zeros(c, s, dtype=torch.float64, device=home))
         elif _precision._has_float64(x.device):
-            # Centre on the float64 mean map: its part at this precision, then the rounding of the rest.
             mean = _float64_mean(x)
-            first = mean.to(dtype)
-            torch.sub(x.to(dtype), first, out=block)
-            if not float64:
+            if float64 or x.dtype == torch.float64:
+                torch.sub(x.to(torch.float64), mean, out=block)  # float64 activations keep their digits at any offset
+            else:
+                # Centre on the float64 mean map: its part at this precision, then the rounding of the rest.
+                first = mean.to(dtype)
+                torch.sub(x.to(dtype), first, out=block)
                 block.sub_((mean - first).to(dtype))
-            sums.append(n * mean.to(home))
+            means.append(mean.to(home))
         else:  # no float64 here (MPS): the mean as a float32 mean plus the mean of what it leaves
             first = x.mean(0, dtype=torch.float32)
             torch.sub(x, first, out=block)
             rest = block.mean(0)
             block.sub_(rest)
-            sums.append(n * (first.to(home, torch.float64) + rest.to(home, torch.float64)))
+            means.append(first.to(home, torch.float64) + rest.to(home, torch.float64))
     if float64:
-        return buffer.view(len(maps), c * n, s), buffer.view(-1, n * s).mT, torch.stack(sums)
+        return buffer.view(len(maps), c * n, s), buffer.view(-1, n * s).mT, torch.stack(means)
     channel = spatial.transpose(1, 2).contiguous()  # [J, C, N, S]
-    return spatial.view(len(maps), n * c, s), channel.view(-1, n * s).mT, torch.stack(sums)
+    return spatial.view(len(maps), n * c, s), channel.view(-1, n * s).mT, torch.stack(means)
 
 
 def _column_blocks(x: Tensor, num_blocks: int) -> tuple[Tensor, ...]:
@@ -193,31 +215,36 @@ def _per_map(products: Tensor, home: torch.device) -> Tensor:
 
 
 def _add_centres(grams: Tensor, sum_x: Tensor, sum_y: Tensor, n: int, unfolding: str) -> Tensor:
-    """Add ``n·m̄_xᵀm̄_y`` in float64 to ``grams`` ``[K, D, D]``, from map sums ``[K, C, S]`` (``sum_x`` may broadcast).
+    """Add ``n·(m̄_x-K_x)ᵀ(m̄_y-K_y)`` in float64 to ``grams`` ``[K, D, D]``, from map sums about the shifts
+    ``[K, C, S]`` (``sum_x`` may broadcast).
 
-    Float32 products of centred maps plus these are the Gram sums (spec, "Precision").
+    Products of maps centred on their own mean plus these are the Gram sums about the shifts (spec, "Precision").
     """
     x, y = (sum_x.mT, sum_y) if unfolding == "spatial" else (sum_x, sum_y.mT)
     return grams.baddbmm_(x.expand(len(grams), -1, -1), y, alpha=1 / max(n, 1))
 
 
 def _reference_statistics(
-    a: Tensor, precision: str = "float64", unfolded: tuple[Tensor, Tensor, Tensor] | None = None
+    a: Tensor, precision: str, shift_a: Tensor | None, unfolded: tuple[Tensor, Tensor, Tensor] | None = None
 ) -> dict[str, Tensor]:
-    """Statistics of the original maps ``a`` [N, C, S] (spec, "Streaming statistics"), float64 sums.
+    """Statistics of the original maps ``a`` [N, C, S] about ``shift_a`` [C, S] (spec, "Streaming statistics").
 
-    ``unfolded``: ``_unfold([a], precision)`` when the caller has it already.
+    ``shift_a``: ``None`` for the batch's own mean map (returned as ``shift_a``). ``unfolded``:
+    ``_unfold([a], precision)`` when the caller has it already.
     """
     n = a.shape[0]
-    spatial, channel, sums = unfolded or _unfold([a], precision)
+    spatial, channel, means = unfolded or _unfold([a], precision)
+    shift_a = means[0] if shift_a is None else shift_a
+    sums = n * (means[:1] - shift_a)
     stats = {
         "num_images": torch.full((), float(n), dtype=torch.float64, device=sums.device),  # no host copy
         "map_sum_a": sums[0],
+        "shift_a": shift_a,
     }
     for unfolding, x in (("spatial", spatial[0]), ("channel", channel)):
         with _ieee_float32():
             gram = _gram(x).to(sums.device, torch.float64)
-        _add_centres(gram[None], sums[:1], sums[:1], n, unfolding)
+        _add_centres(gram[None], sums, sums, n, unfolding)
         stats[f"{unfolding}_gram_aa"] = gram
     return stats
 
@@ -225,30 +252,35 @@ def _reference_statistics(
 def _paired_statistics(
     a: Tensor,
     b: Sequence[Tensor],
-    precision: str = "float64",
+    precision: str,
+    shift_a: Tensor,
+    shift_b: Tensor | None,
     b_null: Sequence[Tensor] | None = None,
     unfolded_a: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """Statistics of ``a`` [N, C, S] against ``b`` [K, N, C, S], one entry per transformation.
+    """Statistics of ``a`` [N, C, S] against ``b`` [K, N, C, S] about ``shift_a``, ``shift_b`` [K, C, S], one entry per transformation.
 
+    ``shift_b``: ``None`` for each transformation's own mean map (returned as ``shift_b``).
     ``b_null`` [K, N, C, S], when given, holds each image's null partner already gathered (the
     jackknife's groups take theirs from the whole batch); without it, image n meets n - 1.
     ``unfolded_a``: ``_unfold([a], precision)`` when the caller has it already.
 
-    Every map is centred on its own mean map and ``n·m̄ᵀm̄`` added back in float64 (spec,
+    Every map is centred on its own mean map and ``n·(m̄-K)ᵀ(m̄-K)`` added back in float64 (spec,
     "Precision"). The channel cross Grams of all K transformations come from one wide product
     ``Aᵀ[B_1 … B_K]``.
     """
     num_transforms = len(b)
     n, c, s = a.shape
     float32 = precision == "float32"
-    spatial_a, channel_a, sum_a = unfolded_a or _unfold([a], precision)
+    spatial_a, channel_a, means_a = unfolded_a or _unfold([a], precision)
     maps_b = [*b, *b_null] if b_null is not None else list(b)
-    spatial_b, channel_b, sums = _unfold(maps_b, precision)
-    home = sums.device
-    sum_b = sums[:num_transforms]
-    null_sum_b = sum_b if b_null is None else sums[num_transforms:]
-    stats = {"map_sum_b": sum_b}
+    spatial_b, channel_b, means = _unfold(maps_b, precision)
+    home = means.device
+    shift_b = means[:num_transforms] if shift_b is None else shift_b
+    sum_a = n * (means_a[:1] - shift_a)
+    sum_b = n * (means[:num_transforms] - shift_b)
+    null_sum_b = sum_b if b_null is None else n * (means[num_transforms:] - shift_b)
+    stats = {"map_sum_b": sum_b, "shift_b": shift_b}
     with _ieee_float32():
         x = spatial_a[0]
         d = x.shape[1]
@@ -284,7 +316,7 @@ def _paired_statistics(
         for name in PAIRED_STATISTICS:
             if "null" in name:
                 stats[name].zero_()
-    return {name: stats[name] for name in PAIRED_STATISTICS}
+    return {name: stats[name] for name in (*PAIRED_STATISTICS, "shift_b")}
 
 
 def _rolled_cross(x: Tensor, y: Tensor, rows_per_image: int) -> Tensor:
@@ -309,12 +341,13 @@ def _rolled_spatial_cross(x: Tensor, y: Tensor, num_images: int) -> Tensor:
 
 
 def _group_statistics(
-    a: Tensor, b: Tensor, groups: int, first_index: int, precision: str = "float64"
+    a: Tensor, b: Tensor, groups: int, first_index: int, precision: str, shift_a: Tensor, shift_b: Tensor
 ) -> dict[str, Tensor]:
     """Statistics of ``a`` [N, C, S] and ``b`` [K, N, C, S] per jackknife group, stacked first (spec, "Uncertainty").
 
     Image n of the batch, global index ``first_index + n``, goes to group ``(first_index + n) mod G``
-    with its null pair (image n against transformed image n - 1 of the batch).
+    with its null pair (image n against transformed image n - 1 of the batch). Every group's sums
+    are about the same shifts, so that the groups add up.
     """
     n = a.shape[0]
     per_group: dict[int, dict[str, Tensor]] = {}
@@ -326,11 +359,12 @@ def _group_statistics(
         b_null = b[:, partners] if n >= 2 else None
         a_group = a[start::groups]
         per_group[group] = {
-            **_reference_statistics(a_group, precision),
-            **_paired_statistics(a_group, b[:, start::groups], precision, b_null=b_null),
+            **_reference_statistics(a_group, precision, shift_a),
+            **_paired_statistics(a_group, b[:, start::groups], precision, shift_a, shift_b, b_null=b_null),
         }
     zeros = {name: torch.zeros_like(value) for name, value in next(iter(per_group.values())).items()}
-    return {name: torch.stack([per_group.get(g, zeros)[name] for g in range(groups)]) for name in STATISTICS}
+    stats = {name: torch.stack([per_group.get(g, zeros)[name] for g in range(groups)]) for name in STATISTICS}
+    return {**stats, "shift_a": shift_a, "shift_b": shift_b}
 
 
 def seis_statistics(
@@ -343,6 +377,7 @@ def seis_statistics(
     jackknife_groups: int = 0,
     first_index: int = 0,
     precision: Precision = "auto",
+    shift: Mapping[str, Any] | None = None,
 ) -> dict[str, Tensor]:
     """Streaming statistics of one batch of paired activations (spec, "Streaming statistics").
 
@@ -359,11 +394,16 @@ def seis_statistics(
             ``(first_index + n) mod G``, with its null pair. Streaming callers count the images seen.
         precision: of the Gram products, ``"float64"``, ``"float32"`` (centred per batch, summed
             in float64) or ``"auto"`` (:func:`resolve_precision`; spec, "Precision").
+        shift: earlier statistics (e.g. the first batch's), whose shifts ``shift_a`` and
+            ``shift_b`` these sums are then taken about, so that the two add by plain addition.
+            ``None``: this batch's own mean maps.
 
     Returns:
-        float64 tensors keyed by :data:`STATISTICS`, and ``pooled``: whether the maps were pooled
-        to ``max_positions``. Paired statistics have a leading axis of length K when ``b`` is a
-        sequence of K tensors (after the group axis, if any). They add up over batches and processes.
+        float64 tensors keyed by :data:`STATISTICS`, the mean maps they are taken about
+        (:data:`SHIFTS`), and ``pooled``: whether the maps were pooled to ``max_positions``.
+        Paired statistics and ``shift_b`` have a leading axis of length K when ``b`` is a sequence
+        of K tensors (after the group axis, if any). :func:`seis_combine_statistics` adds them over
+        batches and processes.
 
     Raises:
         ValueError: if shapes, devices or dtypes do not fit, or ``jackknife_groups`` is 1 or negative.
@@ -377,11 +417,24 @@ def seis_statistics(
     )
     if isinstance(first_index, bool) or not isinstance(first_index, int) or first_index < 0:
         raise ValueError(f"Expected `first_index` to be a non-negative integer, but got {first_index!r}.")
-    return _statistics(a, b, options.resolved(a.device), first_index)
+    if shift is not None and not all(isinstance(shift.get(name), Tensor) for name in SHIFTS):
+        raise ValueError(f"Expected `shift` to be statistics from `seis_statistics`, with tensors {SHIFTS}.")
+    return _statistics(a, b, options.resolved(a.device), first_index, shift)
 
 
-def _statistics(a: Tensor, b: Tensor | Sequence[Tensor], options: ResolvedOptions, first_index: int) -> dict:
-    """:func:`seis_statistics` with validated, resolved options (:meth:`SEISOptions.resolved`)."""
+def _statistics(
+    a: Tensor,
+    b: Tensor | Sequence[Tensor],
+    options: ResolvedOptions,
+    first_index: int,
+    shift: Mapping[str, Any] | None = None,
+) -> dict:
+    """:func:`seis_statistics` with validated, resolved options (:meth:`SEISOptions.resolved`).
+
+    Raises:
+        ValueError: as :func:`seis_statistics`, and if the maps' channels and positions differ from
+            those of the statistics that give ``shift``.
+    """
     many = not isinstance(b, Tensor)
     bs = list(b) if many else [b]
     if not bs:
@@ -402,24 +455,42 @@ def _statistics(a: Tensor, b: Tensor | Sequence[Tensor], options: ResolvedOption
     # The maps keep their dtype: the unfoldings convert them on the way.
     maps_a, pooled = seis_maps(a, options.layout, options.num_prefix_tokens, options.max_positions, dtype=None)
     maps_b = [seis_maps(x, options.layout, options.num_prefix_tokens, options.max_positions, dtype=None)[0] for x in bs]
+    shift_a = shift_b = None
+    if shift is not None:
+        home = _float64_home(maps_a.device)
+        shift_a, shift_b = shift["shift_a"].to(home, torch.float64), shift["shift_b"].to(home, torch.float64)
+        if shift_a.shape != maps_a.shape[1:]:
+            (c_old, s_old), (c_new, s_new) = shift_a.shape, maps_a.shape[1:]
+            raise ValueError(
+                f"Activations of shape {list(a.shape)} give {c_new} channels x {s_new} positions, but"
+                f" earlier batches gave {c_old} x {s_old}; statistics of one layer need maps of one shape."
+            )
+        shift_b = shift_b if many else shift_b[None]
+        if len(shift_b) != len(bs):
+            raise ValueError(f"Expected {len(shift_b)} transformations, as earlier batches had, but got {len(bs)}.")
     if groups:
-        stats = _group_statistics(maps_a, torch.stack(maps_b), groups, first_index, precision)
+        if shift is None:
+            shift_a, shift_b = _mean_map(maps_a), torch.stack([_mean_map(x) for x in maps_b])
+        stats = _group_statistics(maps_a, torch.stack(maps_b), groups, first_index, precision, shift_a, shift_b)
         lead = (slice(None), 0)
     else:
         unfolded_a = _unfold([maps_a], precision)
-        stats = {
-            **_reference_statistics(maps_a, precision, unfolded_a),
-            **_paired_statistics(maps_a, maps_b, precision, unfolded_a=unfolded_a),
-        }
+        reference = _reference_statistics(maps_a, precision, shift_a, unfolded_a)
+        paired = _paired_statistics(maps_a, maps_b, precision, reference["shift_a"], shift_b, unfolded_a=unfolded_a)
+        stats = {**reference, **paired}
         lead = (0,)
     if not many:
         stats.update({name: stats[name][lead] for name in PAIRED_STATISTICS})
+        stats["shift_b"] = stats["shift_b"][0]
     stats["pooled"] = pooled
     return stats
 
 
 def seis_combine_statistics(*stats: Mapping[str, Any]) -> dict[str, Any]:
-    """Add up the statistics of several batches (or processes).
+    """Add up the statistics of several batches (or processes), about the first one's shifts.
+
+    Statistics about other shifts are moved to those first (:func:`_reshift`); statistics without
+    shifts count as taken about zero.
 
     Raises:
         ValueError: if no statistics are given or their shapes differ.
@@ -434,6 +505,82 @@ def seis_combine_statistics(*stats: Mapping[str, Any]) -> dict[str, Any]:
                     f"Cannot combine statistics `{name}` of shapes {list(total[name].shape)} and"
                     f" {list(other[name].shape)}: the layers differ in channels or positions."
                 )
-            total[name] = total[name] + other[name]
+        total = _add_statistics(total, other)
     total["pooled"] = any(bool(one.get("pooled", False)) for one in stats)
     return total
+
+
+def _is_empty(stats: Mapping[str, Any]) -> bool:
+    """Whether ``stats`` are a metric's defaults, before any update: scalar zeros."""
+    return not stats["map_sum_a"].ndim
+
+
+def _add_statistics(total: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """``total + other`` about ``total``'s shifts (``other``'s if ``total`` is empty)."""
+    if _is_empty(other):
+        return dict(total)
+    if _is_empty(total):
+        return dict(other)
+    shift_a, shift_b = _shifts(total)
+    other = _reshift(other, shift_a, shift_b)
+    return {**total, **{name: total[name] + other[name] for name in STATISTICS}, "shift_a": shift_a, "shift_b": shift_b}
+
+
+def _shifts(stats: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+    """The shifts of ``stats``: zeros where they have none (statistics from before shifts were kept)."""
+    zero = torch.zeros((), dtype=torch.float64, device=stats["map_sum_a"].device)
+    return stats.get("shift_a", zero), stats.get("shift_b", zero)
+
+
+def _outer(x: Tensor, y: Tensor, unfolding: str) -> Tensor:
+    """The Gram of maps ``x``, ``y`` [..., C, S] in one unfolding: ``xᵀy`` (spatial, S×S) or ``xyᵀ`` (channel, C×C)."""
+    return x.mT @ y if unfolding == "spatial" else x @ y.mT
+
+
+def _reshift(stats: Mapping[str, Any], shift_a: Tensor, shift_b: Tensor) -> dict[str, Any]:
+    """``stats`` taken about ``shift_a``, ``shift_b`` instead of their own shifts.
+
+    With ``d = K_old - K_new``: ``Σ(X - K_new) = s + n d`` and ``Σ(X - K_new)ᵀ(Y - K_new) =
+    G + sₓᵀd_y + d_xᵀs_y + n d_xᵀd_y``, per group and transformation (``s`` the sums about the old
+    shifts). The shifts are mean maps of the same kind of data, so ``d`` is of the order of the
+    spread and nothing cancels.
+    """
+    old_a, old_b = _shifts(stats)
+    d_a, d_b = old_a - shift_a, old_b - shift_b
+    out = dict(stats)
+    paired_lead = stats["map_sum_b"].ndim > stats["map_sum_a"].ndim  # a transformation axis K
+
+    def count(name: str, lead: bool) -> Tensor:
+        n = stats[name]
+        return n.reshape(*n.shape, *((1,) if lead else ()), 1, 1)
+
+    n_a, n_b, n_null = count("num_images", False), count("num_images", paired_lead), count("null_num_images", False)
+    s_a, s_b = stats["map_sum_a"], stats["map_sum_b"]
+    s_a_paired = s_a.unsqueeze(-3) if paired_lead else s_a
+    null_a, null_b = stats["null_map_sum_a"], stats["null_map_sum_b"]
+    for unfolding in ("spatial", "channel"):
+        gram = f"{unfolding}_gram"
+        out[f"{gram}_aa"] = (
+            stats[f"{gram}_aa"] + _outer(s_a, d_a, unfolding) + _outer(d_a, s_a, unfolding) + n_a * _outer(d_a, d_a, unfolding)
+        )
+        out[f"{gram}_bb"] = (
+            stats[f"{gram}_bb"] + _outer(s_b, d_b, unfolding) + _outer(d_b, s_b, unfolding) + n_b * _outer(d_b, d_b, unfolding)
+        )
+        out[f"{gram}_ab"] = (
+            stats[f"{gram}_ab"]
+            + _outer(s_a_paired, d_b, unfolding)
+            + _outer(d_a, s_b, unfolding)
+            + n_b * _outer(d_a, d_b, unfolding)
+        )
+        out[f"{gram}_ab_null"] = (
+            stats[f"{gram}_ab_null"]
+            + _outer(null_a, d_b, unfolding)
+            + _outer(d_a, null_b, unfolding)
+            + n_null * _outer(d_a, d_b, unfolding)
+        )
+    out["map_sum_a"] = s_a + n_a * d_a
+    out["map_sum_b"] = s_b + n_b * d_b
+    out["null_map_sum_a"] = null_a + n_null * d_a
+    out["null_map_sum_b"] = null_b + n_null * d_b
+    out["shift_a"], out["shift_b"] = shift_a, shift_b
+    return out

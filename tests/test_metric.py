@@ -86,8 +86,8 @@ def test_state_does_not_grow_with_images(generator):
     metric.update(a, a)
     size = state_bytes(metric)
     s, c = 28 * 28, 64
-    # map sums (4 of C x S), Grams (4 spatial S x S, 4 channel C x C), counts: float64.
-    assert size == 8 * (4 * c * s + 4 * s * s + 4 * c * c + 2)
+    # map sums (4 of C x S) and the 2 shifts they are about, Grams (4 spatial S x S, 4 channel C x C), counts: float64.
+    assert size == 8 * (6 * c * s + 4 * s * s + 4 * c * c + 2)
     for _ in range(3):
         metric.update(a, a)
     assert state_bytes(metric) == size
@@ -169,7 +169,8 @@ def _ddp_worker(rank: int, world_size: int, port: int, make_metric, a, b, out: s
             metric.update(x, y)
         result = metric.compute()  # syncs the summed states over the process group
         if rank == 0:
-            torch.save({"scores": {name: result[name] for name in ALL_SCORES}, "device": str(metric.device)}, out)
+            scores = {name: value for name, value in result.items() if isinstance(value, float)}
+            torch.save({"scores": scores, "device": str(metric.device)}, out)
     finally:
         dist.destroy_process_group()
 
@@ -185,3 +186,51 @@ def test_two_processes_equal_one(pair, tmp_path):
     expected = single.compute()
     for name in ALL_SCORES:
         assert synced[name] == pytest.approx(expected[name], abs=1e-9), name
+
+
+def _offset_pair(generator, offset: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Maps with a common offset of ``offset`` times their spread, float64, and noisy rolled copies."""
+    maps = torch.randn(192, 4, 6, 6, generator=generator, dtype=torch.float64)
+    shift = offset * (1 + torch.rand(4, 6, 6, generator=generator, dtype=torch.float64))
+    b = maps.roll(1, -1) + 0.3 * torch.randn(maps.shape, generator=generator, dtype=torch.float64)
+    return maps + shift, b + shift
+
+
+def test_forward_and_merge_state_at_a_large_offset_equal_the_reference(generator):
+    """``forward`` (torchmetrics adds each batch's states to the running total) and ``merge_state`` add
+    sums taken about different mean maps: they are moved to one shift first (spec, "Precision")."""
+    a, b = _offset_pair(generator, 1e5)
+    expected = reference_scores(a.flatten(2), b.flatten(2), batch_size=32)
+    streamed, first, second = (SEISMetric(precision="float64") for _ in range(3))
+    for i, (x, y) in enumerate(zip(a.split(32), b.split(32))):
+        batch = streamed(x, y)  # forward: this batch's scores, and the running total
+        assert batch["num_images"] == 32
+        (first if i % 2 else second).update(x, y)
+    first.merge_state(second)
+    for result in (streamed.compute(), first.compute()):
+        assert result["num_images"] == 192
+        for name in ALL_SCORES:
+            assert result[name] == pytest.approx(expected[name], abs=1e-9), name
+
+
+@pytest.mark.distributed
+def test_two_processes_at_a_large_offset_equal_the_reference(generator, tmp_path):
+    """Each process's sums are about its own first batch's mean maps; syncing moves them to rank 0's
+    before adding (spec, "Precision"). Jackknife groups are moved group by group."""
+    a, b = _offset_pair(generator, 1e5)
+    expected = reference_scores(a.flatten(2), b.flatten(2), batch_size=32)
+    batches_a, batches_b = list(a.split(32)), list(b.split(32))
+    synced = ddp_scores(_float64_jackknife_metric, batches_a, batches_b, tmp_path)["scores"]
+    single = _float64_jackknife_metric()
+    for x, y in zip(batches_a, batches_b):
+        single.update(x, y)
+    one_process = single.compute()
+    for name in ALL_SCORES:
+        assert synced[name] == pytest.approx(expected[name], abs=1e-9), name
+    for name in SCORES:
+        assert one_process[f"{name}_se"] > 0
+        assert synced[f"{name}_se"] == pytest.approx(one_process[f"{name}_se"], abs=1e-9), name
+
+
+def _float64_jackknife_metric() -> SEISMetric:
+    return SEISMetric(precision="float64", jackknife_groups=4)

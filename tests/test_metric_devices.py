@@ -17,7 +17,9 @@ import torch
 import seis_lightning._precision
 import seis_lightning.metric
 from seis_lightning import SEISMetric
-from seis_lightning.functional import STATISTICS
+from seis_lightning.functional import SHIFTS, STATISTICS
+
+STATES = STATISTICS + SHIFTS  # the sums and the mean maps they are taken about
 from tests.reference import reference_scores
 from tests.test_functional import ALL_SCORES, assert_matches_reference, warped
 from tests.test_metric import ddp_scores
@@ -46,11 +48,11 @@ def pair(digit_maps, generator):
 
 
 def _states(metric: SEISMetric) -> dict[str, torch.Tensor]:
-    return {name: getattr(metric, name) for name in STATISTICS}
+    return {name: getattr(metric, name) for name in STATES}
 
 
 def _assert_float64_on(metric: SEISMetric, device: torch.device) -> None:
-    for name in STATISTICS:
+    for name in STATES:
         for where, value in (("state", getattr(metric, name)), ("default", metric._defaults[name])):
             assert value.dtype == torch.float64, (where, name)
             assert value.device == device, (where, name)
@@ -126,7 +128,7 @@ def test_float32_updates_into_cpu_states_equal_the_reference(no_float64, pair, p
     # the same sums and scores as a metric that never left the CPU: "auto" resolves against the
     # activations' device (the CPU here), not the metric's
     on_cpu = _fed(SEISMetric(precision=precision), a, b)
-    for name in STATISTICS:
+    for name in STATES:
         torch.testing.assert_close(getattr(metric, name), getattr(on_cpu, name), rtol=0, atol=0)
     expected = on_cpu.compute()
     for name in ALL_SCORES:
@@ -204,7 +206,7 @@ def test_casts_leave_the_sums_float64(cast, pair):
     assert out is metric
     assert metric.device == CPU
     _assert_float64_on(metric, CPU)
-    for name in STATISTICS:
+    for name in STATES:
         torch.testing.assert_close(getattr(metric, name), before[name], rtol=0, atol=0)
     result = metric.compute()
     for name in ALL_SCORES:
@@ -228,7 +230,7 @@ def test_state_dict_round_trip(no_float64, pair, move):
     torch.save(metric.state_dict(), buffer)
     buffer.seek(0)
     saved = torch.load(buffer)
-    assert set(saved) == set(STATISTICS)
+    assert set(saved) == set(STATES)
     assert all(value.device == CPU and value.dtype == torch.float64 for value in saved.values())
     restored = SEISMetric(precision="float32")
     restored.persistent(True)
@@ -236,7 +238,7 @@ def test_state_dict_round_trip(no_float64, pair, move):
         restored.to("meta")
     restored.load_state_dict(saved)
     _assert_float64_on(restored, CPU)
-    for name in STATISTICS:
+    for name in STATES:
         torch.testing.assert_close(getattr(restored, name), getattr(metric, name), rtol=0, atol=0)
     result = restored.compute()
     for name in ALL_SCORES:

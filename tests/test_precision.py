@@ -190,20 +190,25 @@ def test_constant_layers_are_nan_for_the_same_reasons(generator):
 
 
 def test_float32_statistics_are_sums_of_float64_parts(digit_maps):
-    """Two halves add up to the whole batch's sums (nulls aside: they pair within a batch)."""
+    """Two halves add up to the whole batch's sums (nulls aside: they pair within a batch): by plain
+    addition when taken about the whole batch's shifts, by ``seis_combine_statistics`` (which moves the
+    second half to the first's shifts) when the second half is taken about its own."""
     a = 50 * F.softplus(digit_maps[:64, :, ::2, ::2])
     b = TF.rotate(a, 30.0)
     whole = seis_statistics(a, b, precision="float32")
-    halves = seis_combine_statistics(
-        *(seis_statistics(x, y, precision="float32") for x, y in zip(a.split(32), b.split(32)))
-    )
+    first, second = zip(a.split(32), b.split(32))
+    about_whole = [seis_statistics(x, y, precision="float32", shift=whole) for x, y in (first, second)]
+    added = {name: about_whole[0][name] + about_whole[1][name] for name in functional.STATISTICS}
+    combined = seis_combine_statistics(about_whole[0], seis_statistics(*second, precision="float32"))
     assert whole["pooled"] is False
+    assert float((seis_statistics(*second, precision="float32")["shift_a"] - whole["shift_a"]).abs().max()) > 0.1
     for name in functional.STATISTICS:
         value = whole[name]
         assert value.dtype == torch.float64, name
         if name.endswith(("gram_aa", "gram_bb", "gram_ab")):
-            scale = float(value.abs().max())  # the Grams' spread is 1/2500 of their size: compare to the spread
-            assert float((value - halves[name]).abs().max()) <= 1e-6 * scale, name
+            scale = float(value.abs().max())  # Grams about the mean map: their size is the spread
+            for halves in (added, combined):
+                assert float((value - halves[name]).abs().max()) <= 1e-6 * scale, name
 
 
 def test_auto_resolves_by_device(monkeypatch):
