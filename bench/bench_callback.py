@@ -6,7 +6,7 @@
 
 Prints, for each model: seconds per epoch without the callback and with it (default settings: 512
 probe images or all the validation set, the paper's random affine as 4 draws, every epoch) for each
-``precision`` of its Gram products (``auto`` picks float32 on a CPU); then torch's profiler split of
+``precision`` of its Gram products (``auto`` picks float64 on a CPU); then torch's profiler split of
 one probe pass into the extra forward passes (``seis.forward``), the streaming statistics
 (``seis.statistics``) and the eigendecompositions / CCA (``seis.compute``). The ResNet epoch is
 over 1,024 fake images; a CIFAR epoch has 50,000, so its overhead is also projected to an epoch of

@@ -10,7 +10,8 @@ import contextlib
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, TypedDict
 
 import torch
 from torch import Tensor
@@ -152,7 +153,17 @@ def _second_moment(gram: Tensor, map_sum: Tensor, shift: Tensor, n: Tensor) -> T
     return gram.trace() + 2 * (map_sum * shift).sum() + n * shift.square().sum()
 
 
-def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> dict[str, Tensor]:
+class _Covariances(NamedTuple):
+    """The covariances of one unfolding and transformation, centred on the mean feature maps (spec, step 1)."""
+
+    yy: Tensor
+    yy_second_moment: Tensor  # uncentred, the scale of "does not vary" (:data:`CONSTANT_TOLERANCE`)
+    xy: Tensor
+    xy_null: Tensor | None  # None: no image has a null partner
+    rows: int
+
+
+def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> _Covariances:
     """Covariances of one unfolding, centred on the mean feature map (spec, step 1).
 
     The statistics may be taken about any shift (:data:`~seis_lightning.statistics.SHIFTS`): the
@@ -164,99 +175,150 @@ def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> dict[st
     null_sum_a, null_sum_b = stats["null_map_sum_a"], stats["null_map_sum_b"]
     num_channels, num_positions = sum_a.shape
     if unfolding == "spatial":
-        per_image = num_channels
-
-        def outer(x: Tensor, y: Tensor) -> Tensor:
-            return x.mT @ y
-
+        per_image, gram_bb, gram_ab, gram_ab_null = (
+            num_channels,
+            stats["spatial_gram_bb"],
+            stats["spatial_gram_ab"],
+            stats["spatial_gram_ab_null"],
+        )
     else:
-        per_image = num_positions
+        per_image, gram_bb, gram_ab, gram_ab_null = (
+            num_positions,
+            stats["channel_gram_bb"],
+            stats["channel_gram_ab"],
+            stats["channel_gram_ab_null"],
+        )
 
-        def outer(x: Tensor, y: Tensor) -> Tensor:
-            return x @ y.mT
+    def outer(x: Tensor, y: Tensor) -> Tensor:
+        return x.mT @ y if unfolding == "spatial" else x @ y.mT
 
     mean_a, mean_b = sum_a / n, sum_b / n
     # Σ_V (A_n - Ā)ᵀ(B_π(n) - B̄) over the images V that have a null partner.
-    null_cross = (
-        stats[f"{unfolding}_gram_ab_null"]
-        - outer(mean_a, null_sum_b)
-        - outer(null_sum_a, mean_b)
-        + n_null * outer(mean_a, mean_b)
-    )
+    null_cross = gram_ab_null - outer(mean_a, null_sum_b) - outer(null_sum_a, mean_b) + n_null * outer(mean_a, mean_b)
     # The covariance of the original maps is the same for every transformation: seis_from_statistics
     # builds its whitener once.
-    return {
-        "yy": (stats[f"{unfolding}_gram_bb"] - n * outer(mean_b, mean_b)) / (n * per_image - 1),
-        "yy_second_moment": _second_moment(stats[f"{unfolding}_gram_bb"], sum_b, _shifts(stats)[1], n)
-        / (n * per_image - 1),
-        "xy": (stats[f"{unfolding}_gram_ab"] - n * outer(mean_a, mean_b)) / (n * per_image - 1),
-        "xy_null": null_cross / (n_null * per_image - 1) if n_null >= 2 else None,
-        "rows": n * per_image,
-    }
+    return _Covariances(
+        yy=(gram_bb - n * outer(mean_b, mean_b)) / (n * per_image - 1),
+        yy_second_moment=_second_moment(gram_bb, sum_b, _shifts(stats)[1], n) / (n * per_image - 1),
+        xy=(gram_ab - n * outer(mean_a, mean_b)) / (n * per_image - 1),
+        xy_null=null_cross / (n_null * per_image - 1) if n_null >= 2 else None,
+        rows=int(n * per_image),
+    )
 
 
-def _nan_result(reason: str, num_channels: int, num_positions: int, num_images: int) -> dict[str, Any]:
-    result: dict[str, Any] = {name: math.nan for name in SCORES}
-    result.update({f"{name}_null": math.nan for name in SCORES})
-    for unfolding in UNFOLDINGS:
-        result.update({f"{unfolding}_kx": 0, f"{unfolding}_ky": 0, f"{unfolding}_rho": torch.empty(0)})
-        result[f"{unfolding}_rho_null"] = torch.empty(0)
-    result.update(num_images=num_images, num_channels=num_channels, num_positions=num_positions)
-    result["reasons"] = {name: reason for name in SCORES_AND_NULLS}
-    return result
+@dataclass
+class _UnfoldingScores:
+    """What one unfolding gives: its score (equivariance for the spatial unfolding, channel
+    invariance for the channel one), invariance (spatial only), their nulls, and why any is NaN."""
+
+    kx: int = 0
+    ky: int = 0
+    rho: Tensor = field(default_factory=lambda: torch.empty(0))
+    rho_null: Tensor = field(default_factory=lambda: torch.empty(0))
+    score: float = math.nan
+    score_null: float = math.nan
+    invariance: float = math.nan
+    invariance_null: float = math.nan
+    reasons: dict[str, str] = field(default_factory=dict)  # by score name, e.g. "equivariance_null"
+
+
+# The score names of each unfolding's fields (spec, steps 4 and 5).
+_NAMES = {
+    "spatial": {
+        "score": "equivariance",
+        "score_null": "equivariance_null",
+        "invariance": "invariance",
+        "invariance_null": "invariance_null",
+    },
+    "channel": {"score": "channel_invariance", "score_null": "channel_invariance_null"},
+}
+
+
+def _result(
+    spatial: _UnfoldingScores, channel: _UnfoldingScores, num_images: int, num_channels: int, num_positions: int
+) -> SEISResult:
+    return SEISResult(
+        equivariance=spatial.score,
+        invariance=spatial.invariance,
+        channel_invariance=channel.score,
+        equivariance_null=spatial.score_null,
+        invariance_null=spatial.invariance_null,
+        channel_invariance_null=channel.score_null,
+        spatial_kx=spatial.kx,
+        spatial_ky=spatial.ky,
+        channel_kx=channel.kx,
+        channel_ky=channel.ky,
+        spatial_rho=spatial.rho,
+        channel_rho=channel.rho,
+        spatial_rho_null=spatial.rho_null,
+        channel_rho_null=channel.rho_null,
+        num_images=num_images,
+        num_channels=num_channels,
+        num_positions=num_positions,
+        reasons={**spatial.reasons, **channel.reasons},
+    )
+
+
+def _nan_result(reason: str, num_channels: int, num_positions: int, num_images: int) -> SEISResult:
+    unfoldings = [_UnfoldingScores(reasons=dict.fromkeys(_NAMES[unfolding].values(), reason)) for unfolding in UNFOLDINGS]
+    return _result(*unfoldings, num_images, num_channels, num_positions)
 
 
 def _scores_of_one(
     stats: Mapping[str, Tensor], whiteners_a: dict[str, Tensor | None], keep: float, eps: float, tie_tolerance: float
-) -> dict[str, Any]:
+) -> SEISResult:
     num_channels, num_positions = stats["map_sum_a"].shape
     num_images = int(stats["num_images"])
     if num_images < 2:
         return _nan_result(f"needs at least 2 images, got {num_images}", num_channels, num_positions, num_images)
     if not all(bool(torch.isfinite(stats[name]).all()) for name in STATISTICS):
         return _nan_result("the activations hold NaN or Inf values", num_channels, num_positions, num_images)
-    result: dict[str, Any] = {"reasons": {}}
-    score_of = {"spatial": "equivariance", "channel": "channel_invariance"}
-    for unfolding in UNFOLDINGS:
-        cov = _centred_covariances(stats, unfolding)
-        whitener_x, whitener_y = whiteners_a[unfolding], _whitener(cov["yy"], cov["yy_second_moment"], keep, eps)
-        score = score_of[unfolding]
-        names = [score, f"{score}_null"] + (["invariance", "invariance_null"] if unfolding == "spatial" else [])
-        result.update({f"{unfolding}_kx": 0, f"{unfolding}_ky": 0})
-        result.update({f"{unfolding}_rho": torch.empty(0), f"{unfolding}_rho_null": torch.empty(0)})
-        if whitener_x is None or whitener_y is None:
-            side = "original" if whitener_x is None else "transformed"
-            reason = f"the {side} activations do not vary across images (a dead or constant layer)"
-            result.update({name: math.nan for name in names})
-            result["reasons"].update({name: reason for name in names})
-            continue
-        kx, ky = whitener_x.shape[1], whitener_y.shape[1]
-        result.update({f"{unfolding}_kx": kx, f"{unfolding}_ky": ky})
-        rows = int(cov["rows"])
-        if rows < 10 * max(kx, ky):
-            warnings.warn(
-                f"SEIS {unfolding} unfolding has {rows} rows for {max(kx, ky)} retained dimensions"
-                f" (fewer than 10 per dimension): {score} is biased upwards; compare it with its null"
-                " or use more probe images.",
-                SEISWarning,
-                stacklevel=4,
-            )
-        for suffix, cross in (("", cov["xy"]), ("_null", cov["xy_null"])):
-            if cross is None:
-                reason = "the null pairing needs batches of at least 2 images"
-                result.update({f"{score}{suffix}": math.nan})
-                result["reasons"][f"{score}{suffix}"] = reason
-                if unfolding == "spatial":
-                    result[f"invariance{suffix}"] = math.nan
-                    result["reasons"][f"invariance{suffix}"] = reason
-                continue
-            rho, alignment = _cca(whitener_x, cross, whitener_y, tie_tolerance)
-            result[f"{unfolding}_rho{suffix}"] = rho
-            result[f"{score}{suffix}"] = float(rho.mean())
-            if unfolding == "spatial":
-                result[f"invariance{suffix}"] = float((rho * alignment).mean())
-    result.update(num_images=num_images, num_channels=num_channels, num_positions=num_positions)
-    return result
+    spatial = _unfolding_scores(stats, "spatial", whiteners_a["spatial"], keep, eps, tie_tolerance)
+    channel = _unfolding_scores(stats, "channel", whiteners_a["channel"], keep, eps, tie_tolerance)
+    return _result(spatial, channel, num_images, num_channels, num_positions)
+
+
+def _unfolding_scores(
+    stats: Mapping[str, Tensor],
+    unfolding: str,
+    whitener_x: Tensor | None,
+    keep: float,
+    eps: float,
+    tie_tolerance: float,
+) -> _UnfoldingScores:
+    """Steps 2-5 of the spec for one unfolding."""
+    names = _NAMES[unfolding]
+    cov = _centred_covariances(stats, unfolding)
+    whitener_y = _whitener(cov.yy, cov.yy_second_moment, keep, eps)
+    out = _UnfoldingScores()
+    if whitener_x is None or whitener_y is None:
+        side = "original" if whitener_x is None else "transformed"
+        out.reasons = dict.fromkeys(
+            names.values(), f"the {side} activations do not vary across images (a dead or constant layer)"
+        )
+        return out
+    out.kx, out.ky = whitener_x.shape[1], whitener_y.shape[1]
+    if cov.rows < 10 * max(out.kx, out.ky):
+        warnings.warn(
+            f"SEIS {unfolding} unfolding has {cov.rows} rows for {max(out.kx, out.ky)} retained dimensions"
+            f" (fewer than 10 per dimension): {names['score']} is biased upwards; compare it with its null"
+            " or use more probe images.",
+            SEISWarning,
+            stacklevel=5,
+        )
+    rho, alignment = _cca(whitener_x, cov.xy, whitener_y, tie_tolerance)
+    out.rho, out.score = rho, float(rho.mean())
+    if unfolding == "spatial":
+        out.invariance = float((rho * alignment).mean())
+    if cov.xy_null is None:
+        reason = "the null pairing needs batches of at least 2 images"
+        out.reasons = {name: reason for role, name in names.items() if role.endswith("_null")}
+        return out
+    rho, alignment = _cca(whitener_x, cov.xy_null, whitener_y, tie_tolerance)
+    out.rho_null, out.score_null = rho, float(rho.mean())
+    if unfolding == "spatial":
+        out.invariance_null = float((rho * alignment).mean())
+    return out
 
 
 def seis_from_statistics(
@@ -331,12 +393,20 @@ def seis_from_statistics(
             replicates = {
                 name: torch.tensor([one[k][name] for one in left_out], dtype=torch.float64) for name in SCORES_AND_NULLS
             }
-            result.update({f"{name}_se": jackknife_se(replicates[name]) for name in SCORES_AND_NULLS})
-            result["jackknife"] = replicates
+            se = {name: jackknife_se(replicates[name]) for name in SCORES_AND_NULLS}
+            result.update(
+                equivariance_se=se["equivariance"],
+                invariance_se=se["invariance"],
+                channel_invariance_se=se["channel_invariance"],
+                equivariance_null_se=se["equivariance_null"],
+                invariance_null_se=se["invariance_null"],
+                channel_invariance_null_se=se["channel_invariance_null"],
+                jackknife=replicates,
+            )
     return results if many else results[0]
 
 
-def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolerance: float) -> list[dict[str, Any]]:
+def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolerance: float) -> list[SEISResult]:
     """Scores of every transformation in ungrouped statistics, A's whiteners built once."""
     many = stats["map_sum_b"].ndim == 3
     num_channels, num_positions = stats["map_sum_a"].shape
