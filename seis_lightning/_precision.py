@@ -30,9 +30,10 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
     ``"auto"`` picks ``"float64"`` on the CPU and on CUDA devices whose float64 runs at full rate
     (compute capability 6.0, 7.0, 8.0 or 9.0: :data:`FULL_RATE_FLOAT64`), and ``"float32"``
-    elsewhere: Apple MPS, other GPUs. On the CPU float32 products are not within 1e-4 of float64
-    everywhere (invariance at near-ties moves by up to 0.01, offsets of 1e5 times the spread reach
-    1e-4) and save under 2x of the statistics' time (``bench/README.md``).
+    elsewhere: Apple MPS, other GPUs. On the CPU float32 products are within 1e-4 of float64 only
+    outside near-tied blocks: inside them invariance moves by up to 0.01 (30°-rotated digit maps) and
+    depends on the CPU's rounding, while float32 saves under 2x of the statistics' time
+    (``bench/README.md``).
 
     Raises:
         ValueError: if ``precision`` is not one of ``("auto", "float64", "float32")``, or is
