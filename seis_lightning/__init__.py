@@ -12,6 +12,7 @@ from typing import Any
 # public name -> the module that defines it
 _EXPORTS = {
     "SEISCallback": "seis_lightning.callback",
+    "HistoryEntry": "seis_lightning.callback",
     "SEISOptions": "seis_lightning.options",
     "SEISWarning": "seis_lightning.functional",
     "jackknife_se": "seis_lightning.functional",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -31,6 +31,23 @@ from seis_lightning.transforms import GeometricTransform
 
 MAX_FAILURES = 3  # failed probe passes in a row before the callback disables itself
 
+
+
+class HistoryEntry(TypedDict):
+    """One scoring in :attr:`SEISCallback.history` or :attr:`SEISCallback.evaluations`.
+
+    A plain ``dict`` at run time, so checkpoints hold plain dicts.
+    """
+
+    stage: str  # "fit", "validate" or "test"
+    epoch: float  # fractional for mid-epoch validation
+    global_step: int
+    step: int  # the step the scores were logged at
+    scores: Scores  # {transform: {layer: {score: value}}}, each random family's mean over its draws
+    draws: dict[str, dict[str, list[dict[str, float]]]]  # {transform: {layer: [scores of each draw]}}
+    reasons: dict[str, str]  # why a layer has NaN scores
+    transform_reasons: dict[str, str]  # why a transformation has NaN scores
+    order: int  # over history and evaluations together: the highest is the latest
 
 class SEISCallback(Callback):
     """Score how chosen layers respond to geometric transformations, at validation end.
@@ -64,9 +81,10 @@ class SEISCallback(Callback):
     Attributes:
         probe: the :class:`SEISProbe` (``layers``, ``transforms``, ``draws``).
         probe_set: the probe images of the latest scoring.
-        history: the fit's scorings, each ``{"stage", "epoch", "global_step", "step", "scores", "draws",
-            "reasons", "transform_reasons"}`` (``epoch`` fractional for mid-epoch validation; ``step`` the
-            logged step; ``reasons`` why a layer, ``transform_reasons`` why a transformation, has NaN scores).
+        history: the fit's scorings, each a :class:`HistoryEntry` ``{"stage", "epoch", "global_step", "step",
+            "scores", "draws", "reasons", "transform_reasons", "order"}`` (``epoch`` fractional for mid-epoch
+            validation; ``step`` the logged step; ``reasons`` why a layer, ``transform_reasons`` why a
+            transformation, has NaN scores).
         evaluations: this Trainer's ``validate``/``test`` scorings, the same way.
         scores: the latest scores, ``{transform: {layer: {score: value}}}``.
 
@@ -165,11 +183,11 @@ class SEISCallback(Callback):
         self._trainer_id: int | None = None
         self._fit_id: int | None = None
         self._saved: dict[str, Any] | None = None
-        self.history: list[dict[str, Any]] = []  # fit entries: stage, epoch, global_step, scores, draws
+        self.history: list[HistoryEntry] = []  # the fit's scorings
         self._reset_run()
 
     def _reset_run(self) -> None:
-        self.evaluations: list[dict[str, Any]] = []  # this Trainer's validate/test entries, apart from training
+        self.evaluations: list[HistoryEntry] = []  # this Trainer's validate/test scorings, apart from training
         self.disabled: str | None = None
         self._images: dict[tuple, Tensor] = {}  # per probed loader (see trainer_io.probe_source)
         self._latest: tuple | None = None
@@ -328,14 +346,22 @@ class SEISCallback(Callback):
             self._warn("layer", reason)
         for layer, message in result.warnings:
             self._warn(layer, f"SEIS layer {layer!r} at step {trainer.global_step}: {message}")
-        entry = dict(stage=stage, epoch=epoch, global_step=trainer.global_step, step=step)
+        global_step = trainer.global_step
         path, *progress = getattr(self, "_checkpoint", (None, 0, 0))
         if stage != "fit" and path is not None and path == trainer.ckpt_path:  # see on_load_checkpoint
-            step = progress[1]
-            entry.update(epoch=float(progress[0]), global_step=step, step=step)
-        entry.update(scores=result.scores, draws=result.draws)
-        entry.update(reasons=dict(result.reasons), transform_reasons=dict(result.transform_reasons))
-        entry["order"] = max([e["order"] for e in self.history + self.evaluations], default=-1) + 1  # the latest
+            epoch, global_step = float(progress[0]), progress[1]
+            step = global_step
+        entry = HistoryEntry(
+            stage=stage,
+            epoch=epoch,
+            global_step=global_step,
+            step=step,
+            scores=result.scores,
+            draws=result.draws,
+            reasons=dict(result.reasons),
+            transform_reasons=dict(result.transform_reasons),
+            order=max([e["order"] for e in self.history + self.evaluations], default=-1) + 1,  # the latest
+        )
         (self.history if stage == "fit" else self.evaluations).append(entry)
         prefix = "seis" if stage == "fit" else f"seis_{stage}"
         sweeps = sweep_summaries(prefix, result.scores, self.probe.transforms)  # one number per sweep and layer

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from seis_lightning import SEISCallback, SEISMetric
+from seis_lightning import HistoryEntry, SEISCallback, SEISMetric
 from seis_lightning.functional import SCORES, SEISWarning
 from seis_lightning.transforms import Affine, GeometricTransform
 from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, trainer
@@ -89,6 +89,10 @@ def test_scores_reach_tensorboard(tmp_path):
         ("fit", 2.0, 12),
     ]
     assert callback.history[-1]["scores"] == callback.scores and callback.evaluations == []
+    for order, entry in enumerate(callback.history):  # HistoryEntry's keys, no more, no fewer
+        assert set(entry) == set(HistoryEntry.__annotations__)
+        assert entry["order"] == order and entry["step"] == [0, 5, 11][order]
+        assert entry["reasons"] == {} and entry["transform_reasons"] == {}
     assert len(callback.history[-1]["draws"]["random_affine"]["conv1"]) == 4
     assert (
         callback.history[-1]["draws"]["random_affine"]["conv1"][0]
