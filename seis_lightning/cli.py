@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -53,10 +53,40 @@ def usage() -> str:
     )
 
 
+class SEISTrainer(Trainer):
+    """Lightning's ``Trainer``, with ``limit_*_batches`` typed integer first for the command line.
+
+    Lightning types them ``float | int | None``, and jsonargparse takes the first type that fits, so
+    ``--trainer.limit_val_batches=1`` became 1.0, 100 % of the batches instead of one, and a saved
+    ``config.yaml`` wrote ``1.0``. Typed ``int | float`` (LightningCLI reads the types of
+    ``trainer_class``), an integer stays an integer; the default 1.0, all the batches, is passed on
+    as Lightning's ``None``, which means the same.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: int | float = 1.0,
+        limit_val_batches: int | float = 1.0,
+        limit_test_batches: int | float = 1.0,
+        limit_predict_batches: int | float = 1.0,
+        **kwargs,
+    ) -> None:
+        limits = {
+            "limit_train_batches": limit_train_batches,
+            "limit_val_batches": limit_val_batches,
+            "limit_test_batches": limit_test_batches,
+            "limit_predict_batches": limit_predict_batches,
+        }
+        limits = {name: None if isinstance(value, float) and value == 1.0 else value for name, value in limits.items()}
+        super().__init__(**limits, **kwargs)
+
+
 class SEISLightningCLI(LightningCLI):
     """LightningCLI whose every run carries a :class:`SEISCallback`, configured under ``seis:``."""
 
     def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("trainer_class", SEISTrainer)
         kwargs.setdefault("subclass_mode_model", True)
         kwargs.setdefault("subclass_mode_data", True)
         kwargs.setdefault("seed_everything_default", 0)

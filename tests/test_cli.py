@@ -127,3 +127,23 @@ def test_the_printed_tensorboard_command_runs_without_activating_the_venv(monkey
     assert tensorboard() == str(own) and os.access(own, os.X_OK)
     monkeypatch.setenv("PATH", str(own.parent))  # an activated venv
     assert tensorboard() == "tensorboard"
+
+
+@pytest.mark.parametrize(("given", "expected"), [("1", 1), ("4", 4), ("0.25", 0.25), ("1.0", 1.0), (None, 1.0)])
+def test_limit_batches_integers_stay_batch_counts(given, expected):
+    """``--trainer.limit_val_batches=1`` is one batch, not 100 % (Lightning types it ``float | int``,
+    which jsonargparse read as 1.0); the default, 1.0, is all of them."""
+    args = ["--config", str(resolve_recipe("digits_cnn"))] + ([] if given is None else [f"--trainer.limit_val_batches={given}"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cli = SEISLightningCLI(args=args, run=False)
+    value = cli.trainer.limit_val_batches
+    assert value == expected and type(value) is type(expected)
+    assert cli.trainer.limit_test_batches == 1.0 and isinstance(cli.trainer.limit_test_batches, float)
+
+
+def test_a_saved_config_keeps_batch_counts_as_integers(trained):
+    _, _, config = trained
+    saved = yaml.safe_load(config.read_text())["trainer"]
+    assert (saved["limit_train_batches"], saved["limit_val_batches"], saved["limit_test_batches"]) == (3, 1, 1)
+    assert all(type(saved[name]) is int for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"))
