@@ -32,7 +32,6 @@ from seis_lightning.transforms import GeometricTransform
 MAX_FAILURES = 3  # failed probe passes in a row before the callback disables itself
 
 
-
 class HistoryEntry(TypedDict):
     """One scoring in :attr:`SEISCallback.history` or :attr:`SEISCallback.evaluations`.
 
@@ -48,6 +47,7 @@ class HistoryEntry(TypedDict):
     reasons: dict[str, str]  # why a layer has NaN scores
     transform_reasons: dict[str, str]  # why a transformation has NaN scores
     order: int  # over history and evaluations together: the highest is the latest
+
 
 class SEISCallback(Callback):
     """Score how chosen layers respond to geometric transformations, at validation end.

@@ -260,7 +260,9 @@ def _result(
 
 
 def _nan_result(reason: str, num_channels: int, num_positions: int, num_images: int) -> SEISResult:
-    unfoldings = [_UnfoldingScores(reasons=dict.fromkeys(_NAMES[unfolding].values(), reason)) for unfolding in UNFOLDINGS]
+    unfoldings = [
+        _UnfoldingScores(reasons=dict.fromkeys(_NAMES[unfolding].values(), reason)) for unfolding in UNFOLDINGS
+    ]
     return _result(*unfoldings, num_images, num_channels, num_positions)
 
 

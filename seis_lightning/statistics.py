@@ -132,7 +132,7 @@ def _float64_mean(x: Tensor) -> Tensor:
 
 
 def _mean_map(x: Tensor) -> Tensor:
-    """The float64 mean map ``[C, S]`` of maps ``x`` ``[N, C, S]``, on their float64 home, as :func:`_unfold` centres them."""
+    """The float64 mean map ``[C, S]`` of maps ``x`` ``[N, C, S]`` on their float64 home, as :func:`_unfold` has it."""
     if _precision._has_float64(x.device):
         return _float64_mean(x)
     first = x.mean(0, dtype=torch.float32)
@@ -258,9 +258,10 @@ def _paired_statistics(
     b_null: Sequence[Tensor] | None = None,
     unfolded_a: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """Statistics of ``a`` [N, C, S] against ``b`` [K, N, C, S] about ``shift_a``, ``shift_b`` [K, C, S], one entry per transformation.
+    """Statistics of ``a`` [N, C, S] against ``b`` [K, N, C, S], one entry per transformation, about the shifts.
 
-    ``shift_b``: ``None`` for each transformation's own mean map (returned as ``shift_b``).
+    ``shift_a`` [C, S] and ``shift_b`` [K, C, S]: the mean maps the sums are taken about; ``shift_b``
+    ``None`` for each transformation's own mean map (returned as ``shift_b``).
     ``b_null`` [K, N, C, S], when given, holds each image's null partner already gathered (the
     jackknife's groups take theirs from the whole batch); without it, image n meets n - 1.
     ``unfolded_a``: ``_unfold([a], precision)`` when the caller has it already.
@@ -417,7 +418,9 @@ def seis_statistics(
     )
     if isinstance(first_index, bool) or not isinstance(first_index, int) or first_index < 0:
         raise ValueError(f"Expected `first_index` to be a non-negative integer, but got {first_index!r}.")
-    if shift is not None and not all(isinstance(shift.get(name), Tensor) for name in SHIFTS):
+    if shift is not None and not (
+        isinstance(shift, Mapping) and all(isinstance(shift.get(name), Tensor) for name in SHIFTS)
+    ):
         raise ValueError(f"Expected `shift` to be statistics from `seis_statistics`, with tensors {SHIFTS}.")
     return _statistics(a, b, options.resolved(a.device), first_index, shift)
 
@@ -561,10 +564,16 @@ def _reshift(stats: Mapping[str, Any], shift_a: Tensor, shift_b: Tensor) -> dict
     for unfolding in ("spatial", "channel"):
         gram = f"{unfolding}_gram"
         out[f"{gram}_aa"] = (
-            stats[f"{gram}_aa"] + _outer(s_a, d_a, unfolding) + _outer(d_a, s_a, unfolding) + n_a * _outer(d_a, d_a, unfolding)
+            stats[f"{gram}_aa"]
+            + _outer(s_a, d_a, unfolding)
+            + _outer(d_a, s_a, unfolding)
+            + n_a * _outer(d_a, d_a, unfolding)
         )
         out[f"{gram}_bb"] = (
-            stats[f"{gram}_bb"] + _outer(s_b, d_b, unfolding) + _outer(d_b, s_b, unfolding) + n_b * _outer(d_b, d_b, unfolding)
+            stats[f"{gram}_bb"]
+            + _outer(s_b, d_b, unfolding)
+            + _outer(d_b, s_b, unfolding)
+            + n_b * _outer(d_b, d_b, unfolding)
         )
         out[f"{gram}_ab"] = (
             stats[f"{gram}_ab"]

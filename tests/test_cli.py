@@ -133,7 +133,9 @@ def test_the_printed_tensorboard_command_runs_without_activating_the_venv(monkey
 def test_limit_batches_integers_stay_batch_counts(given, expected):
     """``--trainer.limit_val_batches=1`` is one batch, not 100 % (Lightning types it ``float | int``,
     which jsonargparse read as 1.0); the default, 1.0, is all of them."""
-    args = ["--config", str(resolve_recipe("digits_cnn"))] + ([] if given is None else [f"--trainer.limit_val_batches={given}"])
+    args = ["--config", str(resolve_recipe("digits_cnn"))] + (
+        [] if given is None else [f"--trainer.limit_val_batches={given}"]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cli = SEISLightningCLI(args=args, run=False)

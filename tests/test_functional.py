@@ -15,6 +15,8 @@ from threadpoolctl import threadpool_limits
 
 from seis_lightning.functional import (
     SCORES,
+    SHIFTS,
+    STATISTICS,
     SEISWarning,
     seis_combine_statistics,
     seis_from_statistics,
@@ -106,6 +108,36 @@ def test_batches_combine_to_one_call(digit_maps, generator):
     # The null pairs within each batch: it matches the reference with the same batches.
     reference = reference_scores(a.flatten(2), b.flatten(2), batch_size=48)
     assert_matches_reference(combined, reference)
+
+
+def test_statistics_about_the_first_batchs_shift_add_with_plus(digit_maps, generator):
+    """``shift=first``: every batch's sums are about the first batch's mean maps, so plain ``+`` adds
+    them (spec, "Precision"), as ``seis_combine_statistics`` does for batches about their own; the
+    scores do not depend on the shift (dropped, the sums count as taken about zero). Bad shifts are refused."""
+    a = 3 + digit_maps[:200, :, ::2, ::2]
+    b = [warped(a, generator), a.flip(-1)]
+    options = {"precision": "float64", "jackknife_groups": 4}
+
+    def batch(i: int, **shift) -> dict:
+        return seis_statistics(a[i : i + 48], [x[i : i + 48] for x in b], first_index=i, **options, **shift)
+
+    first = batch(0)
+    about_first = [batch(i, shift=first) for i in range(48, 200, 48)]
+    for one in about_first:
+        for name in SHIFTS:
+            assert torch.equal(one[name], first[name]), name
+    added = {**first, **{name: first[name] + sum(one[name] for one in about_first) for name in STATISTICS}}
+    combined = seis_combine_statistics(first, *(batch(i) for i in range(48, 200, 48)))
+    without_shifts = {name: value for name, value in added.items() if name not in SHIFTS}
+    results = [seis_from_statistics(stats) for stats in (added, combined, without_shifts)]
+    for name in (*ALL_SCORES, "equivariance_se", "invariance_se", "channel_invariance_se"):
+        for other in results[1:]:
+            for k in range(2):
+                assert other[k][name] == pytest.approx(results[0][k][name], abs=1e-9), (name, k)
+    with pytest.raises(ValueError, match="`shift` to be statistics from `seis_statistics`"):
+        seis_statistics(a[:8], b[0][:8], shift=first["shift_a"])
+    with pytest.raises(ValueError, match=r"give 32 channels x 16 positions, but earlier batches gave 32 x 49"):
+        seis_statistics(a[:8, :, ::2, ::2], b[0][:8, :, ::2, ::2], shift=seis_statistics(a[:8], b[0][:8]))
 
 
 def test_single_image_batches_add_nothing_to_the_null(generator):

@@ -18,11 +18,11 @@ import seis_lightning._precision
 import seis_lightning.metric
 from seis_lightning import SEISMetric
 from seis_lightning.functional import SHIFTS, STATISTICS
-
-STATES = STATISTICS + SHIFTS  # the sums and the mean maps they are taken about
 from tests.reference import reference_scores
 from tests.test_functional import ALL_SCORES, assert_matches_reference, warped
 from tests.test_metric import ddp_scores
+
+STATES = STATISTICS + SHIFTS  # the sums and the mean maps they are taken about
 
 CPU, META = torch.device("cpu"), torch.device("meta")
 

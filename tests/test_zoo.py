@@ -163,7 +163,10 @@ def test_zoo_within_the_spec_bounds(precision, threads, references):
             metric = SEISMetric(precision=precision, **options)
             for x, y in zip(a.split(BATCH_SIZE), b.split(BATCH_SIZE)):
                 metric.update(x, y)
-            for path, result in (("combined", seis_from_statistics(stats, precision=precision)), ("metric", metric.compute())):
+            for path, result in (
+                ("combined", seis_from_statistics(stats, precision=precision)),
+                ("metric", metric.compute()),
+            ):
                 reference = references[name]
                 exempt = exempt_scores(reference, precision == "float32")
                 for score in ALL_SCORES:
