@@ -561,32 +561,18 @@ def _reshift(stats: Mapping[str, Any], shift_a: Tensor, shift_b: Tensor) -> dict
     s_a, s_b = stats["map_sum_a"], stats["map_sum_b"]
     s_a_paired = s_a.unsqueeze(-3) if paired_lead else s_a
     null_a, null_b = stats["null_map_sum_a"], stats["null_map_sum_b"]
+    # Each Gram sum: (sums of its left maps, their d), (sums of its right maps, their d), image count.
+    sides = {
+        "aa": ((s_a, d_a), (s_a, d_a), n_a),
+        "bb": ((s_b, d_b), (s_b, d_b), n_b),
+        "ab": ((s_a_paired, d_a), (s_b, d_b), n_b),
+        "ab_null": ((null_a, d_a), (null_b, d_b), n_null),
+    }
     for unfolding in ("spatial", "channel"):
-        gram = f"{unfolding}_gram"
-        out[f"{gram}_aa"] = (
-            stats[f"{gram}_aa"]
-            + _outer(s_a, d_a, unfolding)
-            + _outer(d_a, s_a, unfolding)
-            + n_a * _outer(d_a, d_a, unfolding)
-        )
-        out[f"{gram}_bb"] = (
-            stats[f"{gram}_bb"]
-            + _outer(s_b, d_b, unfolding)
-            + _outer(d_b, s_b, unfolding)
-            + n_b * _outer(d_b, d_b, unfolding)
-        )
-        out[f"{gram}_ab"] = (
-            stats[f"{gram}_ab"]
-            + _outer(s_a_paired, d_b, unfolding)
-            + _outer(d_a, s_b, unfolding)
-            + n_b * _outer(d_a, d_b, unfolding)
-        )
-        out[f"{gram}_ab_null"] = (
-            stats[f"{gram}_ab_null"]
-            + _outer(null_a, d_b, unfolding)
-            + _outer(d_a, null_b, unfolding)
-            + n_null * _outer(d_a, d_b, unfolding)
-        )
+        for pair, ((s_x, d_x), (s_y, d_y), n) in sides.items():
+            name = f"{unfolding}_gram_{pair}"
+            moved = _outer(s_x, d_y, unfolding) + _outer(d_x, s_y, unfolding) + n * _outer(d_x, d_y, unfolding)
+            out[name] = stats[name] + moved
     out["map_sum_a"] = s_a + n_a * d_a
     out["map_sum_b"] = s_b + n_b * d_b
     out["null_map_sum_a"] = null_a + n_null * d_a
