@@ -34,7 +34,10 @@ class SEISMetric(Metric):
     with the number of images, and batches and processes combine by addition. The sums are taken
     about the first batch's mean maps (spec, "Precision"), so that activations with a large common
     offset lose nothing to cancellation; processes move theirs to the first process's when they
-    are synced, and ``forward``/``merge_state`` to the running total's.
+    are synced, and ``forward``/``merge_state`` to the running total's. The states' shapes are set by
+    the first update, so every process must have had one before ``compute`` syncs them (a
+    ``DistributedSampler`` gives every rank data; :class:`~seis_lightning.SEISProbe` drops a layer
+    that a rank could not score).
 
     The sums follow the metric to its device (``.to``, ``.cuda``), except to a device without
     float64 (Apple MPS): there they stay on the CPU in float64, ``update`` takes activations on
