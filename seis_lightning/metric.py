@@ -181,12 +181,7 @@ class SEISMetric(Metric):
             raise ValueError(f"`b` must be a sequence of num_transforms={self.num_transforms} tensors, but got {got}.")
         options = self._resolved or self.options.resolved(a.device)
         shift = self._states() if self.shift_a.ndim else None
-        try:
-            stats = _statistics(a, b, options, self._images_seen if offset is None else offset, shift)
-        except ValueError as error:
-            if "earlier batches gave" in str(error):
-                raise ValueError(f"{error} One SEISMetric scores one layer.") from None
-            raise
+        stats = _statistics(a, b, options, self._images_seen if offset is None else offset, shift)
         self.pooled = stats["pooled"]
         for name in STATISTICS:
             setattr(self, name, getattr(self, name) + stats[name])

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from seis_lightning._precision import TIE_TOLERANCE, statistics_eps
 from seis_lightning.options import check_options
-from seis_lightning.statistics import PAIRED_STATISTICS, REFERENCE_STATISTICS, STATISTICS, _shifts
+from seis_lightning.statistics import PAIRED_STATISTICS, REFERENCE_STATISTICS, SHIFTS, STATISTICS, _outer, _shifts
 
 SCORES = ("equivariance", "invariance", "channel_invariance")
 SCORES_AND_NULLS = (*SCORES, *(f"{score}_null" for score in SCORES))
@@ -174,23 +174,11 @@ def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> _Covari
     sum_a, sum_b = stats["map_sum_a"], stats["map_sum_b"]
     null_sum_a, null_sum_b = stats["null_map_sum_a"], stats["null_map_sum_b"]
     num_channels, num_positions = sum_a.shape
-    if unfolding == "spatial":
-        per_image, gram_bb, gram_ab, gram_ab_null = (
-            num_channels,
-            stats["spatial_gram_bb"],
-            stats["spatial_gram_ab"],
-            stats["spatial_gram_ab_null"],
-        )
-    else:
-        per_image, gram_bb, gram_ab, gram_ab_null = (
-            num_positions,
-            stats["channel_gram_bb"],
-            stats["channel_gram_ab"],
-            stats["channel_gram_ab_null"],
-        )
+    per_image = num_channels if unfolding == "spatial" else num_positions
+    gram_bb, gram_ab, gram_ab_null = (stats[f"{unfolding}_gram_{pair}"] for pair in ("bb", "ab", "ab_null"))
 
     def outer(x: Tensor, y: Tensor) -> Tensor:
-        return x.mT @ y if unfolding == "spatial" else x @ y.mT
+        return _outer(x, y, unfolding)
 
     mean_a, mean_b = sum_a / n, sum_b / n
     # Σ_V (A_n - Ā)ᵀ(B_π(n) - B̄) over the images V that have a null partner.
@@ -369,7 +357,7 @@ def seis_from_statistics(
             f"Expected `jackknife_groups` at most the number of probe images, but got jackknife_groups={num_groups}"
             f" for {int(stats['num_images'].sum())} images; use fewer groups or more probe images."
         )
-    shifts = dict(zip(("shift_a", "shift_b"), _shifts(stats)))
+    shifts = dict(zip(SHIFTS, _shifts(stats)))
     total = {**{name: stats[name].sum(0) for name in STATISTICS}, **shifts} if num_groups else stats
     many = total["map_sum_b"].ndim == 3
     eps, tie_tolerance = statistics_eps(eps, precision), TIE_TOLERANCE[precision]
@@ -419,12 +407,11 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolera
         n = stats["num_images"]
         sum_a = stats["map_sum_a"]
         mean_a = sum_a / n
-        for unfolding, gram, centre, rows in (
-            ("spatial", stats["spatial_gram_aa"], mean_a.mT @ mean_a, n * num_channels),
-            ("channel", stats["channel_gram_aa"], mean_a @ mean_a.mT, n * num_positions),
-        ):
+        for unfolding, rows in (("spatial", n * num_channels), ("channel", n * num_positions)):
+            gram = stats[f"{unfolding}_gram_aa"]
+            centred = gram - n * _outer(mean_a, mean_a, unfolding)
             second_moment = _second_moment(gram, sum_a, shift_a, n) / (rows - 1)
-            whiteners_a[unfolding] = _whitener((gram - n * centre) / (rows - 1), second_moment, keep, eps)
+            whiteners_a[unfolding] = _whitener(centred / (rows - 1), second_moment, keep, eps)
     num_transforms = stats["map_sum_b"].shape[0] if many else 1
     return [
         _scores_of_one(

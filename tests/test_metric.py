@@ -160,6 +160,14 @@ def ddp_scores(make_metric, a: list[torch.Tensor], b: list[torch.Tensor], tmp_pa
     return torch.load(out)
 
 
+def one_process_scores(make_metric, a: list[torch.Tensor], b: list[torch.Tensor]) -> dict:
+    """What ``ddp_scores`` gives, from one process fed every batch."""
+    metric = make_metric()
+    for x, y in zip(a, b):
+        metric.update(x, y)
+    return metric.compute()
+
+
 def _ddp_worker(rank: int, world_size: int, port: int, make_metric, a, b, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -180,10 +188,7 @@ def test_two_processes_equal_one(pair, tmp_path):
     a, b = pair
     batches_a, batches_b = list(a.split(32)), list(b.split(32))
     synced = ddp_scores(SEISMetric, batches_a, batches_b, tmp_path)["scores"]
-    single = SEISMetric()
-    for x, y in zip(batches_a, batches_b):
-        single.update(x, y)
-    expected = single.compute()
+    expected = one_process_scores(SEISMetric, batches_a, batches_b)
     for name in ALL_SCORES:
         assert synced[name] == pytest.approx(expected[name], abs=1e-9), name
 
@@ -221,10 +226,7 @@ def test_two_processes_at_a_large_offset_equal_the_reference(generator, tmp_path
     expected = reference_scores(a.flatten(2), b.flatten(2), batch_size=32)
     batches_a, batches_b = list(a.split(32)), list(b.split(32))
     synced = ddp_scores(_float64_jackknife_metric, batches_a, batches_b, tmp_path)["scores"]
-    single = _float64_jackknife_metric()
-    for x, y in zip(batches_a, batches_b):
-        single.update(x, y)
-    one_process = single.compute()
+    one_process = one_process_scores(_float64_jackknife_metric, batches_a, batches_b)
     for name in ALL_SCORES:
         assert synced[name] == pytest.approx(expected[name], abs=1e-9), name
     for name in SCORES:

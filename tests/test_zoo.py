@@ -26,7 +26,7 @@ import torchvision.transforms.v2.functional as TF  # noqa: N812
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from seis_lightning import SEISMetric
+from seis_lightning import SEISMetric, scores
 from seis_lightning.functional import seis_combine_statistics, seis_from_statistics, seis_statistics
 from tests.reference import reference_scores
 from tests.test_functional import ALL_SCORES, exempt_scores
@@ -196,8 +196,6 @@ def test_float64_scores_exist_for_the_r04_setup_over_seeds_0_to_60(monkeypatch):
     which another CPU's kernels need not do. Either way every score must exist: the test counts how
     often the eigh fallback took over, and fails on any exception or NaN.
     """
-    from seis_lightning import scores
-
     fallbacks: list[int] = []
     original = scores._svd_by_eigh
 
