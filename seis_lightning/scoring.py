@@ -682,5 +682,11 @@ def score_model(
 
 
 def warning_kind(layer: str, message: str) -> tuple[str, str]:
-    """A key for de-duplicating warnings by layer and kind: the message with its numbers blanked."""
-    return layer, re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", message)
+    """A key for de-duplicating warnings by layer and kind: the message with its numbers blanked.
+
+    Names stay whole: quoted text (``'layer1'``) is kept as it is, and digits inside a name
+    (``layer2``, ``features.3``) are not numbers, so two layers whose names differ by digits keep
+    their own warnings."""
+    parts = re.split(r"('[^'\s]*')", message)  # odd parts: the quoted names
+    number = r"(?<![\w.])\d+(\.\d+)?(e[-+]?\d+)?"
+    return layer, "".join(part if i % 2 else re.sub(number, "#", part) for i, part in enumerate(parts))

@@ -608,3 +608,64 @@ def test_a_resumed_fit_with_a_fresh_history_scores_the_resumed_model_on_its_last
             Tiny(), loader(), loader(), ckpt_path=str(tmp_path / "ck" / "last.ckpt")
         )
     assert [(e["global_step"], e["step"]) for e in changed.history] == [(2, 1), (4, 3)]
+
+
+# ------------------------------------------------------------------ r17: warnings de-duplicated by kind, names kept
+
+
+class TupleBlock(nn.Module):
+    """Returns (features, aux): a tuple, which a layer cannot be scored on without ``output_getter``."""
+
+    def __init__(self, c_in: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return y, y.mean()
+
+
+class Blocks(Tiny):
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        self.names = names
+        for i, name in enumerate(names):
+            self.add_module(name, TupleBlock(1 if i == 0 else 4))
+
+    def forward(self, x):
+        for name in self.names:
+            x, _ = getattr(self, name)(x)
+        return self.fc(x.mean((2, 3)))
+
+
+class Dotted(Tiny):
+    """The same two blocks at ``features.3`` and ``features.6`` of a Sequential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*[nn.Identity()] * 3, TupleBlock(1), *[nn.Identity()] * 2, TupleBlock(4))
+
+    def forward(self, x):
+        return self.fc(self.features[6](self.features[3](x)[0])[0].mean((2, 3)))
+
+
+@pytest.mark.parametrize("names", [["block1", "block2"], ["features.3", "features.6"], ["blockA", "blockB"]])
+def test_r17_layers_whose_names_differ_by_digits_each_get_their_warning(tmp_path, names):
+    model = Dotted() if names[0].startswith("features") else Blocks(names)
+    callback = seis(layers=names)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, [callback], max_epochs=2).fit(model, loader(), loader())
+    said = [str(w.message) for w in caught if "was not scored" in str(w.message)]
+    assert sorted(callback.history[-1]["reasons"]) == sorted(names)
+    for name in names:  # each named once, not once per scoring
+        assert sum(f"'{name}'" in message for message in said) == 1, (name, said)
+
+
+def test_r17_warning_kind_blanks_numbers_but_not_names():
+    from seis_lightning.scoring import warning_kind
+
+    a = warning_kind("layer", "SEIS layer 'layer1' at step 12: 3 images, 0.25 of [64, 8]")
+    assert a == warning_kind("layer", "SEIS layer 'layer1' at step 40: 7 images, 1.5e-3 of [32, 16]")
+    assert a != warning_kind("layer", "SEIS layer 'layer2' at step 12: 3 images, 0.25 of [64, 8]")
+    assert warning_kind("x", "features.3 fails") != warning_kind("x", "features.6 fails")
