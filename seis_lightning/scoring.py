@@ -515,15 +515,43 @@ class _Run:
 
 def _unscored_with_reasons(result: ProbeResult) -> ProbeResult:
     """A layer whose scores came out NaN (NaN or Inf maps, too few images...) is not scored: its
-    warnings become its one reason; a layer with a reason keeps no other warning."""
+    warnings become its one reason, each distinct cause said once with the transformations (by name)
+    and, when not all of them, the scores it hit; a layer with a reason keeps no other warning."""
     for layer in result.layers:
         nan = any(all(math.isnan(values[layer][score]) for score in SCORES) for values in result.scores.values())
         if nan and layer not in result.reasons:
-            said = list(dict.fromkeys(message for name, message in result.warnings if name == layer))
-            why = "; ".join(said) or "its scores are NaN"
-            result.reasons[layer] = f"SEIS layer {layer!r} was not scored: {why}"
+            names = [t for t, by_layer in result.draws.items() for _ in by_layer.get(layer, [])]  # draw k's name
+            said = _causes([message for name, message in result.warnings if name == layer])
+            why = "; ".join(_cause(clause, names, where, hit) for clause, (where, hit) in said.items())
+            result.reasons[layer] = f"SEIS layer {layer!r} was not scored: {why or 'its scores are NaN'}"
     result.warnings = [(layer, message) for layer, message in result.warnings if layer not in result.reasons]
     return result
+
+
+def _causes(messages: Sequence[str]) -> dict[str, tuple[set[int], set[str]]]:
+    """``{cause: (transformation indices, scores)}`` from ``SEIS scores are NaN (transformation k): score:
+    cause; ...`` messages (no index: the one transformation, 0); any other message is its own cause."""
+    causes: dict[str, tuple[set[int], set[str]]] = {}
+    for message in dict.fromkeys(messages):
+        found = re.fullmatch(r"SEIS scores are NaN(?: \(transformation (\d+)\))?: (.*)\.", message, re.DOTALL)
+        if found is None:
+            causes.setdefault(message, (set(), set()))
+            continue
+        for part in found[2].split("; "):
+            score, _, cause = part.partition(": ")
+            where, hit = causes.setdefault(cause, (set(), set()))
+            where.add(int(found[1] or 0))
+            hit.add(score)
+    return causes
+
+
+def _cause(clause: str, names: list[str], where: set[int], hit: set[str]) -> str:
+    transforms = list(dict.fromkeys(names[k] for k in sorted(where) if 0 <= k < len(names)))
+    scores = [s for s in SCORES_AND_NULLS if s in hit]
+    detail = [", ".join(transforms)] if transforms else []
+    if scores and len(scores) < len(SCORES_AND_NULLS):
+        detail.append("for " + ", ".join(scores))
+    return f"{clause} ({'; '.join(detail)})" if detail else clause
 
 
 def _in_context(forward: ForwardFn, context: Callable[[], AbstractContextManager] | None) -> ForwardFn:

@@ -669,3 +669,49 @@ def test_r17_warning_kind_blanks_numbers_but_not_names():
     assert a == warning_kind("layer", "SEIS layer 'layer1' at step 40: 7 images, 1.5e-3 of [32, 16]")
     assert a != warning_kind("layer", "SEIS layer 'layer2' at step 12: 3 images, 0.25 of [64, 8]")
     assert warning_kind("x", "features.3 fails") != warning_kind("x", "features.6 fails")
+
+
+# ------------------------------------------------------------------ r23: a NaN layer's reason, short and by name
+
+
+class Overflowed(Tiny):
+    """conv1's maps are Inf in eval mode (what an overflowed fp16 layer looks like); fc is fed finite numbers."""
+
+    def forward(self, x):
+        h = self.conv1(x)
+        if not self.training:
+            h = h * float("inf")
+        return self.fc(torch.nan_to_num(torch.relu(h)).mean((2, 3)))
+
+
+def test_r23_a_nan_layers_reason_names_each_cause_once_with_the_transformations_by_name(tmp_path):
+    from seis_lightning.trainer_io import CSV_NAME
+
+    callback = seis(layers=["conv1", "fc"], transforms=["rotate:30", "hflip"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, [callback]).fit(Overflowed(), loader(), loader())
+    reason = callback.history[-1]["reasons"]["fc"]
+    assert reason == "SEIS layer 'fc' was not scored: the activations hold NaN or Inf values (rotate30, hflip)"
+    assert sum("'fc'" in str(w.message) for w in caught) == 1
+    with open(tmp_path / CSV_NAME) as file:
+        assert {r["reason"] for r in csv.DictReader(file) if r["layer"] == "fc"} == {reason}
+
+
+def test_r23_causes_name_the_scores_they_hit_when_not_all():
+    from seis_lightning.scoring import ProbeResult, _unscored_with_reasons
+
+    nan = dict.fromkeys(["equivariance", "invariance", "channel_invariance"], math.nan)
+    scores = {"rotate30": {"fc": nan}, "hflip": {"fc": {**nan, "equivariance": 0.5}}}
+    draws = {"rotate30": {"fc": [{}]}, "hflip": {"fc": [{}]}}
+    result = ProbeResult(scores, draws, ["fc"])
+    result.warnings = [
+        ("fc", "SEIS scores are NaN (transformation 0): equivariance: few images; invariance: few images."),
+        ("fc", "SEIS scores are NaN (transformation 1): invariance: few images; channel_invariance: constant."),
+    ]
+    reason = _unscored_with_reasons(result).reasons["fc"]
+    assert reason == (
+        "SEIS layer 'fc' was not scored: few images (rotate30, hflip; for equivariance, invariance);"
+        " constant (hflip; for channel_invariance)"
+    )
+    assert result.warnings == []
