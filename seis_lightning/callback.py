@@ -21,6 +21,8 @@ from seis_lightning.probe import InputGetter, ProbeError
 from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, warning_kind
 from seis_lightning.sweeps import sweep_summaries
 from seis_lightning.trainer_io import (
+    check_monitors,
+    checkpoint_progress,
     collect_probe_images,
     epochs_trained,
     log_results,
@@ -193,6 +195,8 @@ class SEISCallback(Callback):
         self._latest: tuple | None = None
         self._warned: set[tuple[str, str]] = set()
         self._failures = 0  # failed probe passes in a row
+        self._logged: set[str] = set()  # the keys this callback put in trainer.callback_metrics
+        self._scored_weights: tuple[int, ...] | None = None  # the weights of the latest fit scoring (see _weights)
 
     @property
     def state_key(self) -> str:
@@ -231,6 +235,8 @@ class SEISCallback(Callback):
             self.history = []
         if self.probe.layers is not None:
             resolve_layers(pl_module, self.probe.layers)
+        if stage == "fit":
+            check_monitors(trainer, [t.name for t in self.probe.transforms], self.every_n_epochs)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -251,6 +257,9 @@ class SEISCallback(Callback):
             fit = trainer.state.fn == "fit"
             stage, epoch = ("fit", epochs_trained(trainer)) if fit else ("validate", float(trainer.current_epoch))
             self._run(trainer, pl_module, stage, epoch)
+        elif not trainer.sanity_checking:  # a skipped validation: no monitor may read an earlier model's scores
+            for key in self._logged:
+                trainer.callback_metrics.pop(key, None)
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -260,6 +269,13 @@ class SEISCallback(Callback):
     @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._due(trainer, "train_end"):  # after the last epoch's end: on its epoch metrics' row
+            self._run(trainer, pl_module, "fit", epochs_trained(trainer), epoch_end=True)
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A callback after this one may change the weights in its on_train_end (StochasticWeightAveraging
+        # swaps the averaged weights in): the model the user gets is scored, on the same row.
+        if self._due(trainer, "fit_end"):
             self._run(trainer, pl_module, "fit", epochs_trained(trainer), epoch_end=True)
 
     @override
@@ -273,8 +289,9 @@ class SEISCallback(Callback):
 
     @override
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
-        # validate/test of a checkpoint: the Trainer has not trained, so its scores take the checkpoint's progress
-        self._checkpoint = (trainer.ckpt_path, checkpoint.get("epoch", 0), checkpoint.get("global_step", 0))
+        # validate/test of a checkpoint: the Trainer has not trained, so its scores take the checkpoint's
+        # progress, labelled as the fit labelled the same weights
+        self._checkpoint = (trainer.ckpt_path, *checkpoint_progress(checkpoint, self.state_key))
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -292,6 +309,8 @@ class SEISCallback(Callback):
             return not trainer.enable_validation and (trainer.current_epoch + 1) % self.every_n_epochs == 0
         if hook == "train_end":  # the model as training ends is always scored once
             return not self.history or self.history[-1]["global_step"] != trainer.global_step
+        if hook == "fit_end":  # ... and again if its weights changed after that
+            return bool(self.history) and self._scored_weights != _weights(trainer.lightning_module)
         return hook == "test_epoch_end"
 
     # ------------------------------------------------------------------ scoring
@@ -335,6 +354,8 @@ class SEISCallback(Callback):
                 )
             return
         self._failures = 0
+        if stage == "fit":
+            self._scored_weights = _weights(pl_module)
         self._record(trainer, stage, epoch, result, step=logging_step(trainer, epoch_end=epoch_end))
 
     def _disable(self, reason: str) -> None:
@@ -347,10 +368,9 @@ class SEISCallback(Callback):
         for layer, message in result.warnings:
             self._warn(layer, f"SEIS layer {layer!r} at step {trainer.global_step}: {message}")
         global_step = trainer.global_step
-        path, *progress = getattr(self, "_checkpoint", (None, 0, 0))
+        path, *progress = getattr(self, "_checkpoint", (None, 0.0, 0, 0))
         if stage != "fit" and path is not None and path == trainer.ckpt_path:  # see on_load_checkpoint
-            epoch, global_step = float(progress[0]), progress[1]
-            step = global_step
+            epoch, global_step, step = progress
         entry = HistoryEntry(
             stage=stage,
             epoch=epoch,
@@ -365,7 +385,7 @@ class SEISCallback(Callback):
         (self.history if stage == "fit" else self.evaluations).append(entry)
         prefix = "seis" if stage == "fit" else f"seis_{stage}"
         sweeps = sweep_summaries(prefix, result.scores, self.probe.transforms)  # one number per sweep and layer
-        log_scalars(trainer, prefix, result.scores, step, extra=sweeps)
+        self._logged |= log_scalars(trainer, prefix, result.scores, step, extra=sweeps)
         history = self.history if stage == "fit" else [entry]
         log_results(trainer, prefix, entry, history, figures=self.log_figures, transforms=self.probe.transforms)
 
@@ -389,3 +409,9 @@ class SEISCallback(Callback):
             warned=self._warned,
         )
         return images
+
+
+def _weights(model: pl.LightningModule) -> tuple[int, ...]:
+    """The version counters of the model's parameters and buffers: they move with every in-place change
+    (an optimizer step, a swap of weights), so equal counters mean the weights scored are still the model's."""
+    return tuple(tensor._version for tensor in model.state_dict(keep_vars=True).values())

@@ -13,13 +13,15 @@ import shutil
 import sys
 from pathlib import Path
 
-import torch
+import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from seis_lightning.callback import SEISCallback
-from seis_lightning.plotting import depth_figure, format_score_table
+from seis_lightning.plotting import depth_figure, format_score_table, progress_label
 from seis_lightning.recipes import format_recipe_table, list_recipes, resolve_config
 
 SUBCOMMANDS = {
@@ -29,7 +31,7 @@ SUBCOMMANDS = {
     "predict": "LightningCLI's predict (SEIS does not score predictions)",
     "recipes": "list the shipped recipes: what each is for, the paper's result, what our runs found",
     "synthetic": "the paper's synthetic validation (Figure 1): known moves of random CNN maps, scored",
-    "analyze": "score a trained checkpoint on a recipe's data and write its depth-wise curves as PNG files",
+    "analyze": "score a trained checkpoint (RUN_DIR: a fit's folder) and write its depth-wise curves as PNG files",
 }
 DESCRIPTION = "SEIS equivariance and invariance scores of a model's layers, while it trains or after."
 
@@ -97,37 +99,56 @@ class SEISLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(SEISCallback, "seis")
 
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        """The Trainer with one :class:`SEISCallback`: the ``seis:`` section's, or one given in
+        ``trainer.callbacks`` when ``seis:`` is left at its defaults (two would probe the same model and
+        log the same tags).
+
+        Raises:
+            MisconfigurationException: ``trainer.callbacks`` holds a SEISCallback and ``seis:`` is set too.
+        """
+        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        given = self._get(self.config_init, "trainer", default={}).get("callbacks") or []
+        if any(isinstance(callback, SEISCallback) for callback in (given if isinstance(given, list) else [given])):
+            defaults = self._parser(self.subcommand).get_defaults().get("seis")
+            if self._get(self.config, "seis") != defaults:
+                raise MisconfigurationException(
+                    "seis-lightning: the config has a SEISCallback in `trainer.callbacks` and a `seis:` section"
+                    " (the CLI's own callback): two probes would score the same model, log the same tags and"
+                    " write conflicting rows to seis_scores.csv. Keep one: move the callback's arguments under"
+                    " `seis:` and remove it from `trainer.callbacks`, or remove the `seis:` section."
+                )
+            rank_zero_warn(
+                "seis-lightning: using the SEISCallback in `trainer.callbacks`; the CLI's own (`seis:`, left at"
+                " its defaults) is not added."
+            )
+            extra = [callback for callback in extra if not isinstance(callback, SEISCallback)]
+        return self._instantiate_trainer({**self._get(self.config_init, "trainer", default={}), **kwargs}, extra)
+
     def after_fit(self) -> None:
         self.report()
 
     def after_validate(self) -> None:
-        self.report(self._checkpoint_label())
+        self.report()
 
     def after_test(self) -> None:
-        self.report(self._checkpoint_label())
-
-    def _checkpoint_label(self) -> str | None:
-        """``of NAME (epoch E, step S)`` for a run of ``--ckpt_path`` (whose progress the callback took)."""
-        if not self.trainer.ckpt_path or not self.seis.evaluations:
-            return None
-        latest = self.seis.evaluations[-1]
-        return f"of {Path(self.trainer.ckpt_path).name} (epoch {latest['epoch']:g}, step {latest['global_step']})"
+        self.report()
 
     @property
     def seis(self) -> SEISCallback:
         return next(c for c in self.trainer.callbacks if isinstance(c, SEISCallback))
 
-    def report(self, when: str | None = None) -> None:
-        """Print the latest scores per layer and how to watch them in TensorBoard (rank zero only).
-
-        ``when``: what the scores are of (default: the epochs and step the Trainer has run).
-        """
+    def report(self) -> None:
+        """Print the latest scores per layer, what model they are of, and how to watch them in TensorBoard
+        (rank zero only). The model is named as everywhere else (:func:`progress_label`): epochs trained
+        and the step of its TensorBoard and CSV rows; a ``--ckpt_path`` run's scores take the checkpoint's."""
         if not self.trainer.is_global_zero or not self.seis.scores:
             return
-        if when is None:
-            latest = max(self.seis.history + self.seis.evaluations, key=lambda entry: entry["order"])
-            when = f"after {latest['epoch']:g} epoch(s), step {latest['global_step']}"
-        print(f"\nSEIS scores {when} (nulls in brackets):")
+        latest = max(self.seis.history + self.seis.evaluations, key=lambda entry: entry["order"])
+        of = f" of {Path(self.trainer.ckpt_path).name}" if latest["stage"] != "fit" and self.trainer.ckpt_path else ""
+        print(
+            f"\nSEIS scores{of} at {progress_label(latest)} (global_step {latest['global_step']}; nulls in brackets):"
+        )
         print(format_score_table(self.seis.scores))
         for logger in self.trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
@@ -146,33 +167,52 @@ def tensorboard() -> str:
 
 
 def analyze(argv: list[str]) -> dict:
-    """``seis-lightning analyze --checkpoint PATH --config RECIPE``: score a checkpoint without training."""
+    """``seis-lightning analyze RUN_DIR`` (or ``--checkpoint PATH --config RECIPE``): score a checkpoint
+    without training."""
     parser = argparse.ArgumentParser(
         prog="seis-lightning analyze",
         description="Score a trained checkpoint on a recipe's validation data; writes the depth-wise curves as"
-        " PNG files and to TensorBoard. Other options (--config, --seis.*, --data.*) are the recipe's.",
+        " PNG files and to TensorBoard. RUN_DIR, a fit's run folder, gives its config.yaml and its last"
+        " checkpoint. Other options (--config, --seis.*, --data.*) are the recipe's.",
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, help="a Lightning .ckpt of the recipe's model")
+    parser.add_argument("run_dir", type=Path, nargs="?", help="a run folder of `seis-lightning fit`")
+    parser.add_argument("--checkpoint", type=Path, help="a Lightning .ckpt of the recipe's model")
     parser.add_argument("--output", type=Path, default=None, help="folder for the PNGs (default: the run's folder)")
     args, rest = parser.parse_known_args(argv)
+    if args.run_dir is not None:
+        if not (args.run_dir / "config.yaml").is_file():
+            parser.error(f"{args.run_dir} is not a run folder of `seis-lightning fit`: it has no config.yaml")
+        if not any(arg == "--config" or arg.startswith("--config=") or arg == "-c" for arg in rest):
+            config = yaml.safe_load((args.run_dir / "config.yaml").read_text())
+            # the sections, without the fit subcommand's own options (ckpt_path, weights_only)
+            kept = {key: value for key, value in config.items() if isinstance(value, dict) or key.startswith("seed")}
+            rest = ["--config", yaml.safe_dump(kept), *rest]
+        args.checkpoint = args.checkpoint or last_checkpoint(args.run_dir)
+        if args.checkpoint is None:
+            parser.error(f"{args.run_dir} holds no checkpoint (*.ckpt); give one with --checkpoint")
+    if args.checkpoint is None:
+        parser.error("give a run folder (RUN_DIR) or --checkpoint")
     if not args.checkpoint.is_file():
         parser.error(f"--checkpoint {args.checkpoint} is not a file")
     cli = SEISLightningCLI(args=rest, run=False)
-    checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    cli.model.load_state_dict(checkpoint["state_dict"])
     cli.seis.score_before_training = False
-    cli.trainer.validate(cli.model, datamodule=cli.datamodule)
-    # The Trainer has not trained: the checkpoint says how far its model was trained.
-    trained = f"epoch {checkpoint.get('epoch', '?')}, step {checkpoint.get('global_step', '?')}"
-    cli.report(when=f"of {args.checkpoint.name} ({trained})")
+    # Through ckpt_path: the scores are labelled with the checkpoint's progress, as its fit labelled them.
+    cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=args.checkpoint, verbose=False)
+    cli.report()
+    latest = cli.seis.evaluations[-1]
     output = args.output or Path(cli.trainer.log_dir or ".")
     output.mkdir(parents=True, exist_ok=True)
     for transform, by_layer in cli.seis.scores.items():
-        title = f"{transform}: {args.checkpoint.name} (epoch {checkpoint.get('epoch', '?')})"
         path = output / f"seis_{transform}_depth.png"
-        depth_figure(by_layer, title).savefig(path, dpi=120)
+        depth_figure(by_layer, f"{transform}: {args.checkpoint.name}, {progress_label(latest)}").savefig(path, dpi=120)
         print(f"depth-wise curves: {path}")
     return cli.seis.scores
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """A run folder's last checkpoint: ``last.ckpt`` if saved, else the one written last."""
+    found = sorted(run_dir.rglob("*.ckpt"), key=lambda path: (path.name == "last.ckpt", path.stat().st_mtime))
+    return found[-1] if found else None
 
 
 def _resolve_recipe_names(args: list[str]) -> list[str]:

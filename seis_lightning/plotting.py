@@ -39,6 +39,14 @@ CSV_COLUMNS = (
 )
 
 
+def progress_label(entry: Mapping[str, Any]) -> str:
+    """How far a scored model was trained, in the same words everywhere (the terminal, figure titles,
+    ``analyze``): ``epoch 12, step 539``: epochs trained (not Lightning's 0-based ``current_epoch``)
+    and the step of its rows in TensorBoard and ``seis_scores.csv`` (Lightning's logging step: one
+    below ``global_step``, the optimizer steps, at an epoch's end)."""
+    return f"epoch {entry['epoch']:g}, step {entry['step']}"
+
+
 def depth_figure(scores: Scores, title: str = "") -> Figure:
     """Each score (solid, with ±2 SE bars when known) and its null (dotted) against depth."""
     layers = list(scores)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,12 +31,16 @@ from seis_lightning.plotting import (
     depth_figure,
     heatmap_figure,
     margin_scalars,
+    progress_label,
     score_rows,
     sweep_figures,
 )
 from seis_lightning.probe import InputGetter, probe_images
 
 CSV_NAME = "seis_scores.csv"
+# The CSV files each Trainer (one run) has written: its first rows start a file afresh (a re-used folder
+# or logger version holds one run's rows), later ones append.
+_CSV_STARTED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 Scores = Mapping[str, Mapping[str, float]]
 
 
@@ -57,6 +62,70 @@ def logging_step(trainer: pl.Trainer, epoch_end: bool = False) -> int:
     metrics at a training epoch's end, and the row of a resumed model's last step."""
     step = trainer.fit_loop.epoch_loop._batches_that_stepped
     return max(step - 1, 0) if epoch_end else step
+
+
+def checkpoint_progress(checkpoint: Mapping[str, Any], state_key: str) -> tuple[float, int, int]:
+    """``(epoch, global_step, step)`` of a checkpoint's model, labelled as the fit that saved it labelled
+    the same weights: epochs trained (not Lightning's 0-based ``epoch`` field), optimizer steps, and the
+    logged step (the row of TensorBoard and the CSV).
+
+    Taken from the checkpoint's own SEIS history (under ``state_key``) when it scored that step, else
+    from the fit loop's saved progress, as :func:`epochs_trained` and :func:`logging_step` count them.
+    """
+    global_step = int(checkpoint.get("global_step", 0))
+    history = checkpoint.get("callbacks", {}).get(state_key, {}).get("history", [])
+    scored = [entry for entry in history if entry.get("global_step") == global_step]
+    if scored:
+        return float(scored[-1]["epoch"]), global_step, int(scored[-1]["step"])
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    begun = loop.get("epoch_progress", {}).get("current", {}).get("ready", checkpoint.get("epoch", 0) + 1)
+    batches = loop.get("epoch_loop.batch_progress", {})
+    current = batches.get("current", {}).get("processed", 0)
+    earlier = batches.get("total", {}).get("processed", 0) - current  # of the epochs before the latest begun
+    if batches.get("is_last_batch"):
+        fraction = 1.0
+    else:  # the batches an epoch has, known once one epoch is complete (else the epochs completed)
+        fraction = min(current / (earlier / (begun - 1)), 1.0) if begun > 1 and earlier > 0 else 0.0
+    stepped = loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", global_step)
+    return max(begun - 1, 0) + fraction, global_step, min(stepped, max(global_step - 1, 0))
+
+
+def check_monitors(trainer: pl.Trainer, transforms: Sequence[str], every_n_epochs: int) -> None:
+    """Refuse a ``ModelCheckpoint`` or ``EarlyStopping`` that monitors a SEIS score (``seis/<transform>/...``
+    of one of ``transforms``) at times the callback does not score: it would rank by an earlier model's
+    score, or stop at a validation whose key is absent (the callback leaves none stale).
+
+    Raises:
+        MisconfigurationException: naming the monitor and the setting that aligns it.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    every = trainer.check_val_every_n_epoch
+    skips = every_n_epochs > 1 and (every is None or every % every_n_epochs != 0)  # some validations unscored
+    align = f"or Trainer(check_val_every_n_epoch={every_n_epochs}), so that every validation is scored"
+    for callback in trainer.callbacks:
+        monitor = getattr(callback, "monitor", None)
+        if not isinstance(monitor, str) or not any(monitor.startswith(f"seis/{t}/") for t in transforms):
+            continue
+        what = f"{type(callback).__name__}(monitor={monitor!r})"
+        if isinstance(callback, ModelCheckpoint) and (callback._every_n_train_steps or callback._train_time_interval):
+            raise MisconfigurationException(
+                f"{what} saves by training steps or time, but SEIS scores only at validations: it would rank"
+                " checkpoints by an earlier model's score. Save at validations (`every_n_epochs`) instead."
+            )
+        if isinstance(callback, ModelCheckpoint) and skips and callback._every_n_epochs % every_n_epochs:
+            raise MisconfigurationException(
+                f"{what} reads its key at the validations of every {callback._every_n_epochs} epoch(s), but"
+                f" SEISCallback(every_n_epochs={every_n_epochs}) scores the validations of one epoch in"
+                f" {every_n_epochs}, and a skipped validation has no SEIS scores to rank by. Set"
+                f" ModelCheckpoint(every_n_epochs={every_n_epochs}, ...) {align}."
+            )
+        if isinstance(callback, EarlyStopping) and skips and callback.strict:
+            raise MisconfigurationException(
+                f"{what} checks every validation, but SEISCallback(every_n_epochs={every_n_epochs}) scores"
+                f" the validations of one epoch in {every_n_epochs}, and a skipped validation has no SEIS scores."
+                f" Set EarlyStopping(strict=False, ...) to check only the scored validations ({align})."
+            )
 
 
 # ------------------------------------------------------------------ which images
@@ -163,10 +232,10 @@ def log_scalars(
     scores: Mapping[str, Mapping[str, Scores]],
     step: int,
     extra: Mapping[str, float] | None = None,
-) -> None:
+) -> set[str]:
     """Every score as ``<prefix>/<transform>/<score>/<layer>`` to every logger at ``step``, and to
     ``trainer.callback_metrics`` (for ``ModelCheckpoint``/``EarlyStopping`` to monitor); ``extra`` tagged
-    scalars (the sweeps' summaries) with them."""
+    scalars (the sweeps' summaries) with them. Returns the keys."""
     flat = {
         f"{prefix}/{transform}/{name}/{layer}": value
         for transform, by_layer in scores.items()
@@ -177,6 +246,7 @@ def log_scalars(
     trainer.callback_metrics.update({key: torch.tensor(value) for key, value in flat.items()})
     for logger in trainer.loggers:
         logger.log_metrics(flat, step=step)
+    return set(flat)
 
 
 def log_results(
@@ -198,9 +268,15 @@ def log_results(
         return
     if not trainer.fast_dev_run:  # like Lightning's own logs and checkpoints, none in a fast_dev_run
         path = os.path.join(log_folder(trainer), CSV_NAME)
-        _append_csv(path, score_rows(entry, transforms))
+        started = _CSV_STARTED.setdefault(trainer, set())
+        if path in started:
+            _write_csv(path, score_rows(entry, transforms), "a")
+        else:  # this run's first rows: the file starts afresh, with a resumed fit's earlier scorings
+            started.add(path)
+            earlier = [row for h in history if h is not entry for row in score_rows(h, transforms)]
+            _write_csv(path, earlier + score_rows(entry, transforms), "w")
         _upload_csv(trainer, path)
-    step, epoch = entry["step"], entry["epoch"]
+    step, label = entry["step"], progress_label(entry)
     bounds = margin_scalars(prefix, entry["scores"])
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
@@ -210,7 +286,7 @@ def log_results(
     if not figures:
         return
     for transform, by_layer in entry["scores"].items():
-        tagged = {f"{prefix}/{transform}/depth": depth_figure(by_layer, f"{transform}, epoch {epoch:g}")}
+        tagged = {f"{prefix}/{transform}/depth": depth_figure(by_layer, f"{transform}, {label}")}
         if len(history) > 1 or prefix == "seis":
             series = [(h["epoch"], h["scores"][transform]) for h in history if transform in h["scores"]]
             for score in SCORES:
@@ -220,7 +296,7 @@ def log_results(
         for logger in trainer.loggers:
             _log_figures(logger, tagged, step)
     for logger in trainer.loggers:
-        _log_figures(logger, sweep_figures(prefix, entry["scores"], transforms, f"epoch {epoch:g}"), step)
+        _log_figures(logger, sweep_figures(prefix, entry["scores"], transforms, label), step)
 
 
 def log_folder(trainer: Any) -> str:
@@ -294,10 +370,10 @@ def _png(figure: Figure) -> Any:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def _append_csv(path: str, rows: list[dict[str, Any]]) -> None:
+def _write_csv(path: str, rows: list[dict[str, Any]], mode: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as file:
+    new = mode == "w" or not os.path.exists(path)
+    with open(path, mode, newline="") as file:
         writer = csv.DictWriter(file, fieldnames=CSV_COLUMNS)
         if new:
             writer.writeheader()

@@ -108,14 +108,15 @@ def test_a_checkpoints_scores_are_labelled_with_its_epoch_and_step(command, trai
             ]
         )
     out = capsys.readouterr().out
-    assert "SEIS scores of epoch=1-step=6.ckpt (epoch 1, step 6) (nulls in brackets):" in out
+    # labelled as the fit labelled the same weights: 2 epochs trained, on the row of step 5 (global_step 6)
+    assert "SEIS scores of epoch=1-step=6.ckpt at epoch 2, step 5 (global_step 6; nulls in brackets):" in out
     assert "after 0 epoch(s)" not in out, out
     assert re.search(r"^random_affine +conv1 +0\.\d{3} \(0\.\d{3}\)", out, re.MULTILINE)
     events = EventAccumulator(str(root / "digits_cnn" / command))
     events.Reload()
     for score in ("equivariance", "invariance", "channel_invariance"):
         scalars = events.Scalars(f"seis_{command}/random_affine/{score}/conv1")
-        assert [event.step for event in scalars] == [6] and 0 < scalars[0].value <= 1
+        assert [event.step for event in scalars] == [5] and 0 < scalars[0].value <= 1
 
 
 def test_the_printed_tensorboard_command_runs_without_activating_the_venv(monkeypatch, tmp_path):
@@ -149,3 +150,79 @@ def test_a_saved_config_keeps_batch_counts_as_integers(trained):
     saved = yaml.safe_load(config.read_text())["trainer"]
     assert (saved["limit_train_batches"], saved["limit_val_batches"], saved["limit_test_batches"]) == (3, 1, 1)
     assert all(type(saved[name]) is int for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"))
+
+
+def test_one_step_and_epoch_across_the_table_tensorboard_csv_figures_and_analyze(tmp_path, capsys):
+    """The demo recipe (cut short): the model the terminal calls "epoch 2, step 5" is the one at step 5 in
+    TensorBoard (scalars and figures) and the CSV, and ``analyze RUN_DIR`` names its last checkpoint so."""
+    import csv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(
+            [
+                "fit",
+                *tiny(tmp_path),
+                "--trainer.max_epochs=2",
+                "--trainer.logger.init_args.version=fit",
+                "--seis.log_figures=true",
+            ]
+        )
+    fit_out = capsys.readouterr().out
+    run = tmp_path / "digits_cnn" / "fit"
+    said = re.search(r"SEIS scores at epoch (\S+), step (\d+) \(global_step (\d+);", fit_out)
+    assert said and said.groups() == ("2", "5", "6"), fit_out
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("seis/random_affine/equivariance/conv1")] == [0, 2, 5]
+    assert events.Images("seis/random_affine/depth")[-1].step == 5
+    with open(run / "seis_scores.csv") as file:
+        last = list(csv.DictReader(file))[-1]
+    assert (last["epoch"], last["step"], last["global_step"]) == ("2.0", "5", "6")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(
+            [
+                "analyze",
+                str(run),
+                f"--trainer.logger.init_args.save_dir={tmp_path / 'analyzed'}",
+                f"--output={tmp_path / 'png'}",
+            ]
+        )
+    out = capsys.readouterr().out
+    assert "SEIS scores of epoch=1-step=6.ckpt at epoch 2, step 5 (global_step 6; nulls in brackets):" in out
+    assert (tmp_path / "png" / "seis_random_affine_depth.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analyze_names_a_folder_that_is_not_a_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["analyze", str(tmp_path)])
+    assert f"{tmp_path} is not a run folder of `seis-lightning fit`: it has no config.yaml" in capsys.readouterr().err
+
+
+def config_with_a_callback(tmp_path: Path, seis_section: bool) -> list[str]:
+    recipe = yaml.safe_load(resolve_recipe("digits_cnn").read_text())
+    recipe["trainer"]["callbacks"] = [
+        {"class_path": "seis_lightning.SEISCallback", "init_args": {"num_samples": 16, "layers": ["conv1"]}}
+    ]
+    if not seis_section:
+        del recipe["seis"]
+    path = tmp_path / "with_callback.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return ["--config", str(path), *tiny(tmp_path)[2:], "--trainer.max_epochs=1"]
+
+
+def test_a_seis_callback_in_trainer_callbacks_beside_the_seis_section_is_refused(tmp_path):
+    from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+    args = config_with_a_callback(tmp_path, seis_section=True)
+    with pytest.raises(MisconfigurationException, match=r"SEISCallback in `trainer.callbacks` and a `seis:` section"):
+        SEISLightningCLI(args=args, run=False)
+
+
+def test_a_seis_callback_in_trainer_callbacks_alone_is_the_one_used(tmp_path):
+    args = [a for a in config_with_a_callback(tmp_path, seis_section=False) if not a.startswith("--seis.")]
+    with pytest.warns(UserWarning, match=r"using the SEISCallback in `trainer.callbacks`"):
+        cli = SEISLightningCLI(args=args, run=False)
+    probes = [c for c in cli.trainer.callbacks if type(c).__name__ == "SEISCallback"]
+    assert len(probes) == 1 and probes[0].probe.layers == ["conv1"] and probes[0].num_samples == 16

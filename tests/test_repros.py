@@ -715,3 +715,165 @@ def test_r23_causes_name_the_scores_they_hit_when_not_all():
         " constant (hflip; for channel_invariance)"
     )
     assert result.warnings == []
+
+
+# ------------------------------------------------------------------ r18: the final (averaged) model is scored
+
+
+class TwoConv(Tiny):
+    """conv1 -> conv2 -> fc without dropout or BatchNorm (StochasticWeightAveraging swaps weights at train end)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, stride=2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean((2, 3)))
+
+
+def test_r18_stochastic_weight_averaging_the_final_averaged_model_is_scored(tmp_path):
+    from lightning.pytorch.callbacks import StochasticWeightAveraging
+
+    options = dict(layers=["conv1", "conv2"], transforms="rotate:30", num_samples=16)
+    callback = seis(**options)
+    model = TwoConv()
+    swa = StochasticWeightAveraging(swa_lrs=0.05, swa_epoch_start=1)
+    tiny_trainer(tmp_path, [callback, swa], max_epochs=3).fit(model, loader(), loader())
+    final = score_model(model, loader(), **options)["rotate30"]
+    last = callback.history[-1]
+    assert (last["epoch"], last["global_step"]) == (3.0, 6)
+    for layer in ("conv1", "conv2"):
+        assert last["scores"]["rotate30"][layer]["equivariance"] == pytest.approx(final[layer]["equivariance"], 1e-9)
+    before = callback.history[-2]["scores"]["rotate30"]["conv2"]["equivariance"]  # the last epoch's own weights
+    assert before != pytest.approx(final["conv2"]["equivariance"], abs=1e-6)
+
+
+def test_r18_without_a_change_after_training_the_final_model_is_scored_once(tmp_path):
+    callback = seis()
+    tiny_trainer(tmp_path, [callback], max_epochs=2).fit(Tiny(), loader(), loader())
+    assert [e["global_step"] for e in callback.history] == [0, 2, 4]
+
+
+# ------------------------------------------------------------------ r19: a checkpoint's scores labelled as the fit's
+
+
+@pytest.mark.parametrize("same_callback", [True, False], ids=["its-history", "loop-progress"])
+def test_r19_validate_ckpt_path_labels_the_scores_as_the_fit_did(tmp_path, same_callback):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", filename="{epoch}", save_top_k=-1)
+    fitted = seis()
+    trainer = tiny_trainer(tmp_path, [fitted, checkpoint], max_epochs=2, enable_checkpointing=True)
+    trainer.fit(Tiny(), loader(), loader())
+    for name, entry in [("epoch=0.ckpt", fitted.history[1]), ("epoch=1.ckpt", fitted.history[2])]:
+        fresh = seis() if same_callback else seis(keep=0.9)  # another configuration: no history of its own
+        tiny_trainer(tmp_path, [fresh]).validate(Tiny(), loader(), ckpt_path=tmp_path / "ck" / name, verbose=False)
+        scored = fresh.evaluations[0]
+        assert (scored["epoch"], scored["global_step"], scored["step"]) == (
+            entry["epoch"],
+            entry["global_step"],
+            entry["step"],
+        )
+
+
+def test_r19_checkpoint_progress_counts_a_mid_epoch_checkpoint_in_epochs_trained():
+    from seis_lightning.trainer_io import checkpoint_progress
+
+    batches = {"total": {"processed": 6}, "current": {"processed": 2}, "is_last_batch": False}
+    loops = {"epoch_progress": {"current": {"ready": 2}}, "epoch_loop.batch_progress": batches}
+    saved = {"epoch": 1, "global_step": 6, "loops": {"fit_loop": {**loops, "epoch_loop.state_dict": {}}}}
+    assert checkpoint_progress(saved, "SEISCallback{}") == (1.5, 6, 5)  # 2 of an epoch's 4 batches
+
+
+# ------------------------------------------------------------------ r20: monitoring a SEIS score
+
+
+KEY = "seis/hflip/equivariance/conv1"
+
+
+class Monitored(pl.Callback):
+    """What a monitor reads at each validation's end."""
+
+    def __init__(self) -> None:
+        self.read: list[float | None] = []
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            value = trainer.callback_metrics.get(KEY)
+            self.read.append(None if value is None else float(value))
+
+
+def test_r20_skipped_validations_leave_no_stale_score_and_aligned_checkpoints_rank_fresh_ones(tmp_path):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    callback, monitored = seis(every_n_epochs=2, score_before_training=False), Monitored()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", monitor=KEY, mode="max", every_n_epochs=2, save_top_k=-1)
+    stopping = EarlyStopping(monitor=KEY, mode="max", strict=False, patience=5)
+    fitter = tiny_trainer(
+        tmp_path, [callback, monitored, checkpoint, stopping], max_epochs=4, enable_checkpointing=True
+    )
+    fitter.fit(Tiny(), loader(), loader())
+    fresh = [e["scores"]["hflip"]["conv1"]["equivariance"] for e in callback.history]
+    assert [e["epoch"] for e in callback.history] == [2.0, 4.0]
+    assert monitored.read == [None, pytest.approx(fresh[0]), None, pytest.approx(fresh[1])]
+    ranked = sorted((path.rsplit("/", 1)[-1], float(v)) for path, v in checkpoint.best_k_models.items())
+    assert ranked == [
+        ("epoch=1-step=4.ckpt", pytest.approx(fresh[0])),
+        ("epoch=3-step=8.ckpt", pytest.approx(fresh[1])),
+    ]
+    assert fitter.current_epoch == 4  # no "metric not available" at the unscored validations
+
+
+@pytest.mark.parametrize(
+    ("monitor", "fix"),
+    [
+        ("checkpoint", r"Set ModelCheckpoint\(every_n_epochs=2, ...\)"),
+        ("stopping", r"Set EarlyStopping\(strict=False, ...\)"),
+        ("steps", r"Save at validations"),
+    ],
+)
+def test_r20_a_monitor_that_would_read_unscored_validations_is_refused_before_training(tmp_path, monitor, fix):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    monitors = {
+        "checkpoint": ModelCheckpoint(dirpath=tmp_path, monitor=KEY),
+        "stopping": EarlyStopping(monitor=KEY),
+        "steps": ModelCheckpoint(dirpath=tmp_path, monitor=KEY, every_n_train_steps=1),
+    }
+    model = Tiny()
+    before = [p.clone() for p in model.parameters()]
+    fitter = tiny_trainer(tmp_path, [seis(every_n_epochs=2), monitors[monitor]], enable_checkpointing=True)
+    with pytest.raises(Exception, match=rf"monitor='{KEY}'.*{fix}"):
+        fitter.fit(model, loader(), loader())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # refused before training
+
+
+# ------------------------------------------------------------------ r21: seis_scores.csv holds one run's rows
+
+
+def csv_steps(path) -> list[int]:
+    with open(path) as file:
+        return [int(r["step"]) for r in csv.DictReader(file) if r["score"] == "equivariance"]
+
+
+def test_r21_a_reused_folder_or_logger_version_holds_one_runs_rows(tmp_path):
+    from seis_lightning.trainer_io import CSV_NAME
+
+    for _ in range(2):
+        tiny_trainer(tmp_path / "plain", [seis()]).fit(Tiny(), loader(), loader())
+        logger = CSVLogger(tmp_path, name="csv", version=0)
+        tiny_trainer(tmp_path, [seis()], logger=logger).fit(Tiny(), loader(), loader())
+    assert csv_steps(tmp_path / "plain" / CSV_NAME) == [0, 1]
+    assert csv_steps(tmp_path / "csv" / "version_0" / CSV_NAME) == [0, 1]
+
+
+def test_r21_a_run_keeps_its_fit_and_validate_rows_and_a_resumed_fit_its_history(tmp_path):
+    from seis_lightning.trainer_io import CSV_NAME
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    fitter = tiny_trainer(tmp_path, [seis(), checkpoint], enable_checkpointing=True)
+    fitter.fit(Tiny(), loader(), loader())
+    fitter.validate(dataloaders=loader(), verbose=False)
+    with open(tmp_path / CSV_NAME) as file:
+        assert [r["stage"] for r in csv.DictReader(file) if r["score"] == "equivariance"] == ["fit", "fit", "validate"]
+    resumed = tiny_trainer(tmp_path, [seis()], max_epochs=2)
+    resumed.fit(Tiny(), loader(), loader(), ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
+    assert csv_steps(tmp_path / CSV_NAME) == [0, 1, 3]
