@@ -226,3 +226,22 @@ def test_a_seis_callback_in_trainer_callbacks_alone_is_the_one_used(tmp_path):
         cli = SEISLightningCLI(args=args, run=False)
     probes = [c for c in cli.trainer.callbacks if type(c).__name__ == "SEISCallback"]
     assert len(probes) == 1 and probes[0].probe.layers == ["conv1"] and probes[0].num_samples == 16
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["recipes"]])
+def test_help_and_recipes_answer_without_importing_torch_or_lightning(argv):
+    """``--help`` and ``recipes`` load neither torch nor Lightning (8.5 s before, on a quiet machine); the
+    time bound is generous (CPU seconds of the subprocess, about 0.1 s here) and only catches a heavy import."""
+    import resource
+    import subprocess
+
+    code = (
+        f"import sys; from seis_lightning.cli import main; main({argv!r}); "
+        "print(sorted(m for m in ('torch', 'lightning', 'matplotlib') if m in sys.modules))"
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd())
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert "usage: seis-lightning" in done.stdout or "digits_cnn" in done.stdout
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 3.0
