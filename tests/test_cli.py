@@ -175,6 +175,7 @@ def test_one_step_and_epoch_across_the_table_tensorboard_csv_figures_and_analyze
     events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
     assert [e.step for e in events.Scalars("seis/random_affine/equivariance/conv1")] == [0, 2, 5]
+    assert "hp_metric" not in events.Tags()["scalars"]  # the recipes turn Lightning's -1 placeholder off
     assert events.Images("seis/random_affine/depth")[-1].step == 5
     with open(run / "seis_scores.csv") as file:
         last = list(csv.DictReader(file))[-1]
