@@ -310,7 +310,10 @@ class SEISCallback(Callback):
         if hook == "train_end":  # the model as training ends is always scored once
             return not self.history or self.history[-1]["global_step"] != trainer.global_step
         if hook == "fit_end":  # ... and again if its weights changed after that
-            return bool(self.history) and self._scored_weights != _weights(trainer.lightning_module)
+            now, then = _weights(trainer.lightning_module), self._scored_weights
+            # (the strategy's teardown moves a GPU model to the CPU: new tensors, nothing to compare)
+            moved = then is None or [d for _, d in now] != [d for _, d in then]
+            return bool(self.history) and not moved and now != then
         return hook == "test_epoch_end"
 
     # ------------------------------------------------------------------ scoring
@@ -411,7 +414,8 @@ class SEISCallback(Callback):
         return images
 
 
-def _weights(model: pl.LightningModule) -> tuple[int, ...]:
-    """The version counters of the model's parameters and buffers: they move with every in-place change
-    (an optimizer step, a swap of weights), so equal counters mean the weights scored are still the model's."""
-    return tuple(tensor._version for tensor in model.state_dict(keep_vars=True).values())
+def _weights(model: pl.LightningModule) -> tuple[tuple[int, str], ...]:
+    """The version counters and devices of the model's parameters and buffers: the counters move with every
+    in-place change (an optimizer step, a swap of weights), so equal counters mean the weights scored are
+    still the model's."""
+    return tuple((t._version, str(t.device)) for t in model.state_dict(keep_vars=True).values())
