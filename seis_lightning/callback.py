@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
@@ -118,6 +119,10 @@ class SEISCallback(Callback):
         log_figures: draw depth-wise curves and heatmaps for loggers that take figures.
         dataloader_idx: with several validation (or test) dataloaders, the one to probe (default the
             first); a warning names it.
+        max_overhead: a budget for the probe passes' share of the fit's wall time (e.g. ``0.05``): a
+            scoring that would take the share above it is skipped (one warning says so). The baseline
+            and the final model are always scored. Every fit scoring logs its seconds as
+            ``seis/time/probe`` and the share so far as ``seis/time/share``, with or without a budget.
 
     Note:
         Under ``strategy="ddp_spawn"`` training runs in worker processes that Lightning starts: the
@@ -152,6 +157,7 @@ class SEISCallback(Callback):
         strict: bool = False,
         log_figures: bool = True,
         dataloader_idx: int = 0,
+        max_overhead: float | None = None,
     ) -> None:
         check_options(num_samples=num_samples, every_n_epochs=every_n_epochs)
         if isinstance(dataloader_idx, bool) or not isinstance(dataloader_idx, int) or dataloader_idx < 0:
@@ -182,6 +188,14 @@ class SEISCallback(Callback):
         self.strict = strict
         self.log_figures = log_figures
         self.dataloader_idx = dataloader_idx
+        if max_overhead is not None and not (isinstance(max_overhead, (int, float)) and 0 < max_overhead < 1):
+            raise ValueError(
+                f"Expected `max_overhead` to be None or a share of the fit's time in (0, 1), e.g. 0.05, but got"
+                f" {max_overhead!r}."
+            )
+        self.max_overhead = max_overhead
+        self._fit_started = time.perf_counter()
+        self._probe_seconds = (0.0, 0.0)  # this fit's probe passes: all together, the latest
         self._trainer_id: int | None = None
         self._fit_id: int | None = None
         self._saved: dict[str, Any] | None = None
@@ -248,6 +262,7 @@ class SEISCallback(Callback):
             )
         elif saved is not None:
             self.history = list(saved.get("history", []))
+        self._fit_started, self._probe_seconds = time.perf_counter(), (0.0, 0.0)
         if self._due(trainer, "train_start"):  # step 0, or a resumed model on the row of its last step
             self._run(trainer, pl_module, "fit", epochs_trained(trainer), epoch_end=True)
 
@@ -303,10 +318,13 @@ class SEISCallback(Callback):
             return False
         if hook == "train_start":
             return self.score_before_training and not self.history
+        if hook == "validation_epoch_end" and trainer.state.fn != "fit":
+            return True
         if hook == "validation_epoch_end":
-            return trainer.state.fn != "fit" or math.ceil(epochs_trained(trainer)) % self.every_n_epochs == 0
+            return math.ceil(epochs_trained(trainer)) % self.every_n_epochs == 0 and self._within_budget(trainer)
         if hook == "train_epoch_end":  # no validation loop: each epoch's end stands for it
-            return not trainer.enable_validation and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            due = not trainer.enable_validation and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            return due and self._within_budget(trainer)
         if hook == "train_end":  # the model as training ends is always scored once
             return not self.history or self.history[-1]["global_step"] != trainer.global_step
         if hook == "fit_end":  # ... and again if its weights changed after that
@@ -315,6 +333,23 @@ class SEISCallback(Callback):
             moved = then is None or [d for _, d in now] != [d for _, d in then]
             return bool(self.history) and not moved and now != then
         return hook == "test_epoch_end"
+
+    def _within_budget(self, trainer: pl.Trainer) -> bool:
+        """Whether one more probe pass, as long as the latest, keeps this fit's probe share within
+        ``max_overhead`` (rank zero's clock decides for every process: the pass is a collective)."""
+        if self.max_overhead is None:
+            return True
+        total, latest = self._probe_seconds
+        elapsed = time.perf_counter() - self._fit_started
+        within = trainer.strategy.broadcast((total + latest) / (elapsed + latest) <= self.max_overhead, src=0)
+        if not within:
+            self._warn(
+                "budget",
+                f"SEISCallback skipped the scoring at step {trainer.global_step} to keep its probe passes within"
+                f" max_overhead={self.max_overhead} of the fit's time (so far {total:.1f} s of {elapsed:.1f} s; the"
+                f" latest pass {latest:.1f} s); the final model is still scored.",
+            )
+        return within
 
     # ------------------------------------------------------------------ scoring
 
@@ -332,6 +367,7 @@ class SEISCallback(Callback):
                 raise MisconfigurationException(f"SEISCallback: {reason}") from error
             self._disable(reason)
             return
+        started = time.perf_counter()
         try:
             result = self.probe.score(
                 pl_module,
@@ -357,15 +393,21 @@ class SEISCallback(Callback):
                 )
             return
         self._failures = 0
+        seconds = time.perf_counter() - started
+        timing = {"probe": seconds}
         if stage == "fit":
             self._scored_weights = _weights(pl_module)
-        self._record(trainer, stage, epoch, result, step=logging_step(trainer, epoch_end=epoch_end))
+            self._probe_seconds = (self._probe_seconds[0] + seconds, seconds)
+            timing["share"] = self._probe_seconds[0] / (time.perf_counter() - self._fit_started)
+        self._record(trainer, stage, epoch, result, step=logging_step(trainer, epoch_end=epoch_end), timing=timing)
 
     def _disable(self, reason: str) -> None:
         self.disabled = reason
         rank_zero_warn(f"SEISCallback is disabled for this run: {reason} (set strict=True to raise).")
 
-    def _record(self, trainer: pl.Trainer, stage: str, epoch: float, result: ProbeResult, step: int) -> None:
+    def _record(
+        self, trainer: pl.Trainer, stage: str, epoch: float, result: ProbeResult, step: int, timing: dict[str, float]
+    ) -> None:
         for reason in [*result.reasons.values(), *result.transform_reasons.values()]:
             self._warn("layer", reason)
         for layer, message in result.warnings:
@@ -388,7 +430,8 @@ class SEISCallback(Callback):
         (self.history if stage == "fit" else self.evaluations).append(entry)
         prefix = "seis" if stage == "fit" else f"seis_{stage}"
         sweeps = sweep_summaries(prefix, result.scores, self.probe.transforms)  # one number per sweep and layer
-        self._logged |= log_scalars(trainer, prefix, result.scores, step, extra=sweeps)
+        extra = {**sweeps, **{f"{prefix}/time/{name}": value for name, value in timing.items()}}
+        self._logged |= log_scalars(trainer, prefix, result.scores, step, extra=extra)
         history = self.history if stage == "fit" else [entry]
         log_results(trainer, prefix, entry, history, figures=self.log_figures, transforms=self.probe.transforms)
 

@@ -40,8 +40,12 @@ def standard_errors(monkeypatch):
     monkeypatch.setattr(SEISProbe, "_compute", with_standard_errors)
 
 
-def fit(tmp_path, max_epochs: int = 1, log_figures: bool = True, **kwargs) -> tuple[SEISCallback, pl.Trainer]:
-    callback = SEISCallback(layers=LAYERS, num_samples=64, transforms="hflip", log_figures=log_figures)
+def fit(
+    tmp_path, max_epochs: int = 1, log_figures: bool = True, max_overhead: float | None = None, **kwargs
+) -> tuple[SEISCallback, pl.Trainer]:
+    callback = SEISCallback(
+        layers=LAYERS, num_samples=64, transforms="hflip", log_figures=log_figures, max_overhead=max_overhead
+    )
     train, val = digits_loaders()
     fitter = trainer(tmp_path, [callback], max_epochs=max_epochs, **kwargs)
     with warnings.catch_warnings():
@@ -145,7 +149,7 @@ def test_without_jackknife_nothing_changes(tmp_path):
     tags = {tag for tag in events.Tags()["scalars"] if tag.startswith("seis/")}
     assert tags == {
         f"seis/hflip/{score}{suffix}/{layer}" for score in SCORES for suffix in ("", "_null") for layer in LAYERS
-    }
+    } | {"seis/time/probe", "seis/time/share"}
     assert {kind for kind, _ in layout_charts(events).values()} == {"Multiline"}
     assert all(set(values) == {*SCORES, *(f"{s}_null" for s in SCORES)} for values in callback.scores["hflip"].values())
 
@@ -259,3 +263,35 @@ def test_mlflow_gets_scalars_and_figures(tmp_path, monkeypatch):
         rows = list(csv.DictReader(file))
     assert sorted({int(row["step"]) for row in rows}) == [e["step"] for e in callback.history]
     assert not (local / "seis_scores.csv").exists()
+
+
+# ------------------------------------------------------------------ what the probe costs (issue 28 item 3)
+
+
+def test_every_fit_scoring_logs_its_probe_seconds_and_share_to_tensorboard(tmp_path):
+    callback, _ = fit(tmp_path, max_epochs=2, log_figures=False)
+    events = read_events(tmp_path / "tb" / "version_0")
+    seconds, share = events.Scalars("seis/time/probe"), events.Scalars("seis/time/share")
+    steps = [entry["step"] for entry in callback.history]
+    assert [e.step for e in seconds] == steps == [e.step for e in share] == [0, 5, 11]
+    assert all(e.value > 0 for e in seconds)
+    assert all(0 < e.value <= 1 for e in share)
+    assert share[0].value > share[-1].value  # the baseline is all probe; training dilutes it
+
+
+def test_max_overhead_skips_scorings_says_so_once_and_still_scores_the_final_model(tmp_path):
+    callback = SEISCallback(layers=LAYERS, num_samples=64, transforms="hflip", log_figures=False, max_overhead=1e-9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path, [callback], max_epochs=3).fit(TinyCNN(), *digits_loaders())
+    said = [str(w.message) for w in caught if "skipped the scoring" in str(w.message)]
+    assert len(said) == 1 and re.search(r"at step 6 .*max_overhead=1e-09 .* the final model is still scored", said[0])
+    assert [(e["epoch"], e["global_step"]) for e in callback.history] == [(0.0, 0), (3.0, 18)]
+    events = read_events(tmp_path / "tb" / "version_0")
+    assert [e.step for e in events.Scalars("seis/time/probe")] == [0, 17]
+
+
+@pytest.mark.parametrize("value", [0, 1, -0.1, "5%"])
+def test_max_overhead_out_of_range_is_refused_by_name(value):
+    with pytest.raises(ValueError, match=r"`max_overhead` to be None or a share of the fit's time in \(0, 1\)"):
+        SEISCallback(max_overhead=value)
