@@ -10,6 +10,7 @@ objects built without pyplot, so importing this module never changes matplotlib'
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -137,18 +138,30 @@ def sweep_figures(prefix: str, scores: Mapping[str, Scores], transforms: Sequenc
 
 
 def custom_scalars_layout(
-    transforms: Sequence[str], prefix: str = "seis", margins: Mapping[str, Sequence[str]] | None = None
+    transforms: Sequence[str],
+    prefix: str = "seis",
+    margins: Mapping[str, Sequence[str]] | None = None,
+    layers: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, dict[str, list]]:
-    """TensorBoard custom-scalars layout: one chart per (transformation, score) with all its layers and
-    their nulls, and, for the layers in ``margins[transform]`` (those with jackknife standard errors), one
-    margin chart per score and layer: the value between ``<score>_lower`` and ``<score>_upper`` (± 2 SE)."""
+    """TensorBoard custom-scalars layout, charts few enough lines to tell apart (TensorBoard draws a run's
+    lines in one colour): per transformation, one chart per score with its layers (each line named by its
+    tag; no nulls), and, for the layers in ``layers[transform]``, one chart per layer and score with the
+    score and its null (``<score> <layer> vs null``); for the layers in ``margins[transform]`` (those with
+    jackknife standard errors), one margin chart per score and layer: the value between ``<score>_lower``
+    and ``<score>_upper`` (± 2 SE)."""
     suffix = "" if prefix == "seis" else f" ({prefix})"
     layout: dict[str, dict[str, list]] = {}
     for name in transforms:
-        layout[f"SEIS {name}{suffix}"] = {
-            score: ["Multiline", [rf"{prefix}/{name}/{score}/.*", rf"{prefix}/{name}/{score}_null/.*"]]
-            for score in SCORES
-        }
+        layout[f"SEIS {name}{suffix}"] = {score: ["Multiline", [rf"{prefix}/{name}/{score}/.*"]] for score in SCORES}
+        if layers and layers.get(name):
+            layout[f"SEIS {name}, each layer against its null{suffix}"] = {
+                f"{score} {layer} vs null": [
+                    "Multiline",
+                    [re.escape(f"{prefix}/{name}/{score}{end}/{layer}") for end in ("", "_null")],
+                ]
+                for layer in layers[name]
+                for score in SCORES
+            }
         if margins and margins.get(name):
             layout[f"SEIS {name} ± 2 SE{suffix}"] = {
                 f"{score} {layer}": ["Margin", [f"{prefix}/{name}/{score}{end}/{layer}" for end in MARGIN]]

@@ -328,9 +328,9 @@ def _upload_csv(trainer: Any, path: str) -> None:
 def _write_layout(writer: Any, prefix: str, scores: Mapping[str, Scores]) -> None:
     """One custom-scalars layout per writer, merged over every SEIS callback and stage that logs to it and
     rewritten when one adds a chart (TensorBoard reads the latest)."""
-    written: dict[tuple[str, str], tuple[str, ...]] = getattr(writer, "_seis_layout", {})
+    written: dict[tuple[str, str], tuple[tuple[str, bool], ...]] = getattr(writer, "_seis_layout", {})
     new = {
-        (prefix, transform): tuple(layer for layer, values in by_layer.items() if _has_se(values))
+        (prefix, transform): tuple((layer, _has_se(values)) for layer, values in by_layer.items())
         for transform, by_layer in scores.items()
     }
     if all(written.get(key) == layers for key, layers in new.items()):
@@ -339,7 +339,9 @@ def _write_layout(writer: Any, prefix: str, scores: Mapping[str, Scores]) -> Non
     layout: dict = {}
     for p in sorted({p for p, _ in written}):
         transforms = sorted(t for q, t in written if q == p)
-        layout.update(custom_scalars_layout(transforms, p, {t: written[p, t] for t in transforms}))
+        margins = {t: [layer for layer, se in written[p, t] if se] for t in transforms}
+        layers = {t: [layer for layer, _ in written[p, t]] for t in transforms}
+        layout.update(custom_scalars_layout(transforms, p, margins, layers))
     writer.add_custom_scalars(layout)
 
 

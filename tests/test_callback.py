@@ -115,7 +115,13 @@ def test_custom_scalars_layout_is_written(tmp_path):
 
     layout = layout_pb2.Layout.FromString(events.Tensors(layout_tag)[0].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
-    assert charts["equivariance"] == [r"seis/hflip/equivariance/.*", r"seis/hflip/equivariance_null/.*"]
+    assert charts["equivariance"] == [r"seis/hflip/equivariance/.*"]  # the layers, told apart by their tags
+    for layer in ("conv1", "conv2"):  # each layer against its null, two lines a chart
+        assert charts[f"invariance {layer} vs null"] == [
+            f"seis/hflip/invariance/{layer}",
+            f"seis/hflip/invariance_null/{layer}",
+        ]
+    assert len(charts) == 3 + 3 * 2
     assert list(callback.scores["hflip"]) == ["conv1", "conv2"]
 
 
