@@ -116,7 +116,8 @@ class SEISLightningCLI(LightningCLI):
         print(format_score_table(self.seis.scores))
         for logger in self.trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
-                command = f"{tensorboard()} --logdir {logger.save_dir}"
+                # TensorBoard keeps 10 images a tag unless told: every scoring's figure, up to 100
+                command = f"{tensorboard()} --logdir {logger.save_dir} --samples_per_plugin images=100"
                 print(f"\nWatch the curves with:\n  {command}\n(run: {logger.log_dir})")
 
 

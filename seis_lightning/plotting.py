@@ -49,9 +49,15 @@ def progress_label(entry: Mapping[str, Any]) -> str:
 
 
 def depth_figure(scores: Scores, title: str = "") -> Figure:
-    """Each score (solid, with ±2 SE bars when known) and its null (dotted) against depth."""
+    """Each score (solid, with ±2 SE bars when known) and its null (dotted) against depth.
+
+    Sized for a TensorBoard image card (about 300 px wide): few inches, so that the text stays
+    readable when the card scales the image down, and one legend entry per score plus one for the nulls.
+    """
+    from matplotlib.lines import Line2D
+
     layers = list(scores)
-    figure = Figure(figsize=(max(6.5, 0.8 * len(layers) + 3.5), 3.6), layout="constrained")
+    figure = Figure(figsize=(max(4.0, 0.45 * len(layers) + 2.2), 3.2), layout="constrained")
     axes = figure.add_subplot()
     x = np.arange(len(layers))
     for score in SCORES:
@@ -63,14 +69,16 @@ def depth_figure(scores: Scores, title: str = "") -> Figure:
         else:
             axes.plot(x, values, "o-", color=colour, label=score)
         null = [scores[layer].get(f"{score}_null", math.nan) for layer in layers]
-        axes.plot(x, null, ":", color=colour, alpha=0.7, label=f"{score} (null)")
+        axes.plot(x, null, ":", color=colour, alpha=0.7)
     axes.set_xticks(x, layers, rotation=30, ha="right")
     axes.set_ylim(-0.02, 1.02)
-    axes.set_xlabel("layer (depth order)")
     axes.set_ylabel("score")
-    axes.set_title(title)
+    axes.set_title(title, fontsize="medium")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    handles, labels = axes.get_legend_handles_labels()
+    handles.append(Line2D([], [], linestyle=":", color="grey"))
+    labels.append("null (dotted)")
+    figure.legend(handles, labels, fontsize="small", loc="outside lower center", ncol=2, frameon=False)
     return figure
 
 

@@ -295,3 +295,12 @@ def test_max_overhead_skips_scorings_says_so_once_and_still_scores_the_final_mod
 def test_max_overhead_out_of_range_is_refused_by_name(value):
     with pytest.raises(ValueError, match=r"`max_overhead` to be None or a share of the fit's time in \(0, 1\)"):
         SEISCallback(max_overhead=value)
+
+
+def test_depth_figure_is_sized_for_a_tensorboard_card_with_one_legend_entry_per_score():
+    layers = ["conv1", "conv2", "pool", "features.3", "fc"]
+    figure = depth_figure({layer: {score: 0.5 for score in SCORES} for layer in layers}, "hflip, epoch 1, step 5")
+    assert figure.get_size_inches() == pytest.approx((4.45, 3.2))  # 445 x 320 px: legible scaled to ~300 px
+    (legend,) = figure.legends
+    assert [t.get_text() for t in legend.get_texts()] == [*SCORES, "null (dotted)"]
+    assert figure.axes[0].get_title() == "hflip, epoch 1, step 5"
