@@ -8,7 +8,7 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 # build, with internet: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install demo test lint format bench figures clean
+.PHONY: install demo test lint format bench figures browser-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ bench: install
 
 figures: install  # into logs/figures/ (ignored); --out docs/figures refreshes the README's copies
 	$(PY) scripts/reproduce_figures.py
+
+browser-check: install  # headless Chromium (apt-get install chromium) on TensorBoard of a short demo run
+	rm -rf logs/browser-check
+	$(VENV)/bin/seis-lightning fit --config recipes/digits_cnn.yaml --trainer.max_epochs=2 \
+		--trainer.logger.init_args.save_dir=logs/browser-check
+	$(PY) scripts/tensorboard_screenshot.py logs/browser-check logs/browser-check/screenshots \
+		--tab scalars,custom_scalars,images --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
