@@ -136,14 +136,17 @@ def analyze(argv: list[str]) -> dict:
     without training."""
     parser = argparse.ArgumentParser(
         prog="seis-lightning analyze",
+        usage="seis-lightning analyze [RUN_DIR] [--checkpoint CHECKPOINT] [--output OUTPUT] [--config ...]",
         description="Score a trained checkpoint on a recipe's validation data; writes the depth-wise curves as"
         " PNG files and to TensorBoard. RUN_DIR, a fit's run folder, gives its config.yaml and its last"
         " checkpoint. Other options (--config, --seis.*, --data.*) are the recipe's.",
     )
-    parser.add_argument("run_dir", type=Path, nargs="?", help="a run folder of `seis-lightning fit`")
     parser.add_argument("--checkpoint", type=Path, help="a Lightning .ckpt of the recipe's model")
     parser.add_argument("--output", type=Path, default=None, help="folder for the PNGs (default: the run's folder)")
-    args, rest = parser.parse_known_args(argv)
+    # RUN_DIR only first: an option's value (`--config PATH`) is not a run folder
+    run_dir = Path(argv[0]) if argv and not argv[0].startswith("-") else None
+    args, rest = parser.parse_known_args(argv[1:] if run_dir else argv)
+    args.run_dir = run_dir
     if args.run_dir is not None:
         if not (args.run_dir / "config.yaml").is_file():
             parser.error(f"{args.run_dir} is not a run folder of `seis-lightning fit`: it has no config.yaml")
