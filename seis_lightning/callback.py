@@ -250,7 +250,7 @@ class SEISCallback(Callback):
         if self.probe.layers is not None:
             resolve_layers(pl_module, self.probe.layers)
         if stage == "fit":
-            check_monitors(trainer, [t.name for t in self.probe.transforms], self.every_n_epochs)
+            check_monitors(trainer, [t.name for t in self.probe.transforms], self.every_n_epochs, self.max_overhead)
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

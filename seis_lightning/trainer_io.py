@@ -90,7 +90,9 @@ def checkpoint_progress(checkpoint: Mapping[str, Any], state_key: str) -> tuple[
     return max(begun - 1, 0) + fraction, global_step, min(stepped, max(global_step - 1, 0))
 
 
-def check_monitors(trainer: pl.Trainer, transforms: Sequence[str], every_n_epochs: int) -> None:
+def check_monitors(
+    trainer: pl.Trainer, transforms: Sequence[str], every_n_epochs: int, max_overhead: float | None = None
+) -> None:
     """Refuse a ``ModelCheckpoint`` or ``EarlyStopping`` that monitors a SEIS score (``seis/<transform>/...``
     of one of ``transforms``) at times the callback does not score: it would rank by an earlier model's
     score, or stop at a validation whose key is absent (the callback leaves none stale).
@@ -108,6 +110,12 @@ def check_monitors(trainer: pl.Trainer, transforms: Sequence[str], every_n_epoch
         if not isinstance(monitor, str) or not any(monitor.startswith(f"seis/{t}/") for t in transforms):
             continue
         what = f"{type(callback).__name__}(monitor={monitor!r})"
+        if max_overhead is not None and (isinstance(callback, ModelCheckpoint) or callback.strict):
+            raise MisconfigurationException(
+                f"{what} needs a SEIS score at every validation it reads, but SEISCallback(max_overhead="
+                f"{max_overhead}) skips scorings to stay within its budget. Remove `max_overhead`, or for"
+                " EarlyStopping set strict=False to check only the scored validations."
+            )
         if isinstance(callback, ModelCheckpoint) and (callback._every_n_train_steps or callback._train_time_interval):
             raise MisconfigurationException(
                 f"{what} saves by training steps or time, but SEIS scores only at validations: it would rank"

@@ -877,3 +877,17 @@ def test_r21_a_run_keeps_its_fit_and_validate_rows_and_a_resumed_fit_its_history
     resumed = tiny_trainer(tmp_path, [seis()], max_epochs=2)
     resumed.fit(Tiny(), loader(), loader(), ckpt_path=str(tmp_path / "ck" / "last.ckpt"))
     assert csv_steps(tmp_path / CSV_NAME) == [0, 1, 3]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_r20_a_monitor_beside_a_probe_budget_is_refused_unless_it_tolerates_skips(tmp_path, strict):
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    stopping = EarlyStopping(monitor=KEY, mode="max", strict=strict)
+    fitter = tiny_trainer(tmp_path, [seis(max_overhead=1e-9), stopping], max_epochs=2)
+    if strict:
+        with pytest.raises(Exception, match=r"skips scorings to stay within its budget.*strict=False"):
+            fitter.fit(Tiny(), loader(), loader())
+    else:  # every scoring after the baseline skipped: EarlyStopping checks none, training runs its course
+        fitter.fit(Tiny(), loader(), loader())
+        assert fitter.current_epoch == 2
