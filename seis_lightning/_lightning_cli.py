@@ -111,7 +111,8 @@ class SEISLightningCLI(LightningCLI):
         latest = max(self.seis.history + self.seis.evaluations, key=lambda entry: entry["order"])
         of = f" of {Path(self.trainer.ckpt_path).name}" if latest["stage"] != "fit" and self.trainer.ckpt_path else ""
         print(
-            f"\nSEIS scores{of} at {progress_label(latest)} (global_step {latest['global_step']}; nulls in brackets):"
+            f"\nSEIS scores{of} after {latest['epoch']:g} epoch(s), step {latest['step']}"
+            f" (global_step {latest['global_step']}; nulls in brackets):"
         )
         print(format_score_table(self.seis.scores))
         for logger in self.trainer.loggers:

@@ -109,7 +109,7 @@ def test_a_checkpoints_scores_are_labelled_with_its_epoch_and_step(command, trai
         )
     out = capsys.readouterr().out
     # labelled as the fit labelled the same weights: 2 epochs trained, on the row of step 5 (global_step 6)
-    assert "SEIS scores of epoch=1-step=6.ckpt at epoch 2, step 5 (global_step 6; nulls in brackets):" in out
+    assert "SEIS scores of epoch=1-step=6.ckpt after 2 epoch(s), step 5 (global_step 6; nulls in brackets):" in out
     assert "after 0 epoch(s)" not in out, out
     assert re.search(r"^random_affine +conv1 +0\.\d{3} \(0\.\d{3}\)", out, re.MULTILINE)
     events = EventAccumulator(str(root / "digits_cnn" / command))
@@ -170,7 +170,7 @@ def test_one_step_and_epoch_across_the_table_tensorboard_csv_figures_and_analyze
         )
     fit_out = capsys.readouterr().out
     run = tmp_path / "digits_cnn" / "fit"
-    said = re.search(r"SEIS scores at epoch (\S+), step (\d+) \(global_step (\d+);", fit_out)
+    said = re.search(r"SEIS scores after (\S+) epoch\(s\), step (\d+) \(global_step (\d+);", fit_out)
     assert said and said.groups() == ("2", "5", "6"), fit_out
     events = EventAccumulator(str(run), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
@@ -191,7 +191,7 @@ def test_one_step_and_epoch_across_the_table_tensorboard_csv_figures_and_analyze
             ]
         )
     out = capsys.readouterr().out
-    assert "SEIS scores of epoch=1-step=6.ckpt at epoch 2, step 5 (global_step 6; nulls in brackets):" in out
+    assert "SEIS scores of epoch=1-step=6.ckpt after 2 epoch(s), step 5 (global_step 6; nulls in brackets):" in out
     assert (tmp_path / "png" / "seis_random_affine_depth.png").read_bytes()[:4] == b"\x89PNG"
 
 

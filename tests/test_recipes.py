@@ -232,7 +232,7 @@ def test_analyze_scores_a_checkpoint_without_training(tmp_path, capsys):
     assert "random_affine  conv1" in out
     # One epoch of 3 batches: the table says how far the checkpoint was trained, not the Trainer's 0 epochs,
     # as the fit said it (epochs trained, the step of its rows).
-    assert f"SEIS scores of {checkpoint.name} at epoch 1, step 2 (global_step 3;" in out
+    assert f"SEIS scores of {checkpoint.name} after 1 epoch(s), step 2 (global_step 3;" in out
     assert "after 0 epoch(s)" not in out
     # The checkpoint's weights are scored: the same as the trained model's last scores.
     last = trained.seis.scores["random_affine"]["conv2"]["equivariance"]
