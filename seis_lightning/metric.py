@@ -85,6 +85,8 @@ class SEISMetric(Metric):
             with full-rate float64 (compute capability 6.0, 7.0, 8.0, 9.0), float32 elsewhere
             (:func:`~seis_lightning.functional.resolve_precision`), resolved against the device of
             the first update's activations and kept until ``reset``. On MPS, ``"float32"`` or ``"auto"``.
+        options: a :class:`~seis_lightning.options.SEISOptions` holding all of the above at once (as
+            :class:`~seis_lightning.SEISProbe` hands its options down); the flat arguments are then not read.
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Raises:
@@ -120,6 +122,8 @@ class SEISMetric(Metric):
         max_positions: int = 1024,
         jackknife_groups: int = 0,
         precision: Precision = "auto",
+        *,
+        options: SEISOptions | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -128,7 +132,8 @@ class SEISMetric(Metric):
         ):
             raise ValueError(f"Expected `num_transforms` to be None or a positive integer, but got {num_transforms!r}.")
         self.num_transforms = num_transforms
-        self.options = SEISOptions(
+        # The options object, built here from the flat arguments unless a caller (the probe) hands one down.
+        self.options = options or SEISOptions(
             keep=keep,
             eps=eps,
             layout=layout,

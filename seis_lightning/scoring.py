@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, family_se
+from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, family_se, seis_maps
 from seis_lightning.layers import (
     Features,
     OutputGetter,
@@ -191,6 +191,7 @@ class SEISProbe:
             RuntimeError: when the model's forward pass fails on the probe images (naming ``forward_fn``).
         """
         images = check_images(images, "the probe images")
+        images = images[probe_order(len(images), self.seed)]  # null partners that do not follow the data's order
         forward = _in_context(forward_fn or self.forward_fn or _call, forward_context)
         default_forward = forward_fn is None and self.forward_fn is None
         parameter = next(model.parameters(), None)
@@ -234,9 +235,13 @@ class SEISProbe:
         metrics: dict[str, SEISMetric] = {}
         reasons: dict[str, str] = {}
         shapes: dict[str, tuple[Chunk, list[int]]] = {}
-        with capture(model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto) as features:
+        reduce = _Reduction(model, self.layout, self.num_prefix_tokens, self.max_positions)
+        with capture(
+            model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto, reduce=reduce
+        ) as features:
             for chunk in plan:
                 x = chunk_of(chunk)
+                reduce.batch = len(x)
                 with record_function("seis.forward"):
                     a = run(x, features)
                     bs = [run(self._transformed(name, g, x), features) for name, g in self.draws]
@@ -247,7 +252,7 @@ class SEISProbe:
                         continue  # default layers: a block that gives no new map is not one
                     problem = self._problem(name, a, bs) or _shape_change(name, a, chunk, shapes)
                     if problem is None:
-                        problem = self._update(model, name, a, bs, chunk, metrics, device)
+                        problem = self._update(name, a, bs, chunk, metrics, device, reduce.pooled[name])
                     if problem is not None:
                         reasons[name] = problem
                         metrics.pop(name, None)  # never partial scores reported as complete
@@ -255,20 +260,22 @@ class SEISProbe:
 
     def _update(
         self,
-        model: nn.Module,
         name: str,
         a: Features,
         bs: list[Features],
         chunk: Chunk,
         metrics: dict[str, SEISMetric],
         device: torch.device,
+        pooled: bool,
     ) -> str | None:
-        """Add one chunk's statistics to layer ``name``'s metric; why it failed, or ``None``."""
+        """Add one chunk's statistics (maps ``[N, C, S]``, reduced in the hook) to layer ``name``'s metric;
+        why it failed, or ``None``."""
         try:
             if name not in metrics:
-                metrics[name] = self._metric(model, name, a[name]).to(device)
+                metrics[name] = SEISMetric(num_transforms=len(self.draws), options=self.options).to(device)
             with record_function("seis.statistics"):
                 metrics[name].update(a[name], [b[name] for b in bs], offset=chunk.start)
+            metrics[name].pooled |= pooled
         except Exception as error:  # this layer's statistics only: the others go on
             images = f"probe images {chunk.start}-{chunk.stop - 1}"
             return f"its statistics failed on {images} ({type(error).__name__}: {error})"
@@ -386,18 +393,13 @@ class SEISProbe:
                 what = "the probe images" if transform == "probe images" else f"the images transformed by {transform!r}"
                 return f"it did not run in the forward pass of {what}"
         for (transform, _), b in zip(self.draws, bs):
-            if b[name].shape != a[name].shape:
+            if b.shapes[name] != a.shapes[name]:
                 return (
-                    f"it gives maps of shape {list(a[name].shape)} for the probe images but {list(b[name].shape)} for"
+                    f"it gives maps of shape {a.shapes[name]} for the probe images but {b.shapes[name]} for"
                     f" the images transformed by {transform!r}; SEIS compares maps of the same shape, so choose a"
                     " layer whose output shape does not depend on the image content"
                 )
         return None
-
-    def _metric(self, model: nn.Module, layer: str, output: Tensor) -> SEISMetric:
-        layout, num_prefix_tokens = _declared_layout(model, layer, output, self.layout, self.num_prefix_tokens)
-        options = dataclasses.replace(self.options, layout=layout, num_prefix_tokens=num_prefix_tokens)
-        return SEISMetric(num_transforms=len(self.draws), **dataclasses.asdict(options))
 
     def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:
         names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
@@ -437,6 +439,18 @@ class Chunk:
     counted: bool = True
 
 
+def probe_order(num_images: int, seed: int) -> Tensor:
+    """The order in which a probe pass reads the probe images: a permutation drawn from ``seed``.
+
+    The null pairs each image with the transformed image before it in its chunk (spec, "Null
+    baseline"); in the data's own order that partner is often of the same class (an ``ImageFolder``,
+    a CSV sorted by label) and the null is inflated. In this order partners are drawn at random, the
+    same on every rank and every run for the same ``seed``, whatever order the images came in. Image
+    ``n`` of this order is in jackknife group ``n mod G``.
+    """
+    return torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
+
+
 def pass_plan(num_images: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[Chunk]:
     """This rank's chunks of ``num_images`` probe images: ``max(ceil(N / batch_size), world_size)``
     near-equal chunks dealt out in turn, and repeats so that every rank runs as many passes."""
@@ -471,6 +485,40 @@ class _Layers:
     auto: bool  # default layers: blocks that give no new map are left out
 
 
+class _Reduction:
+    """What the capture hooks keep of each layer's output: its maps ``[N, C, S]`` reduced to the position
+    cap (:func:`~seis_lightning.functional.seis_maps`), a new tensor taken before any later in-place
+    operation of the forward pass can change the output, and small enough that no pass's full-size maps
+    outlive it. ``pooled`` says per layer whether the maps were reduced; ``batch`` is the number of
+    images of the current forward pass."""
+
+    def __init__(self, model: nn.Module, layout: Any, num_prefix_tokens: Any, max_positions: int) -> None:
+        self.model, self.layout, self.num_prefix_tokens, self.max_positions = model, layout, num_prefix_tokens, max_positions
+        self.batch = 0
+        self.layouts: dict[str, tuple[str, int]] = {}
+        self.pooled: dict[str, bool] = {}
+
+    def __call__(self, name: str, output: Tensor) -> Tensor:
+        if output.ndim == 0 or output.shape[0] != self.batch:
+            raise ValueError(
+                f"its output has shape {list(output.shape)}, whose first axis is not the batch of {self.batch} images"
+            )
+        if not output.is_floating_point():
+            raise ValueError(
+                f"its output has dtype {output.dtype}, not floating point; SEIS compares real-valued maps"
+                " (pass `output_getter=lambda out: out.float()` to score it as numbers)"
+            )
+        if name not in self.layouts:
+            self.layouts[name] = _declared_layout(self.model, name, output, self.layout, self.num_prefix_tokens)
+        layout, num_prefix_tokens = self.layouts[name]
+        with torch.autocast(output.device.type, enabled=False):
+            maps, pooled = seis_maps(output, layout, num_prefix_tokens, self.max_positions, dtype=None)
+        self.pooled[name] = self.pooled.get(name, False) or pooled
+        if maps.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
+            maps = maps.clone(memory_format=torch.contiguous_format)  # a view of the output: copy it now
+        return maps
+
+
 class _Run:
     """Forward passes of one probe pass: the readable outputs of the captured layers, and in ``errors``
     why the others cannot be read; ``order`` collects the layers in the order they ran."""
@@ -495,19 +543,6 @@ class _Run:
                 f" ({type(error).__name__}: {error}). {how}"
             ) from error
         outputs = features.copy()
-        for name, output in features.items():
-            if output.ndim == 0 or output.shape[0] != x.shape[0]:
-                del outputs[name]
-                outputs.errors[name] = (
-                    f"its output has shape {list(output.shape)}, whose first axis is not the batch of {x.shape[0]}"
-                    " images"
-                )
-            elif not output.is_floating_point():
-                del outputs[name]
-                outputs.errors[name] = (
-                    f"its output has dtype {output.dtype}, not floating point; SEIS compares real-valued maps"
-                    " (pass `output_getter=lambda out: out.float()` to score it as numbers)"
-                )
         if record:
             self.order.update(dict.fromkeys(features.order))  # forward order, unreadable layers too
         return outputs
@@ -539,7 +574,7 @@ def _in_context(forward: ForwardFn, context: Callable[[], AbstractContextManager
 
 def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[Chunk, list[int]]]) -> str | None:
     """Why layer ``name``'s maps cannot be summed with earlier chunks' (their shape changed), or ``None``."""
-    shape = list(a[name].shape)
+    shape = a.shapes[name]
     first, first_shape = shapes.setdefault(name, (chunk, shape))
     if first_shape[1:] == shape[1:]:
         return None
