@@ -23,7 +23,7 @@ from torch import nn
 
 from seis_lightning import SEISMetric, SEISProbe, SEISWarning, score_model
 from seis_lightning.functional import seis_scores
-from seis_lightning.scoring import LOGGED
+from seis_lightning.scoring import LOGGED, probe_order
 
 FLIPS = {"hflip": lambda x: x.flip(-1), "vflip": lambda x: x.flip(-2)}
 # float64 Gram products where the metric takes the option, so hand and package agree to rounding.
@@ -40,9 +40,15 @@ def _images(n: int = 16, channels: int = 3, size: int = 16, seed: int = 0) -> to
     return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def _hooked(model: nn.Module, layer: str | list[str], x: torch.Tensor, call=None) -> object:
-    """The raw output of ``layer`` (or ``{layer: output}`` for a list) for images ``x``, by plain forward hooks."""
+def _hooked(model: nn.Module, layer: str | list[str], x: torch.Tensor, call=None, whole_set: bool = True) -> object:
+    """The raw output of ``layer`` (or ``{layer: output}`` for a list) for images ``x``, by plain forward hooks.
+
+    ``whole_set``: ``x`` is a whole probe set, read in the order a probe pass reads it (``probe_order``
+    with the default seed), so that the nulls pair the same images; ``False`` for chunks already in that order.
+    """
     names = [layer] if isinstance(layer, str) else layer
+    if whole_set:
+        x = x[probe_order(len(x), 0)]
     seen = {}
     model.eval()  # as score_model runs it (eval-only fast paths give other float32 roundings)
     handles = [
@@ -94,9 +100,9 @@ def test_resnet18_equals_hand_computation_and_leaves_model_as_it_was():
 
     # By hand: eval mode, the same chunks of 8, one SEISMetric per layer and transformation.
     metrics = {layer: SEISMetric(num_transforms=len(FLIPS), **EXACT) for layer in layers}
-    for chunk in images.split(8):
-        a = _hooked(model, layers, chunk)
-        bs = [_hooked(model, layers, flip(chunk)) for flip in FLIPS.values()]
+    for chunk in images[probe_order(len(images), 0)].split(8):  # the pass reads the images in probe order
+        a = _hooked(model, layers, chunk, whole_set=False)
+        bs = [_hooked(model, layers, flip(chunk), whole_set=False) for flip in FLIPS.values()]
         for layer in layers:
             metrics[layer].update(a[layer], [b[layer] for b in bs])
     for layer, metric in metrics.items():
