@@ -21,10 +21,10 @@ over the four terms ``v``: ``df = (sum v)**2 / sum(v**2 / df_v)``. The verdict: 
 t_{(1 + level)/2, df} * se`` (``bar``, the half-width of the two-sided ``level`` interval of delta) is
 "raised" or "lowered" by the sign of delta, else "within noise". With 3 + 3 seeds and no jackknife,
 ``df`` is 2 to 4 and the bar 2.8 to 4.3 standard errors, not a fixed 2. A side with fewer than two
-seeds has no seed spread: the comparison falls back to the jackknife alone with ``G - 1`` degrees of
-freedom (``se_from`` says ``jackknife``; it then says whether these runs differ beyond the probe
-images' noise, not whether the change would hold over seeds), or, without jackknife SEs or
-``jackknife_groups``, is "not enough seeds".
+seeds has no seed spread: the comparison falls back to the two jackknife terms alone (``se_from`` says
+``jackknife``; ``df`` by the same rule, ``2 (G - 1)`` for equal SEs; it then says whether these runs
+differ beyond the probe images' noise, not whether the change would hold over seeds), or, without
+jackknife SEs or ``jackknife_groups``, is "not enough seeds".
 """
 
 from __future__ import annotations
@@ -395,6 +395,7 @@ def comparison_figure(
     """Delta per layer (depth order) with its bar (``t_critical * se``) as error bars, one panel per score
     and a series per transformation: filled where the verdict is raised or lowered, open within noise."""
     from matplotlib import colormaps
+    from matplotlib.lines import Line2D
 
     transforms = list(dict.fromkeys(r["transform"] for r in rows))
     layers = list(dict.fromkeys(r["layer"] for r in rows))
@@ -410,14 +411,16 @@ def comparison_figure(
             bar = np.array([r["bar"] for r in picked], dtype=float)
             axes.errorbar(x, delta, yerr=np.where(np.isfinite(bar), bar, 0), fmt="none", ecolor=colour, capsize=3)
             beyond = np.array([r["verdict"] in ("raised", "lowered") for r in picked], dtype=bool)
-            label = (transform, "_") if beyond.any() else ("_", transform)  # one legend entry per transformation
-            axes.plot(x[beyond], delta[beyond], "o", color=colour, label=label[0])
-            axes.plot(x[~beyond], delta[~beyond], "o", mfc="white", color=colour, label=label[1])
+            axes.plot(x[beyond], delta[beyond], "o", color=colour)
+            axes.plot(x[~beyond], delta[~beyond], "o", mfc="white", color=colour)
         axes.axhline(0, color="black", linewidth=0.8)
         axes.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
         axes.set_title(score)
         axes.grid(alpha=0.3)
     panels[0].set_ylabel(f"delta = {names[1]} − {names[0]}")
-    panels[-1].legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    handles = [
+        Line2D([], [], marker="o", linestyle="", color=colormaps["tab10"](k % 10)) for k in range(len(transforms))
+    ]
+    panels[-1].legend(handles, transforms, fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.suptitle(f"delta ± t·SE ({level:.0%}, Welch); filled: beyond the bar", fontsize="medium")
     return figure
