@@ -320,9 +320,10 @@ def _difference(
     seed_terms = [(sd_a**2 / n_a, n_a - 1), (sd_b**2 / n_b, n_b - 1)] if min(n_a, n_b) >= 2 else []
     jackknife_terms = [(se_a**2, jackknife_df), (se_b**2, jackknife_df)]
     has_jackknife = all(math.isfinite(v) for v, _ in jackknife_terms)
-    if seed_terms:
-        terms, se_from = seed_terms + (jackknife_terms if has_jackknife else []), "seeds+jackknife" * has_jackknife
-        se_from = se_from or "seeds"
+    if seed_terms and has_jackknife:
+        terms, se_from = seed_terms + jackknife_terms, "seeds+jackknife"
+    elif seed_terms:
+        terms, se_from = seed_terms, "seeds"
     elif has_jackknife and has_groups:
         terms, se_from = jackknife_terms, "jackknife"
     else:
