@@ -14,11 +14,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from seis_lightning.forward import ForwardFn
 from seis_lightning.functional import SEISWarning
 from seis_lightning.layers import OutputGetter, resolve_layers
 from seis_lightning.options import check_options
 from seis_lightning.probe import InputGetter, ProbeError
-from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, warning_kind
+from seis_lightning.results import ProbeResult, Scores, warning_kind
+from seis_lightning.scoring import SEISProbe
 from seis_lightning.sweeps import sweep_summaries
 from seis_lightning.trainer_io import (
     collect_probe_images,

@@ -217,7 +217,8 @@ def capture(
             forward pass can touch the output (an in-place ``ReLU(inplace=True)`` after the layer
             overwrites the tensor the layer returned), and what it returns is kept instead of the
             output: a reduced copy, which also keeps full-size maps from outliving the pass. A
-            ``ValueError`` it raises (its message: why) or any other exception is that layer's error. ``None``: the outputs are cloned.
+            ``ValueError`` it raises (its message: why) or any other exception is that layer's error.
+            ``None``: the outputs are cloned.
 
     Yields:
         :class:`Features`, filled by every forward pass inside the block (call ``clear()``

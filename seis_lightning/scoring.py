@@ -8,66 +8,30 @@ transformations drawn once, options) and scores a model as often as asked, which
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
-import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, family_se, seis_maps
-from seis_lightning.layers import (
-    Features,
-    OutputGetter,
-    blocks_of,
-    capture,
-    default_layers,
-    layer_names,
-    resolve_layers,
-)
+from seis_lightning.forward import ForwardFn, ForwardRun, MapReduction, call_model, frozen, in_context
+from seis_lightning.functional import SCORES, SEISWarning, family_se
+from seis_lightning.layers import Features, OutputGetter, blocks_of, capture, default_layers, resolve_layers
 from seis_lightning.metric import SEISMetric
 from seis_lightning.options import SEISOptions, check_options
-from seis_lightning.probe import InputGetter, as_images, check_images, isolated_rng, probe_images
+from seis_lightning.pass_plan import Chunk, agree_across_ranks, pass_plan, probe_order
+from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
+from seis_lightning.results import LOGGED, STANDARD_ERRORS, ProbeResult, SEISScores, unscored_with_reasons
+from seis_lightning.sweeps import aliasing_gaps, layer_stride, sweep_summaries, sweep_summary_reasons
 from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
 
-Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
-ForwardFn = Callable[[nn.Module, Tensor], Any]
-LOGGED = SCORES_AND_NULLS
-STANDARD_ERRORS = tuple(f"{score}_se" for score in SCORES)
 log = logging.getLogger("seis_lightning")
-
-
-@dataclass
-class ProbeResult:
-    """What one probe pass found.
-
-    Attributes:
-        scores: ``{transform: {layer: {score: value}}}``: the three scores, their nulls, and with the
-            jackknife their standard errors ``<score>_se``; a random family's scores are the mean over
-            its draws.
-        draws: ``{transform: {layer: [per-draw scores]}}``.
-        layers: the scored layers in forward order.
-        reasons: ``{layer: why}`` for layers whose scores are NaN because their output could not be
-            read (all scores NaN), next to the metric's own ``reasons``.
-        warnings: ``(layer, message)`` pairs of the SEIS warnings raised while computing.
-        transform_reasons: ``{transform: why}`` for transformations whose scores are NaN because they
-            could not be applied (they change the image shape).
-    """
-
-    scores: Scores
-    draws: dict[str, dict[str, list[dict[str, float]]]]
-    layers: list[str]
-    reasons: dict[str, str] = field(default_factory=dict)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    transform_reasons: dict[str, str] = field(default_factory=dict)
 
 
 class SEISProbe:
@@ -192,7 +156,7 @@ class SEISProbe:
         """
         images = check_images(images, "the probe images")
         images = images[probe_order(len(images), self.seed)]  # null partners that do not follow the data's order
-        forward = _in_context(forward_fn or self.forward_fn or _call, forward_context)
+        forward = in_context(forward_fn or self.forward_fn or call_model, forward_context)
         default_forward = forward_fn is None and self.forward_fn is None
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else images.device
@@ -207,35 +171,40 @@ class SEISProbe:
         with frozen(model):
             failed = self._failing_transforms(chunk_of(plan[0]))
             active = self._without(failed)
-            run = _Run(model, forward, default_forward)
+            run = ForwardRun(model, forward, default_forward)
             layers = self._layers(model, run, chunk_of(plan[0]))
-            metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device)
+            reduce = MapReduction(model, self.layout, self.num_prefix_tokens, self.max_positions)
+            metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device, reduce)
         if world_size > 1:
-            _agree_across_ranks(metrics, layers.names, reasons, device)
+            agree_across_ranks(metrics, layers.names, reasons, device)
         scored = [name for name in run.order if name in layers.names]
         scored += [name for name in layers.names if name not in run.order and (name in reasons or not layers.auto)]
         if layers.auto:
             self._announce(model, scored, [name for name in layers.names if name not in scored])
         with record_function("seis.compute"):
             result = active._compute_each(metrics, scored, reasons, isolate=world_size == 1)
-        return self._with_failed_transforms(_unscored_with_reasons(result), failed)
+        result.strides = {layer: layer_stride(images.shape[-2:], reduce.map_sizes.get(layer)) for layer in scored}
+        result.aliasing = aliasing_gaps(
+            result.scores, active.transforms, {k: v.stride for k, v in result.strides.items()}
+        )
+        return self._with_failed_transforms(unscored_with_reasons(result), failed)
 
     # ------------------------------------------------------------------ the pass, in parts
 
     def _pass(
         self,
         model: nn.Module,
-        run: _Run,
+        run: ForwardRun,
         layers: _Layers,
         plan: list[Chunk],
         chunk_of: Callable[[Chunk], Tensor],
         device: torch.device,
+        reduce: MapReduction,
     ) -> tuple[dict[str, SEISMetric], dict[str, str]]:
         """Every chunk of the plan through the model and its transformations; per-layer statistics."""
         metrics: dict[str, SEISMetric] = {}
         reasons: dict[str, str] = {}
         shapes: dict[str, tuple[Chunk, list[int]]] = {}
-        reduce = _Reduction(model, self.layout, self.num_prefix_tokens, self.max_positions)
         with capture(
             model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto, reduce=reduce
         ) as features:
@@ -344,7 +313,7 @@ class SEISProbe:
         }
         return result
 
-    def _layers(self, model: nn.Module, run: _Run, x: Tensor) -> _Layers:
+    def _layers(self, model: nn.Module, run: ForwardRun, x: Tensor) -> _Layers:
         """The layers to capture: the names given, or the default layers, with the blocks whose output is
         a tuple or a dict replaced by their own blocks (found by one forward pass of ``x``)."""
         if self.layers is not None or getattr(model, "seis_layers", None) is not None:
@@ -428,148 +397,10 @@ class SEISProbe:
         return result
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """One forward pass of a probe pass: images ``[start, stop)`` of the whole probe set (counted across
-    processes: ``start`` is the offset of the chunk's first image, which fixes its jackknife group).
-    ``counted=False``: a repeat that keeps the ranks in step and whose statistics are dropped."""
-
-    start: int
-    stop: int
-    counted: bool = True
-
-
-def probe_order(num_images: int, seed: int) -> Tensor:
-    """The order in which a probe pass reads the probe images: a permutation drawn from ``seed``.
-
-    The null pairs each image with the transformed image before it in its chunk (spec, "Null
-    baseline"); in the data's own order that partner is often of the same class (an ``ImageFolder``,
-    a CSV sorted by label) and the null is inflated. In this order partners are drawn at random, the
-    same on every rank and every run for the same ``seed``, whatever order the images came in. Image
-    ``n`` of this order is in jackknife group ``n mod G``.
-    """
-    return torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
-
-
-def pass_plan(num_images: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[Chunk]:
-    """This rank's chunks of ``num_images`` probe images: ``max(ceil(N / batch_size), world_size)``
-    near-equal chunks dealt out in turn, and repeats so that every rank runs as many passes."""
-    num_chunks = max(math.ceil(num_images / batch_size), world_size)
-    size, extra = divmod(num_images, num_chunks)
-    bounds = [0]
-    for index in range(num_chunks):
-        bounds.append(bounds[-1] + size + (index < extra))
-    chunks = [Chunk(bounds[i], bounds[i + 1]) for i in range(rank, num_chunks, world_size)]
-    repeats = math.ceil(num_chunks / world_size) - len(chunks)
-    return chunks + [Chunk(chunks[-1].start, chunks[-1].stop, counted=False)] * repeats
-
-
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """The model as a probe pass needs it: eval mode, no gradients, the RNG streams (Python, NumPy,
-    torch, CUDA) saved and restored; every module's train/eval mode put back afterwards, also when the
-    pass raises."""
-    modes = {module: module.training for module in model.modules()}
-    try:
-        with isolated_rng(include_cuda=True), torch.no_grad():
-            model.eval()
-            yield
-    finally:
-        for module, mode in modes.items():
-            module.train(mode)
-
-
 @dataclass
 class _Layers:
     names: list[str]
     auto: bool  # default layers: blocks that give no new map are left out
-
-
-class _Reduction:
-    """What the capture hooks keep of each layer's output: its maps ``[N, C, S]`` reduced to the position
-    cap (:func:`~seis_lightning.functional.seis_maps`), a new tensor taken before any later in-place
-    operation of the forward pass can change the output, and small enough that no pass's full-size maps
-    outlive it. ``pooled`` says per layer whether the maps were reduced; ``batch`` is the number of
-    images of the current forward pass."""
-
-    def __init__(self, model: nn.Module, layout: Any, num_prefix_tokens: Any, max_positions: int) -> None:
-        self.model, self.layout, self.num_prefix_tokens, self.max_positions = model, layout, num_prefix_tokens, max_positions
-        self.batch = 0
-        self.layouts: dict[str, tuple[str, int]] = {}
-        self.pooled: dict[str, bool] = {}
-
-    def __call__(self, name: str, output: Tensor) -> Tensor:
-        if output.ndim == 0 or output.shape[0] != self.batch:
-            raise ValueError(
-                f"its output has shape {list(output.shape)}, whose first axis is not the batch of {self.batch} images"
-            )
-        if not output.is_floating_point():
-            raise ValueError(
-                f"its output has dtype {output.dtype}, not floating point; SEIS compares real-valued maps"
-                " (pass `output_getter=lambda out: out.float()` to score it as numbers)"
-            )
-        if name not in self.layouts:
-            self.layouts[name] = _declared_layout(self.model, name, output, self.layout, self.num_prefix_tokens)
-        layout, num_prefix_tokens = self.layouts[name]
-        with torch.autocast(output.device.type, enabled=False):
-            maps, pooled = seis_maps(output, layout, num_prefix_tokens, self.max_positions, dtype=None)
-        self.pooled[name] = self.pooled.get(name, False) or pooled
-        if maps.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
-            maps = maps.clone(memory_format=torch.contiguous_format)  # a view of the output: copy it now
-        return maps
-
-
-class _Run:
-    """Forward passes of one probe pass: the readable outputs of the captured layers, and in ``errors``
-    why the others cannot be read; ``order`` collects the layers in the order they ran."""
-
-    def __init__(self, model: nn.Module, forward: ForwardFn, default_forward: bool) -> None:
-        self.model, self.forward, self.default_forward = model, forward, default_forward
-        self.order: dict[str, None] = {}
-
-    def __call__(self, x: Tensor, features: Features, record: bool = True) -> Features:
-        features.clear()
-        try:
-            self.forward(self.model, x)
-        except Exception as error:
-            how = (
-                "If the model takes something other than one image tensor (a dict, a list of images, several"
-                " inputs), pass `forward_fn=lambda model, images: model(...)` saying how to call it."
-                if self.default_forward
-                else "Check `forward_fn`."
-            )
-            raise RuntimeError(
-                f"SEIS: the model's forward pass failed on probe images {list(x.shape)}"
-                f" ({type(error).__name__}: {error}). {how}"
-            ) from error
-        outputs = features.copy()
-        if record:
-            self.order.update(dict.fromkeys(features.order))  # forward order, unreadable layers too
-        return outputs
-
-
-def _unscored_with_reasons(result: ProbeResult) -> ProbeResult:
-    """A layer whose scores came out NaN (NaN or Inf maps, too few images...) is not scored: its
-    warnings become its one reason; a layer with a reason keeps no other warning."""
-    for layer in result.layers:
-        nan = any(all(math.isnan(values[layer][score]) for score in SCORES) for values in result.scores.values())
-        if nan and layer not in result.reasons:
-            said = list(dict.fromkeys(message for name, message in result.warnings if name == layer))
-            why = "; ".join(said) or "its scores are NaN"
-            result.reasons[layer] = f"SEIS layer {layer!r} was not scored: {why}"
-    result.warnings = [(layer, message) for layer, message in result.warnings if layer not in result.reasons]
-    return result
-
-
-def _in_context(forward: ForwardFn, context: Callable[[], AbstractContextManager] | None) -> ForwardFn:
-    if context is None:
-        return forward
-
-    def forward_in_context(model: nn.Module, images: Tensor) -> Any:
-        with context():
-            return forward(model, images)
-
-    return forward_in_context
 
 
 def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[Chunk, list[int]]]) -> str | None:
@@ -585,68 +416,6 @@ def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[
     )
 
 
-def _agree_across_ranks(
-    metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], device: torch.device
-) -> None:
-    """Keep only the layers that every rank can score: computing a metric is a collective (its states
-    are summed over the ranks), so a layer that failed on one rank and is computed on another would
-    leave the ranks' collectives mismatched, or waiting for ever."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    ready = torch.tensor([name in metrics for name in layers], dtype=torch.int32, device=device)
-    dist.all_reduce(ready, op=dist.ReduceOp.MIN)
-    for name, everywhere in zip(layers, ready.tolist()):
-        if not everywhere and name in metrics:
-            del metrics[name]
-            reasons[name] = "another process could not score it (its warning says why)"
-
-
-def _call(model: nn.Module, images: Tensor) -> Any:
-    return model(images)
-
-
-def _declared_layout(
-    model: nn.Module, layer: str, output: Tensor, layout: Any, num_prefix_tokens: Any
-) -> tuple[str, int]:
-    """The layout and prefix tokens of one layer: the option, else what the model declares (``seis_*``
-    attributes, or timm's ``output_fmt`` / ``num_prefix_tokens`` on the layer itself or its nearest owner).
-
-    timm's ``num_prefix_tokens`` holds from the point where the class token is added: a token layer
-    whose output has as many tokens as the owner's ``patch_embed.num_patches`` (the patch embedding
-    itself) has none.
-    """
-    ndim = output.ndim
-    parts, names = layer.split("."), layer_names(model)
-    owners = [model] + [names.get(".".join(parts[:depth])) for depth in range(1, len(parts) + 1)]
-    owners = [owner for owner in owners if owner is not None][::-1]  # the layer, then its nearest owner first
-
-    def declared(attribute: str) -> Any:
-        return next(
-            (getattr(owner, attribute) for owner in owners if getattr(owner, attribute, None) is not None), None
-        )
-
-    chosen_layout = _per_layer(layout, layer) or _per_layer(declared("seis_layout"), layer)
-    tokens = _per_layer(num_prefix_tokens, layer)
-    if tokens is None:
-        tokens = _per_layer(declared("seis_num_prefix_tokens"), layer)
-    timm_tokens = declared("num_prefix_tokens")
-    output_fmt = declared("output_fmt")
-    nhwc = ndim == 4 and str(getattr(output_fmt, "value", output_fmt) or "").upper() == "NHWC"  # str or timm's Format
-    if chosen_layout is None and (nhwc or (ndim == 3 and timm_tokens is not None)):
-        chosen_layout = "channels_last"
-    if tokens is None and isinstance(timm_tokens, int):
-        patches = next((getattr(o.patch_embed, "num_patches", None) for o in owners if hasattr(o, "patch_embed")), None)
-        before_class_token = ndim == 3 and chosen_layout == "channels_last" and output.shape[1] == patches
-        tokens = 0 if before_class_token else timm_tokens
-    return chosen_layout or "channels_first", int(tokens or 0) if ndim == 3 else 0
-
-
-def _per_layer(option: Any, layer: str) -> Any:
-    if isinstance(option, Mapping):
-        return option.get(layer)
-    return option
-
-
 def score_model(
     model: nn.Module,
     data: Any,
@@ -656,7 +425,7 @@ def score_model(
     num_samples: int | None = None,
     input_getter: InputGetter = None,
     **options: Any,
-) -> Scores:
+) -> SEISScores:
     """SEIS scores of ``model``'s layers on the images of ``data``, with no Trainer.
 
     Example:
@@ -691,7 +460,10 @@ def score_model(
 
     Returns:
         ``{transform: {layer: {score: value}}}``, the mapping of :attr:`SEISCallback.scores`; layers in
-        forward order. A layer that cannot be read has NaN scores and a warning saying why.
+        forward order. A layer that cannot be read has NaN scores and a warning saying why. As a
+        :class:`~seis_lightning.results.SEISScores`, it also carries the sweeps' half-way magnitudes
+        (``.sweeps``, ``.sweep_reasons``), each layer's stride (``.strides``) and, with a ``shift`` sweep,
+        its aliasing gap (``.aliasing``).
 
     Raises:
         ProbeError: (a ``ValueError``) when the images cannot be taken from ``data`` or are not float
@@ -713,9 +485,11 @@ def score_model(
         warnings.warn(reason, SEISWarning, stacklevel=2)
     for layer, message in dict.fromkeys(result.warnings):
         warnings.warn(f"SEIS layer {layer!r}: {message}", SEISWarning, stacklevel=2)
-    return result.scores
-
-
-def warning_kind(layer: str, message: str) -> tuple[str, str]:
-    """A key for de-duplicating warnings by layer and kind: the message with its numbers blanked."""
-    return layer, re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "#", message)
+    summaries = sweep_summaries("", result.scores, probe.transforms)  # keys "/sweep_<family>/..."
+    reasons = sweep_summary_reasons("", result.scores, probe.transforms)
+    return SEISScores(
+        result.scores,
+        result,
+        {key.lstrip("/"): value for key, value in summaries.items()},
+        {key.lstrip("/"): value for key, value in reasons.items()},
+    )

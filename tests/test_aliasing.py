@@ -5,6 +5,7 @@ random CNN's max-pool under exact pixel shifts."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -148,3 +149,22 @@ def test_the_stride_pattern_with_sharper_images(images):
     gaps = aliasing_gaps(scores, transforms, {"2": layer_stride((24, 24), (12, 12)).stride})
     assert gaps["2"].gap == pytest.approx(equivariance[1] - (equivariance[0] + equivariance[2]) / 2, abs=1e-12)
     assert gaps["2"].gap > 0.05
+
+
+def test_score_model_returns_strides_and_aliasing_gaps_with_the_scores():
+    """``score_model`` reads each layer's stride from its map size and sums a ``shift`` sweep up per layer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1), nn.Flatten(), nn.Linear(144, 3)
+    )
+    images = torch.rand(32, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scores = score_model(model, images, layers=["0", "1", "4"], transforms=["shift:0:3:1"], precision="float64")
+    assert sorted(scores) == ["shift0_0", "shift1_0", "shift2_0", "shift3_0"]  # still the plain mapping
+    assert {layer: stride.stride for layer, stride in scores.strides.items()} == {"0": 1, "1": 2, "4": None}
+    pool = [scores[f"shift{k}_0"]["1"]["equivariance"] for k in range(4)]
+    expected = aliasing_gap([0, 1, 2, 3], pool, 2)
+    assert scores.aliasing["1"].gap == pytest.approx(expected.gap, abs=1e-12)
+    assert "stride" in scores.aliasing["4"].reason and math.isnan(scores.aliasing["4"].gap)
+    assert set(scores.sweeps) == {f"sweep_shift/equivariance_halfway/{layer}" for layer in ("0", "1", "4")}

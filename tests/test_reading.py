@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from seis_lightning import SEISMetric, score_model
-from seis_lightning.scoring import probe_order
+from seis_lightning.pass_plan import probe_order
 
 
 def _class_sorted(num_classes: int = 10, per_class: int = 40, size: int = 20) -> torch.Tensor:

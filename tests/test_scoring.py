@@ -23,7 +23,8 @@ from torch import nn
 
 from seis_lightning import SEISMetric, SEISProbe, SEISWarning, score_model
 from seis_lightning.functional import seis_scores
-from seis_lightning.scoring import LOGGED, probe_order
+from seis_lightning.pass_plan import probe_order
+from seis_lightning.results import LOGGED
 
 FLIPS = {"hflip": lambda x: x.flip(-1), "vflip": lambda x: x.flip(-2)}
 # float64 Gram products where the metric takes the option, so hand and package agree to rounding.
@@ -511,7 +512,7 @@ def test_bf16_mixed_trainer_scores_through_the_callback(tmp_path):
 
 @pytest.mark.parametrize(("num_images", "batch_size", "world_size"), [(48, 16, 1), (50, 16, 2), (5, 2, 3), (3, 64, 4)])
 def test_pass_plan_covers_every_image_once_with_its_global_offset(num_images, batch_size, world_size):
-    from seis_lightning.scoring import pass_plan
+    from seis_lightning.pass_plan import pass_plan
 
     plans = [pass_plan(num_images, batch_size, rank, world_size) for rank in range(world_size)]
     counted = sorted((c.start, c.stop) for plan in plans for c in plan if c.counted)
@@ -522,7 +523,7 @@ def test_pass_plan_covers_every_image_once_with_its_global_offset(num_images, ba
 
 
 def test_frozen_restores_modes_and_rng_and_turns_off_gradients():
-    from seis_lightning.scoring import frozen
+    from seis_lightning.forward import frozen
 
     model = nn.Sequential(nn.Dropout(0.5), nn.Linear(2, 2)).train()
     model[1].eval()
