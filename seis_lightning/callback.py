@@ -205,9 +205,9 @@ class SEISCallback(Callback):
         return self._generate_state_key(layers=layers, transforms=[t.name for t in self.probe.transforms])
 
     def _config(self) -> dict[str, Any]:
-        probe = self.probe
-        names = ("seed", "keep", "max_positions", "precision", "jackknife_groups")
-        return {"num_samples": self.num_samples, **{name: getattr(probe, name) for name in names}}
+        options = self.probe.options
+        numerics = {name: getattr(options, name) for name in ("keep", "max_positions", "precision", "jackknife_groups")}
+        return {"num_samples": self.num_samples, "seed": self.probe.seed, **numerics}
 
     @property
     def probe_set(self) -> Tensor | None:

@@ -112,12 +112,6 @@ class SEISProbe:
         # Each draw of each transformation: (transform name, fixed map), sampled once.
         self.draws: list[tuple[str, ImageMap]] = [(t.name, g) for t in self.transforms for g in t.draw(generator)]
 
-    # The numerics options, readable by their earlier names.
-    keep = property(lambda self: self.options.keep)
-    max_positions = property(lambda self: self.options.max_positions)
-    precision = property(lambda self: self.options.precision)
-    jackknife_groups = property(lambda self: self.options.jackknife_groups)
-
     def score(
         self,
         model: nn.Module,
@@ -173,7 +167,7 @@ class SEISProbe:
             active = self._without(failed)
             run = ForwardRun(model, forward, default_forward)
             layers = self._layers(model, run, chunk_of(plan[0]))
-            reduce = MapReduction(model, self.layout, self.num_prefix_tokens, self.max_positions)
+            reduce = MapReduction(model, self.layout, self.num_prefix_tokens, self.options.max_positions)
             metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device, reduce)
         if world_size > 1:
             agree_across_ranks(metrics, layers.names, reasons, device)
@@ -304,7 +298,7 @@ class SEISProbe:
         """``result`` with NaN scores for the transformations in ``failed``, in the order given."""
         if not failed:
             return result
-        names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
+        names = LOGGED + (STANDARD_ERRORS if self.options.jackknife_groups else ())
         nan = {layer: {name: math.nan for name in names} for layer in result.layers}
         result.scores = {t.name: result.scores.get(t.name, nan) for t in self.transforms}
         result.draws = {t.name: result.draws.get(t.name, {}) for t in self.transforms}
@@ -371,7 +365,7 @@ class SEISProbe:
         return None
 
     def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:
-        names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
+        names = LOGGED + (STANDARD_ERRORS if self.options.jackknife_groups else ())
         result = ProbeResult({t.name: {} for t in self.transforms}, {t.name: {} for t in self.transforms}, layers)
         for layer in layers:
             if layer not in metrics:
@@ -387,7 +381,7 @@ class SEISProbe:
             replicates: dict[str, dict[str, list[Tensor]]] = {}
             for (transform, _), one in zip(self.draws, per_draw):
                 result.draws[transform].setdefault(layer, []).append({name: one[name] for name in LOGGED})
-                for score in SCORES if self.jackknife_groups else ():
+                for score in SCORES if self.options.jackknife_groups else ():
                     replicates.setdefault(transform, {}).setdefault(score, []).append(one["jackknife"][score])
             for transform, draws in result.draws.items():
                 values = {name: sum(d[name] for d in draws[layer]) / len(draws[layer]) for name in LOGGED}
