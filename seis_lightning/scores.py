@@ -1,7 +1,7 @@
 """Scores from summed statistics (``SEIS_SPEC.md``, "Compute, per unfolding", "Ties", "Uncertainty").
 
 Covariances centred on the mean feature map, SVD denoising, CCA with the tie rule, the three scores
-with their null baselines, and the delete-a-group jackknife's standard errors.
+with their null baselines, and the delete-half jackknife's standard errors.
 """
 
 from __future__ import annotations
