@@ -235,12 +235,8 @@ def test_invariance_se_matches_its_spread_where_a_delete_one_group_jackknife_ove
 def test_standard_errors_match_the_spread_over_independent_probe_sets(capsys):
     """SEIS_SPEC.md, "Uncertainty": over 28 disjoint sets of 64 digits through a small random CNN
     (its second conv block, 32 maps of 7x7; one shared affine), the mean SE (G = 8) is within a
-    factor 2 of the actual spread of each score.
-
-    Six different partitions of the digits gave ratios 0.88-1.51 (equivariance), 1.19-1.61
-    (invariance), 0.79-1.43 (channel_invariance). The jackknife is conservative where a score is
-    not smooth in the data: on the first block's 14x14 maps (16 sets of 112) invariance's ratio
-    was 1.67-2.26, and it grows with G (7x7 first-block maps: 1.07-1.86 at G = 4, 1.95-2.99 at 16).
+    factor 2 of the actual spread of each score (delete-half jackknife: 0.99, 0.95, 1.11; the
+    delete-one-group jackknife it replaced gave 0.88-1.51, 1.19-1.61, 0.79-1.43 over six partitions).
     """
     images = digits_images(1792, size=14)
     images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(0))]
