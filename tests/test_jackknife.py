@@ -91,6 +91,18 @@ def test_standard_errors_equal_the_float64_reference(pair, groups):
         assert result[f"{name}_se"] > 0
 
 
+def test_three_groups_give_the_delete_one_group_jackknife(pair):
+    """G = 3: the half-samples are the 3 leave-one-group-out sets, and the SE is (G-1)/G · Σ_g (s_(g) - s̄)²."""
+    a, b = (t[:60, :8].double() for t in pair)
+    result = seis_scores(a, b, jackknife_groups=3, precision="float64")
+    index = torch.arange(len(a))
+    left_out = [seis_scores(a[index % 3 != g], b[index % 3 != g], precision="float64") for g in range(3)]
+    for name in SCORES:
+        values = np.array([one[name] for one in left_out])
+        expected = math.sqrt(2 / 3 * np.sum((values - values.mean()) ** 2))
+        assert result[f"{name}_se"] == pytest.approx(expected, abs=1e-9), name
+
+
 def test_half_samples_leave_the_global_random_streams_alone(pair):
     a, b = pair
     torch_state, python_state, numpy_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
