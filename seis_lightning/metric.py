@@ -63,11 +63,13 @@ class SEISMetric(Metric):
     With ``jackknife_groups = G`` (spec, "Uncertainty"), image n (counted over all updates since the
     last reset) goes to group ``n mod G``, with its null pair, and every statistic is kept per group
     (G times the state, still summed across batches and processes). ``compute`` then also scores
-    the G leave-one-group-out totals and adds the delete-a-group jackknife standard errors
+    the half-samples of the groups (each keeps ``ceil(G/2)`` of them: all such choices when there
+    are at most 32, else 32 seeded ones) and adds the delete-half jackknife standard errors
     ``equivariance_se``, ``invariance_se``, ``channel_invariance_se`` (and ``<score>_null_se``),
-    ``se = sqrt((G-1)/G · Σ_g (s_(g) - mean_g s_(g))²)``, and under ``jackknife`` each score's G
-    values ``s_(g)``, from which :func:`~seis_lightning.functional.jackknife_se` gives the SE of a
-    mean over draws. It costs G + 1 eigendecompositions per layer instead of one.
+    and under ``jackknife`` each score's replicates, scaled so that their sample standard deviation
+    is the SE (:func:`~seis_lightning.functional.jackknife_se`;
+    :func:`~seis_lightning.functional.family_se` for a mean over draws). It costs up to 33 sets of
+    eigendecompositions per layer instead of one.
 
     Args:
         num_transforms: ``None`` to pass one tensor ``b`` to ``update``; an integer K to pass a
@@ -105,7 +107,7 @@ class SEISMetric(Metric):
         >>> round(scores["equivariance"], 3), round(scores["invariance"], 3) < 0.3
         (1.0, True)
         >>> round(scores["invariance"], 3), round(scores["invariance_se"], 3), len(scores["jackknife"]["invariance"])
-        (0.128, 0.055, 8)
+        (0.128, 0.02, 32)
     """
 
     is_differentiable = False

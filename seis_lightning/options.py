@@ -89,7 +89,7 @@ class SEISOptions:
         num_prefix_tokens: leading class/register tokens dropped from ``[N, T, D]`` tokens.
         max_positions: larger maps are average-pooled to at most this many positions.
         precision: of the Gram products, ``"auto"``, ``"float64"`` or ``"float32"`` (spec, "Precision").
-        jackknife_groups: 0 (off) or the number G >= 2 of delete-a-group jackknife groups.
+        jackknife_groups: 0 (off) or the number G >= 2 of groups of the delete-half jackknife (spec, "Uncertainty").
 
     Raises:
         ValueError: naming the option and its allowed values.

@@ -1,13 +1,15 @@
 """Scores from summed statistics (``SEIS_SPEC.md``, "Compute, per unfolding", "Ties", "Uncertainty").
 
 Covariances centred on the mean feature map, SVD denoising, CCA with the tie rule, the three scores
-with their null baselines, and the delete-a-group jackknife's standard errors.
+with their null baselines, and the delete-half jackknife's standard errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import random
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,12 @@ UNFOLDINGS = ("spatial", "channel")
 # centring a batch on its float64 mean map leaves about 1e-16 of the maps' size, and 1e-12 is a
 # spread of 1e-6 of it, a few float32 rounding steps. Below it the layer is constant across images.
 CONSTANT_TOLERANCE = 1e-12
+
+# Delete-half jackknife (spec, "Uncertainty"): at most this many half-samples of the G groups, each
+# scored like the total (so HALF_SAMPLES + 1 score sets per layer), drawn with this seed when
+# there are more to choose from.
+HALF_SAMPLES = 32
+HALF_SAMPLE_SEED = 0
 
 
 class SEISResult(TypedDict, total=False):
@@ -52,7 +60,7 @@ class SEISResult(TypedDict, total=False):
     num_positions: int
     pooled: bool
     reasons: dict[str, str]
-    # with jackknife groups (spec, "Uncertainty")
+    # with jackknife groups (spec, "Uncertainty"): the delete-half jackknife
     equivariance_se: float
     invariance_se: float
     channel_invariance_se: float
@@ -323,7 +331,7 @@ def seis_from_statistics(
 
     Args:
         stats: statistics from :func:`seis_statistics`, possibly combined over batches; with a
-            leading group axis, scored with the delete-a-group jackknife (spec, "Uncertainty").
+            leading group axis, scored with the delete-half jackknife over the groups (spec, "Uncertainty").
         keep: share of variance kept by the SVD denoising, in (0, 1].
         eps: directions with eigenvalue below ``eps * λ_max`` are dropped.
         pooled: whether the maps were pooled to the position cap (reported as is); ``None``: the
@@ -339,8 +347,9 @@ def seis_from_statistics(
         canonical correlations ``spatial_rho``, ``channel_rho`` (and ``*_rho_null``),
         ``num_images``, ``num_channels``, ``num_positions``, ``pooled``, and ``reasons``: why each
         NaN score is NaN. Statistics with a group axis (``jackknife_groups``) add the standard
-        errors ``<score>_se`` and ``<score>_null_se`` and, under ``jackknife``, each score's G
-        leave-one-group-out values (for :func:`jackknife_se` of a mean over draws).
+        errors ``<score>_se`` and ``<score>_null_se`` and, under ``jackknife``, each score's
+        replicates over the half-samples of the groups (:func:`jackknife_se`; :func:`family_se` for
+        a mean over draws).
 
     Raises:
         ValueError: if ``keep`` or ``eps`` is out of range or a statistic is missing.
@@ -369,20 +378,25 @@ def seis_from_statistics(
             details = "; ".join(f"{name}: {reason}" for name, reason in result["reasons"].items())
             warnings.warn(f"SEIS scores are NaN{where}: {details}.", SEISWarning, stacklevel=2)
     if num_groups:
-        # Delete-a-group jackknife (spec, "Uncertainty"): the scores without group g come from the
-        # total minus group g, A's whiteners included; only the total warns.
+        # Delete-half jackknife (spec, "Uncertainty"): each replicate scores the images of the groups
+        # it keeps, A's whiteners included; only the total warns.
+        kept_groups, scale = _half_samples(num_groups)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SEISWarning)
-            left_out = [
+            halves = [
                 _scores_of_set(
-                    {**{name: total[name] - stats[name][g] for name in STATISTICS}, **shifts}, keep, eps, tie_tolerance
+                    {**{name: stats[name][list(kept)].sum(0) for name in STATISTICS}, **shifts},
+                    keep,
+                    eps,
+                    tie_tolerance,
                 )
-                for g in range(num_groups)
+                for kept in kept_groups
             ]
         for k, result in enumerate(results):
-            replicates = {
-                name: torch.tensor([one[k][name] for one in left_out], dtype=torch.float64) for name in SCORES_AND_NULLS
-            }
+            replicates = {}
+            for name in SCORES_AND_NULLS:
+                values = torch.tensor([one[k][name] for one in halves], dtype=torch.float64)
+                replicates[name] = values.mean() + scale * (values - values.mean())
             se = {name: jackknife_se(replicates[name]) for name in SCORES_AND_NULLS}
             result.update(
                 equivariance_se=se["equivariance"],
@@ -429,28 +443,56 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolera
     ]
 
 
-def jackknife_se(replicates: Tensor) -> float:
-    """Delete-a-group jackknife standard error from G leave-one-group-out values (spec, "Uncertainty").
+def _half_samples(num_groups: int) -> tuple[list[tuple[int, ...]], float]:
+    """The half-samples of the delete-half jackknife and the scale of their replicates (spec, "Uncertainty").
 
-    ``se = sqrt((G - 1) / G · Σ_g (s_(g) - mean_g s_(g))²)``. For a score averaged over several
-    draws of a random transformation, :func:`family_se`.
+    Each half-sample keeps ``m = ceil(G/2)`` of the G groups (deletes ``d = G - m``): all ``C(G, m)``
+    of them, in lexicographic order, when there are at most :data:`HALF_SAMPLES`; otherwise
+    :data:`HALF_SAMPLES` distinct ones drawn by ``random.Random(HALF_SAMPLE_SEED)`` (its own stream,
+    the same on every rank and every run). The scale ``sqrt(m/d · (N_S - 1)/N_S)``, ``N_S = C(G, m)``,
+    makes the sample standard deviation of the scaled replicates the delete-d jackknife SE.
+    """
+    kept = -(-num_groups // 2)
+    deleted = num_groups - kept
+    count = math.comb(num_groups, kept)
+    if count <= HALF_SAMPLES:
+        halves = list(itertools.combinations(range(num_groups), kept))
+    else:
+        generator, seen = random.Random(HALF_SAMPLE_SEED), set()
+        halves = []
+        while len(halves) < HALF_SAMPLES:
+            half = tuple(sorted(generator.sample(range(num_groups), kept)))
+            if half not in seen:
+                seen.add(half)
+                halves.append(half)
+    return halves, math.sqrt(kept / deleted * (count - 1) / count)
+
+
+def jackknife_se(replicates: Tensor) -> float:
+    """Standard error from the replicates under ``result["jackknife"][score]`` (spec, "Uncertainty").
+
+    Their sample standard deviation, ``sqrt(Σ_b (r_b - mean_b r_b)² / (B - 1))``: the replicates are
+    the delete-half jackknife's, scaled so that this is its SE. The replicates of two results from
+    the same probe images and groups pair up: ``jackknife_se(r1 - r2)`` is the SE of the
+    difference. For a score averaged over several draws of a random transformation, :func:`family_se`.
 
     Raises:
         ValueError: if there are fewer than 2 replicates.
     """
     replicates = torch.as_tensor(replicates, dtype=torch.float64).flatten()
-    num_groups = replicates.numel()
-    if num_groups < 2:
-        raise ValueError(f"Expected at least 2 jackknife replicates, but got {num_groups}.")
-    return float(((num_groups - 1) / num_groups * (replicates - replicates.mean()).square().sum()).sqrt())
+    count = replicates.numel()
+    if count < 2:
+        raise ValueError(f"Expected at least 2 jackknife replicates, but got {count}.")
+    return float(((replicates - replicates.mean()).square().sum() / (count - 1)).sqrt())
 
 
 def family_se(replicates_per_draw: Sequence[Tensor]) -> float:
     """Standard error of a random family's score, the mean over its draws (spec, "Transformations", "Uncertainty").
 
-    Each draw's G leave-one-group-out values (``result["jackknife"][score]``, all from the same
-    groups of probe images) are averaged per group, and :func:`jackknife_se` of those means is the
-    SE of the family's mean: the draws share their images, so their errors are not independent.
+    Each draw's replicates (``result["jackknife"][score]``, all from the same groups of probe images
+    and so the same half-samples) are averaged per half-sample, and :func:`jackknife_se` of those
+    means is the SE of the family's mean: the draws share their images, so their errors are not
+    independent.
 
     Raises:
         ValueError: if no draws are given, or fewer than 2 replicates each.

@@ -389,7 +389,7 @@ def seis_statistics(
         layout: see :func:`seis_maps`.
         num_prefix_tokens: see :func:`seis_maps`.
         max_positions: see :func:`seis_maps`.
-        jackknife_groups: 0 (off), or the number G >= 2 of groups of the delete-a-group jackknife
+        jackknife_groups: 0 (off), or the number G >= 2 of groups of the delete-half jackknife
             (spec, "Uncertainty"): every statistic then carries a leading axis of length G.
         first_index: the global index of the batch's first image; image n goes to group
             ``(first_index + n) mod G``, with its null pair. Streaming callers count the images seen.
