@@ -57,8 +57,8 @@ class SEISProbe:
             one callable or a mapping per layer.
         forward_fn: ``forward_fn(model, images)`` runs the model; default ``model(images)``.
         precision: ``"float64"``, ``"float32"`` or ``"auto"`` Gram products (``SEIS_SPEC.md``, "Precision").
-        jackknife_groups: 0 (off) or the number of delete-a-group jackknife groups (at least 2), which
-            adds ``<score>_se`` to the scores.
+        jackknife_groups: 0 (off) or the number of groups of probe images (at least 2) for the delete-half
+            jackknife's standard errors ``<score>_se`` (spec, "Uncertainty").
 
     Raises:
         ValueError: for an option out of range or an unknown transformation.
