@@ -195,10 +195,19 @@ class SEISProbe:
         device: torch.device,
         reduce: MapReduction,
     ) -> tuple[dict[str, SEISMetric], dict[str, str]]:
-        """Every chunk of the plan through the model and its transformations; per-layer statistics."""
+        """Every chunk of the plan through the model and its transformations; per-layer statistics.
+
+        Each transformation's pass is added to the statistics as soon as it has run and then dropped: only
+        the reduced maps of the probe images and of one transformation are held at a time."""
         metrics: dict[str, SEISMetric] = {}
         reasons: dict[str, str] = {}
         shapes: dict[str, tuple[Chunk, list[int]]] = {}
+
+        def fail(name: str, problem: str | None) -> None:
+            if problem is not None:
+                reasons[name] = problem
+                metrics.pop(name, None)  # never partial scores reported as complete
+
         with capture(
             model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto, reduce=reduce
         ) as features:
@@ -207,37 +216,40 @@ class SEISProbe:
                 reduce.batch = len(x)
                 with record_function("seis.forward"):
                     a = run(x, features)
-                    bs = [run(self._transformed(name, g, x), features) for name, g in self.draws]
-                if not chunk.counted:
-                    continue
-                for name in layers.names:
-                    if name in reasons or (layers.auto and name not in a and name not in a.errors):
-                        continue  # default layers: a block that gives no new map is not one
-                    problem = self._problem(name, a, bs) or _shape_change(name, a, chunk, shapes)
-                    if problem is None:
-                        problem = self._update(name, a, bs, chunk, metrics, device, reduce.pooled[name])
-                    if problem is not None:
-                        reasons[name] = problem
-                        metrics.pop(name, None)  # never partial scores reported as complete
+                # default layers: a block that gives no new map is not one
+                live = [name for name in layers.names if not layers.auto or name in a or name in a.errors]
+                live = [name for name in live if name not in reasons] if chunk.counted else []
+                for name in live:
+                    fail(name, self._problem(name, a, "the probe images") or _shape_change(name, a, chunk, shapes))
+                for draw, (transform, image_map) in enumerate(self.draws):
+                    with record_function("seis.forward"):
+                        b = run(self._transformed(transform, image_map, x), features)
+                    for name in [name for name in live if name not in reasons]:
+                        problem = self._problem(name, b, f"the images transformed by {transform!r}", a)
+                        if problem is None:
+                            problem = self._update(name, a, b, draw, chunk, metrics, device, reduce.pooled[name])
+                        fail(name, problem)
+                    del b
         return metrics, reasons
 
     def _update(
         self,
         name: str,
         a: Features,
-        bs: list[Features],
+        b: Features,
+        draw: int,
         chunk: Chunk,
         metrics: dict[str, SEISMetric],
         device: torch.device,
         pooled: bool,
     ) -> str | None:
-        """Add one chunk's statistics (maps ``[N, C, S]``, reduced in the hook) to layer ``name``'s metric;
-        why it failed, or ``None``."""
+        """Add one chunk's statistics for transformation ``draw`` (maps ``[N, C, S]``, reduced in the hook) to
+        layer ``name``'s metric; why it failed, or ``None``."""
         try:
             if name not in metrics:
                 metrics[name] = SEISMetric(num_transforms=len(self.draws), options=self.options).to(device)
             with record_function("seis.statistics"):
-                metrics[name].update(a[name], [b[name] for b in bs], offset=chunk.start)
+                metrics[name].update(a[name], b[name], offset=chunk.start, draw=draw)
             metrics[name].pooled |= pooled
         except Exception as error:  # this layer's statistics only: the others go on
             images = f"probe images {chunk.start}-{chunk.stop - 1}"
@@ -347,21 +359,20 @@ class SEISProbe:
             )
         return tx
 
-    def _problem(self, name: str, a: Features, bs: list[Features]) -> str | None:
-        """Why layer ``name`` cannot be scored from this chunk, or ``None``."""
-        for (transform, _), outputs in zip([("probe images", None), *self.draws], [a, *bs]):
-            if name in outputs.errors:
-                return outputs.errors[name]
-            if name not in outputs:
-                what = "the probe images" if transform == "probe images" else f"the images transformed by {transform!r}"
-                return f"it did not run in the forward pass of {what}"
-        for (transform, _), b in zip(self.draws, bs):
-            if b.shapes[name] != a.shapes[name]:
-                return (
-                    f"it gives maps of shape {a.shapes[name]} for the probe images but {b.shapes[name]} for"
-                    f" the images transformed by {transform!r}; SEIS compares maps of the same shape, so choose a"
-                    " layer whose output shape does not depend on the image content"
-                )
+    @staticmethod
+    def _problem(name: str, outputs: Features, what: str, a: Features | None = None) -> str | None:
+        """Why layer ``name`` cannot be scored from the pass of ``what`` (its ``outputs``; for a transformation,
+        ``a`` the pass of the probe images), or ``None``."""
+        if name in outputs.errors:
+            return outputs.errors[name]
+        if name not in outputs:
+            return f"it did not run in the forward pass of {what}"
+        if a is not None and outputs.shapes[name] != a.shapes[name]:
+            return (
+                f"it gives maps of shape {a.shapes[name]} for the probe images but {outputs.shapes[name]} for"
+                f" {what}; SEIS compares maps of the same shape, so choose a layer whose output shape does not"
+                " depend on the image content"
+            )
         return None
 
     def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:

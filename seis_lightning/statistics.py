@@ -431,8 +431,13 @@ def _statistics(
     options: ResolvedOptions,
     first_index: int,
     shift: Mapping[str, Any] | None = None,
+    reference: bool = True,
 ) -> dict:
     """:func:`seis_statistics` with validated, resolved options (:meth:`SEISOptions.resolved`).
+
+    ``shift["shift_b"]`` may be ``None``: each transformation's own mean maps. ``reference=False``
+    (with ``shift_a`` given) leaves out the statistics of ``a`` alone (:data:`REFERENCE_STATISTICS`),
+    for a caller that has them already and adds one more transformation's statistics.
 
     Raises:
         ValueError: as :func:`seis_statistics`, and if the maps' channels and positions differ from
@@ -461,26 +466,28 @@ def _statistics(
     shift_a = shift_b = None
     if shift is not None:
         home = _float64_home(maps_a.device)
-        shift_a, shift_b = shift["shift_a"].to(home, torch.float64), shift["shift_b"].to(home, torch.float64)
+        shift_a, shift_b = shift["shift_a"].to(home, torch.float64), shift["shift_b"]
         if shift_a.shape != maps_a.shape[1:]:
             (c_old, s_old), (c_new, s_new) = shift_a.shape, maps_a.shape[1:]
             raise ValueError(
                 f"Activations of shape {list(a.shape)} give {c_new} channels x {s_new} positions, but"
                 f" earlier batches gave {c_old} x {s_old}; statistics of one layer need maps of one shape."
             )
-        shift_b = shift_b if many else shift_b[None]
-        if len(shift_b) != len(bs):
-            raise ValueError(f"Expected {len(shift_b)} transformations, as earlier batches had, but got {len(bs)}.")
+        if shift_b is not None:
+            shift_b = shift_b.to(home, torch.float64)
+            shift_b = shift_b if many else shift_b[None]
+            if len(shift_b) != len(bs):
+                raise ValueError(f"Expected {len(shift_b)} transformations, as earlier batches had, but got {len(bs)}.")
     if groups:
-        if shift is None:
-            shift_a, shift_b = _mean_map(maps_a), torch.stack([_mean_map(x) for x in maps_b])
+        shift_a = _mean_map(maps_a) if shift_a is None else shift_a
+        shift_b = torch.stack([_mean_map(x) for x in maps_b]) if shift_b is None else shift_b
         stats = _group_statistics(maps_a, torch.stack(maps_b), groups, first_index, precision, shift_a, shift_b)
         lead = (slice(None), 0)
     else:
         unfolded_a = _unfold([maps_a], precision)
-        reference = _reference_statistics(maps_a, precision, shift_a, unfolded_a)
-        paired = _paired_statistics(maps_a, maps_b, precision, reference["shift_a"], shift_b, unfolded_a=unfolded_a)
-        stats = {**reference, **paired}
+        own = _reference_statistics(maps_a, precision, shift_a, unfolded_a) if reference else {"shift_a": shift_a}
+        paired = _paired_statistics(maps_a, maps_b, precision, own["shift_a"], shift_b, unfolded_a=unfolded_a)
+        stats = {**own, **paired}
         lead = (0,)
     if not many:
         stats.update({name: stats[name][lead] for name in PAIRED_STATISTICS})
