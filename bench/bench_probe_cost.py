@@ -73,7 +73,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--weights", default="none", help="torchvision weights name, or none (untrained)")
+    parser.add_argument("--only", choices=("train", "forward", "probe"), help="measure one of the three only")
     args = parser.parse_args()
+    if args.only:
+        print(json.dumps(measure(args.only, args)))
+        return
     results = {mode: measure(mode, args) for mode in ("train", "forward", "probe")}
     print(f"{args.model}, {args.images} images of {args.size} px, weights {args.weights}, 1 thread")
     print(f"{'':10}{'CPU s':>9}{'wall s':>9}{'peak MiB':>10}")
