@@ -78,8 +78,8 @@ def test_blurpool_shrinks_the_aliasing_gap_at_the_downsampling_layers():
     """Zhang 2019, per layer: blurring each max pooling (BlurPool) lowers the aliasing gap of the layers that
     downsample, ``conv1`` (stride 2) and ``conv2`` (stride 4), beyond the noise of 3 seeds and the probe images
     (the Welch rule of ``compare_runs``), and leaves the layer before any pooling (``conv1.1``, stride 1) within
-    noise. Fixed before the 3-seed runs (the expectation is the paper's); it reads the committed table of
-    ``python -m scripts.blurpool_aliasing`` (docs/figures/blurpool_aliasing.csv)."""
+    noise. The expectation is the paper's, fixed before the 3-seed runs (a timing trial had shown seed 0); it
+    reads the committed table of ``python -m scripts.blurpool_aliasing`` (docs/figures/blurpool_aliasing.csv)."""
     path = Path(__file__).resolve().parents[1] / "docs" / "figures" / "blurpool_aliasing.csv"
     with path.open() as handle:
         rows = {row["layer"]: row for row in csv.DictReader(handle)}
