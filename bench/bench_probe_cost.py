@@ -31,6 +31,7 @@ import torch, torchvision
 from torch import nn
 torch.set_num_threads(1); warnings.filterwarnings("ignore")
 mode, name, images, size, weights = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+batch = int(sys.argv[6])
 x = torch.rand(images, 3, size, size, generator=torch.Generator().manual_seed(0))
 y = torch.randint(0, 10, (images,), generator=torch.Generator().manual_seed(1))
 torch.manual_seed(0)
@@ -49,13 +50,13 @@ elif mode == "forward":
     probe = SEISProbe()
     model.eval()
     with torch.no_grad():
-        for chunk in x.split(64):
+        for chunk in x.split(batch):
             model(chunk)
             for _, g in probe.draws:
                 model(g(chunk))
 else:
     from seis_lightning import score_model
-    score_model(model, x)
+    score_model(model, x, batch_size=batch)
 print(json.dumps({"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0,
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "before_mib": before}))
 """
@@ -63,6 +64,7 @@ print(json.dumps({"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter
 
 def measure(mode: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, "-c", CHILD, mode, args.model, str(args.images), str(args.size), args.weights]
+    command.append(str(args.batch_size))
     out = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -73,13 +75,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--weights", default="none", help="torchvision weights name, or none (untrained)")
+    parser.add_argument("--batch-size", type=int, default=64, help="the probe's batch_size (64 is the default)")
     parser.add_argument("--only", choices=("train", "forward", "probe"), help="measure one of the three only")
     args = parser.parse_args()
     if args.only:
         print(json.dumps(measure(args.only, args)))
         return
     results = {mode: measure(mode, args) for mode in ("train", "forward", "probe")}
-    print(f"{args.model}, {args.images} images of {args.size} px, weights {args.weights}, 1 thread")
+    print(
+        f"{args.model}, {args.images} images of {args.size} px, weights {args.weights}, probe batch_size {args.batch_size}"
+    )
     print(f"{'':10}{'CPU s':>9}{'wall s':>9}{'peak MiB':>10}")
     for mode, r in results.items():
         print(f"{mode:10}{r['cpu_s']:9.1f}{r['wall_s']:9.1f}{r['peak_mib']:10.0f}")
