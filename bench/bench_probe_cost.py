@@ -83,7 +83,8 @@ def main() -> None:
         return
     results = {mode: measure(mode, args) for mode in ("train", "forward", "probe")}
     print(
-        f"{args.model}, {args.images} images of {args.size} px, weights {args.weights}, probe batch_size {args.batch_size}"
+        f"{args.model}, {args.images} images of {args.size} px, weights {args.weights},"
+        f" probe batch_size {args.batch_size}, 1 thread"
     )
     print(f"{'':10}{'CPU s':>9}{'wall s':>9}{'peak MiB':>10}")
     for mode, r in results.items():
