@@ -24,10 +24,11 @@ SCORES = ("equivariance", "invariance", "channel_invariance")
 SCORES_AND_NULLS = (*SCORES, *(f"{score}_null" for score in SCORES))
 UNFOLDINGS = ("spatial", "channel")
 
-# A centred variance below this share of the uncentred second moment ``Σ‖A_n‖²`` counts as none:
-# centring a batch on its float64 mean map leaves about 1e-16 of the maps' size, and 1e-12 is a
-# spread of 1e-6 of it, a few float32 rounding steps. Below it the layer is constant across images.
-CONSTANT_TOLERANCE = 1e-12
+# Variation across images below this share of the activations' own size (root mean squares of the
+# centred and the uncentred values) is what float64 cannot resolve about the shift: each value
+# carries 1.1e-16 of its size, and 1e-14 is about 90 such steps. Below it the layer is constant up
+# to rounding; above it the centred sums resolve the spread at any offset (spec, "Precision").
+CONSTANT_TOLERANCE = 1e-14
 
 
 class SEISResult(TypedDict, total=False):
@@ -66,24 +67,37 @@ class SEISWarning(UserWarning):
     """Warnings about the reliability of a SEIS score (too few samples, NaN scores)."""
 
 
-def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float) -> Tensor | None:
+def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float, precision: str) -> Tensor | str:
     """SVD denoising (spec, step 2): ``V_k Λ_k^{-1/2}`` for the fewest directions holding ``keep``.
 
-    ``None`` when nothing varies across images: the centred variance (the trace of ``cov``) is zero
-    or below :data:`CONSTANT_TOLERANCE` of the uncentred ``second_moment``, where it is only the
-    rounding left by subtracting the mean map from the Gram sums.
+    Directions below ``eps`` are dropped: below ``eps · λ_max`` for float64 statistics; for float32,
+    below ``eps · vᵀ diag(cov) v`` for each unit eigenvector ``v``, the size of float32 rounding in
+    that direction (spec, "Precision"), so that small but real channels stay. A reason (a ``str``)
+    instead when nothing varies across images beyond what float64 resolves: the centred variance
+    (the trace of ``cov``) at most :data:`CONSTANT_TOLERANCE` squared of the uncentred
+    ``second_moment``.
     """
     eigenvalues, eigenvectors = torch.linalg.eigh(cov)
     eigenvalues, eigenvectors = eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(1)
     total = eigenvalues.sum()
-    if not total > CONSTANT_TOLERANCE * second_moment:
-        return None
+    if not total > 0:
+        return "do not vary across images (a dead or constant layer)"
+    if not total > CONSTANT_TOLERANCE**2 * second_moment:
+        spread = float((total / second_moment).sqrt())
+        return (
+            f"do not vary across images beyond rounding: their spread is {spread:.1e} of their size, below"
+            f" the {CONSTANT_TOLERANCE:.0e} that float64 resolves (a constant layer)"
+        )
     # The tolerance lets keep=1 keep exactly the non-negligible directions despite rounding.
     held = eigenvalues.cumsum(0) / total
     k_keep = int((held < keep - 1e-12).sum()) + 1
-    k_eps = int((eigenvalues > eps * eigenvalues[0]).sum())
-    k = max(1, min(k_keep, k_eps, len(eigenvalues)))
-    return eigenvectors[:, :k] / eigenvalues[:k].sqrt()
+    if precision == "float32":
+        floor = eps * (eigenvectors.square() * cov.diagonal()[:, None]).sum(0)
+    else:
+        floor = eps * eigenvalues[0]
+    kept = (eigenvalues > floor) & (torch.arange(len(eigenvalues), device=cov.device) < k_keep)
+    kept[0] = True
+    return eigenvectors[:, kept] / eigenvalues[kept].sqrt()
 
 
 def _tied_blocks(rho: Tensor, tolerance: float) -> list[tuple[int, int]]:
@@ -255,37 +269,52 @@ def _nan_result(reason: str, num_channels: int, num_positions: int, num_images: 
 
 
 def _scores_of_one(
-    stats: Mapping[str, Tensor], whiteners_a: dict[str, Tensor | None], keep: float, eps: float, tie_tolerance: float
+    stats: Mapping[str, Tensor], whiteners_a: dict[str, Tensor | str], keep: float, eps: float, precision: str
 ) -> SEISResult:
     num_channels, num_positions = stats["map_sum_a"].shape
     num_images = int(stats["num_images"])
     if num_images < 2:
         return _nan_result(f"needs at least 2 images, got {num_images}", num_channels, num_positions, num_images)
-    if not all(bool(torch.isfinite(stats[name]).all()) for name in STATISTICS):
-        return _nan_result("the activations hold NaN or Inf values", num_channels, num_positions, num_images)
-    spatial = _unfolding_scores(stats, "spatial", whiteners_a["spatial"], keep, eps, tie_tolerance)
-    channel = _unfolding_scores(stats, "channel", whiteners_a["channel"], keep, eps, tie_tolerance)
+    reason = _non_finite_reason(stats, precision)
+    if reason:
+        return _nan_result(reason, num_channels, num_positions, num_images)
+    spatial = _unfolding_scores(stats, "spatial", whiteners_a["spatial"], keep, eps, precision)
+    channel = _unfolding_scores(stats, "channel", whiteners_a["channel"], keep, eps, precision)
     return _result(spatial, channel, num_images, num_channels, num_positions)
+
+
+def _non_finite_reason(stats: Mapping[str, Tensor], precision: str) -> str:
+    """Why statistics hold NaN or Inf values, or ``""``: the activations do, or only their Gram products.
+
+    The map sums and shifts are float64 sums of the activations themselves: finite there and not in
+    the Grams, the products overflowed (float32 above about 1e19).
+    """
+    if all(bool(torch.isfinite(stats[name]).all()) for name in STATISTICS):
+        return ""
+    sums = ("map_sum_a", "map_sum_b", "null_map_sum_a", "null_map_sum_b", *SHIFTS)
+    if all(bool(torch.isfinite(stats[name]).all()) for name in sums if name in stats):
+        fix = "use precision='float64'" if precision == "float32" else "scale the activations down"
+        return f"the {precision} Gram products overflowed on finite activations; {fix}"
+    return "the activations hold NaN or Inf values"
 
 
 def _unfolding_scores(
     stats: Mapping[str, Tensor],
     unfolding: str,
-    whitener_x: Tensor | None,
+    whitener_x: Tensor | str,
     keep: float,
     eps: float,
-    tie_tolerance: float,
+    precision: str,
 ) -> _UnfoldingScores:
     """Steps 2-5 of the spec for one unfolding."""
     names = _NAMES[unfolding]
     cov = _centred_covariances(stats, unfolding)
-    whitener_y = _whitener(cov.yy, cov.yy_second_moment, keep, eps)
+    whitener_y = _whitener(cov.yy, cov.yy_second_moment, keep, eps, precision)
+    tie_tolerance = TIE_TOLERANCE[precision]
     out = _UnfoldingScores()
-    if whitener_x is None or whitener_y is None:
-        side = "original" if whitener_x is None else "transformed"
-        out.reasons = dict.fromkeys(
-            names.values(), f"the {side} activations do not vary across images (a dead or constant layer)"
-        )
+    if isinstance(whitener_x, str) or isinstance(whitener_y, str):
+        side, reason = ("original", whitener_x) if isinstance(whitener_x, str) else ("transformed", whitener_y)
+        out.reasons = dict.fromkeys(names.values(), f"the {side} activations {reason}")
         return out
     out.kx, out.ky = whitener_x.shape[1], whitener_y.shape[1]
     if cov.rows < 10 * max(out.kx, out.ky):
@@ -360,8 +389,8 @@ def seis_from_statistics(
     shifts = dict(zip(SHIFTS, _shifts(stats)))
     total = {**{name: stats[name].sum(0) for name in STATISTICS}, **shifts} if num_groups else stats
     many = total["map_sum_b"].ndim == 3
-    eps, tie_tolerance = statistics_eps(eps, precision), TIE_TOLERANCE[precision]
-    results = _scores_of_set(total, keep, eps, tie_tolerance)
+    eps = statistics_eps(eps, precision)
+    results = _scores_of_set(total, keep, eps, precision)
     for k, result in enumerate(results):
         result["pooled"] = bool(stats.get("pooled", False)) if pooled is None else pooled
         if result["reasons"]:
@@ -375,7 +404,7 @@ def seis_from_statistics(
             warnings.simplefilter("ignore", SEISWarning)
             left_out = [
                 _scores_of_set(
-                    {**{name: total[name] - stats[name][g] for name in STATISTICS}, **shifts}, keep, eps, tie_tolerance
+                    {**{name: total[name] - stats[name][g] for name in STATISTICS}, **shifts}, keep, eps, precision
                 )
                 for g in range(num_groups)
             ]
@@ -396,13 +425,14 @@ def seis_from_statistics(
     return results if many else results[0]
 
 
-def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolerance: float) -> list[SEISResult]:
+def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, precision: str) -> list[SEISResult]:
     """Scores of every transformation in ungrouped statistics, A's whiteners built once."""
     many = stats["map_sum_b"].ndim == 3
     num_channels, num_positions = stats["map_sum_a"].shape
     shift_a, shift_b = _shifts(stats)
     reference = {name: stats[name] for name in REFERENCE_STATISTICS}
-    whiteners_a: dict[str, Tensor | None] = {"spatial": None, "channel": None}
+    # Read only when A's statistics are finite and count 2 images or more (_scores_of_one says why not).
+    whiteners_a: dict[str, Tensor | str] = {"spatial": "", "channel": ""}
     if int(stats["num_images"]) >= 2 and all(bool(torch.isfinite(t).all()) for t in reference.values()):
         n = stats["num_images"]
         sum_a = stats["map_sum_a"]
@@ -411,7 +441,7 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolera
             gram = stats[f"{unfolding}_gram_aa"]
             centred = gram - n * _outer(mean_a, mean_a, unfolding)
             second_moment = _second_moment(gram, sum_a, shift_a, n) / (rows - 1)
-            whiteners_a[unfolding] = _whitener(centred / (rows - 1), second_moment, keep, eps)
+            whiteners_a[unfolding] = _whitener(centred / (rows - 1), second_moment, keep, eps, precision)
     num_transforms = stats["map_sum_b"].shape[0] if many else 1
     return [
         _scores_of_one(
@@ -423,7 +453,7 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolera
             whiteners_a,
             keep,
             eps,
-            tie_tolerance,
+            precision,
         )
         for k in range(num_transforms)
     ]
