@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -367,6 +368,44 @@ def test_constant_layer_is_nan_with_a_reason(generator):
         result = seis_scores(a, torch.randn(16, 4, 3, 3, generator=generator))
     assert all(math.isnan(result[name]) for name in ALL_SCORES)
     assert result["reasons"]["channel_invariance"].startswith("the original activations do not vary")
+
+
+@pytest.mark.parametrize("offset", [1e5, 1.2e6, -2e6, 1e7, 1e8])
+def test_r28_a_large_common_offset_is_scored_at_any_offset(offset):
+    """``r28_constant_layer.py`` (a): spread 1 about offsets up to 1e8 is data, not a constant layer (it was
+    refused from 1.2e6 on, against the uncentred second moment): the reference's scores to 1e-9."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(128, 8, 6, 6, generator=g, dtype=torch.float64)
+    b = base.roll(1, -1) + 0.3 * torch.randn(base.shape, generator=g, dtype=torch.float64)
+    result = seis_scores(base + offset, b + offset, precision="float64")
+    assert result["reasons"] == {}
+    assert result["equivariance"] == pytest.approx(0.9585, abs=5e-5)
+    assert_matches_reference(result, reference_scores((base + offset).flatten(2), (b + offset).flatten(2)), 1e-9)
+
+
+def test_r28_b_one_varying_channel_among_constant_ones_is_scored():
+    """``r28_constant_layer.py`` (b): 255 saturated channels and one that varies by 1e-5 of its level."""
+    g = torch.Generator().manual_seed(0)
+    torch.randn(2, 128, 8, 6, 6, generator=g, dtype=torch.float64)  # the repro's draws for (a) come first
+    a = torch.ones(64, 256, 4, 4, dtype=torch.float64)
+    a[:, 0] = 1 + 1e-5 * torch.randn(64, 4, 4, generator=g, dtype=torch.float64)
+    result = seis_scores(a, a.flip(-1), precision="float64")
+    assert [round(result[score], 4) for score in SCORES] == [1.0, 0.2851, 0.0222]
+    assert_matches_reference(result, reference_scores(a.flatten(2), a.flip(-1).flatten(2)), 1e-9)
+
+
+def test_a_layer_constant_up_to_rounding_is_nan_with_its_spread(generator):
+    """Maps equal across images to 1e-15 of their size (float64 rounding): refused; the reason gives the spread."""
+    constant = 100 * torch.randn(1, 4, 3, 3, generator=generator, dtype=torch.float64)
+    a = constant * (1 + 1e-15 * torch.randn(32, 4, 3, 3, generator=generator, dtype=torch.float64))
+    assert bool((a != constant).any())
+    with pytest.warns(SEISWarning, match="do not vary across images beyond rounding"):
+        result = seis_scores(a, torch.randn(32, 4, 3, 3, generator=generator), precision="float64")
+    assert all(math.isnan(result[name]) for name in ALL_SCORES)
+    reason = result["reasons"]["equivariance"]
+    spread = float(re.search(r"their spread is (\S+) of their size", reason).group(1))
+    assert 1e-16 < spread < 1e-14, reason
+    assert reason.endswith("below the 1e-14 that float64 resolves (a constant layer)")
 
 
 def test_rank_deficient_layer_keeps_only_its_dimensions(generator):
