@@ -359,7 +359,7 @@ def seis_from_statistics(
             statistics' own ``pooled`` (:func:`~seis_lightning.statistics.seis_statistics`).
         precision: of the Gram products that built ``stats``, ``"float64"`` or ``"float32"``: it sets
             the tie tolerance (1e-9, 1e-6; spec, "Ties") and raises ``eps`` for float32 to
-            :data:`FLOAT32_EPS` (:func:`statistics_eps`).
+            :data:`FLOAT32_EPS` (:func:`statistics_eps`), applied per direction (spec, "Precision").
 
     Returns:
         One mapping per transformation (a list when the statistics hold several) with the float
