@@ -113,14 +113,26 @@ def _tied_blocks(rho: Tensor, tolerance: float) -> list[tuple[int, int]]:
     return blocks
 
 
+# The eigh route's singular values and vectors carry errors of about 1e-16 · σ_max/σ_i and
+# 1e-16 · σ_max/g_i (g_i: the gap from σ_i to its nearest untied neighbour), and move a score by about
+# 1e-16 times their mean (measured 1.7e-16 over the zoo): below this mean it is the route, 1e-11 off
+# LAPACK's SVD at most; above it (near-ties, σ near 0), LAPACK's SVD.
+EIGH_ROUTE_CONDITION = 1e5
+
+
 def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``U, σ, V`` of ``m`` [kx, ky] (``r = min(kx, ky)`` columns), which never fails (spec, "Precision").
 
-    LAPACK's default SVD (divide and conquer) may not converge on large tied blocks (1 seed in 40
-    with hflip on a first conv layer); there, the CUDA ``gesvd`` driver, else the symmetric
-    eigendecomposition of ``m mᵀ``: ``U`` its leading eigenvectors, ``σ`` the roots of their
-    eigenvalues (errors ``1e-16 / σ``, below 1e-9 down to σ = 1e-7), ``v_i = mᵀu_i / σ_i``.
+    First the symmetric eigendecomposition of the smaller of ``m mᵀ`` and ``mᵀm`` (about 2x cheaper
+    than LAPACK's SVD; spec, "Compute, per unfolding"), kept where its errors are below 1e-11
+    (:data:`EIGH_ROUTE_CONDITION`). Else LAPACK's default SVD (divide and conquer), which may not
+    converge on large tied blocks (1 seed in 40 with hflip on a first conv layer); there, the CUDA
+    ``gesvd`` driver, else the eigh route whatever its errors (``1e-16 / σ``, below 1e-9 down to
+    σ = 1e-7).
     """
+    route = _svd_by_eigh(m)
+    if _eigh_route_condition(route[1]) <= EIGH_ROUTE_CONDITION:
+        return route
     try:
         u, sigma, vt = torch.linalg.svd(m, full_matrices=False)
         return u, sigma, vt.mT
@@ -130,22 +142,49 @@ def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         with contextlib.suppress(torch.linalg.LinAlgError):
             u, sigma, vt = torch.linalg.svd(m, full_matrices=False, driver="gesvd")
             return u, sigma, vt.mT
-    return _svd_by_eigh(m)
+    return route
 
 
 def _svd_by_eigh(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The SVD of ``m`` from the eigendecomposition of ``m mᵀ`` (see :func:`_svd`)."""
-    r = min(m.shape)
+    """The SVD of ``m`` from the eigendecomposition of ``m mᵀ`` or ``mᵀm``, the smaller (see :func:`_svd`)."""
+    if m.shape[0] > m.shape[1]:
+        v, sigma, u = _svd_by_eigh(m.mT)
+        return u, sigma, v
     eigenvalues, eigenvectors = torch.linalg.eigh(m @ m.mT)
-    u = eigenvectors.flip(1)[:, :r]
-    sigma = eigenvalues.flip(0)[:r].clamp_min(0).sqrt()
+    u = eigenvectors.flip(1)
+    sigma = eigenvalues.flip(0).clamp_min(0).sqrt()
     v = m.mT @ u
     return u, sigma, v / torch.where(sigma > 0, sigma, 1.0)
 
 
-def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float) -> tuple[Tensor, Tensor]:
-    """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5, "Ties")."""
+def _eigh_route_condition(sigma: Tensor) -> float:
+    """``mean_i(σ_max/σ_i) + mean_i(σ_max/g_i)``, ``g_i`` the gap from ``σ_i`` to its nearest neighbour
+    over the gaps above 1e-9 (ties below it take the principal-axes basis, whichever the route)."""
+    if not len(sigma) or not sigma[0] > 0:
+        return math.inf
+    scaled = sigma / sigma[0]
+    gaps = scaled[:-1] - scaled[1:]
+    nearest = torch.minimum(
+        torch.cat([gaps, gaps.new_full((1,), math.inf)]), torch.cat([gaps.new_full((1,), math.inf), gaps])
+    )
+    untied = nearest[(nearest > 1e-9) & nearest.isfinite()]
+    by_gap = float((1 / untied).mean()) if len(untied) else 0.0
+    return float((1 / scaled).mean()) + by_gap
+
+
+def _cca(
+    whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float, alignment: bool = True
+) -> tuple[Tensor, Tensor | None]:
+    """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5, "Ties").
+
+    ``alignment=False`` (the channel unfolding, which reads ρ only): ρ and ``None``, from the
+    singular values alone.
+    """
     m = whitener_x.mT @ cross @ whitener_y
+    if not alignment:
+        with contextlib.suppress(torch.linalg.LinAlgError):
+            return torch.linalg.svdvals(m).clamp(0, 1), None
+        return _svd(m)[1].clamp(0, 1), None
     u, rho, z = _svd(m)
     for start, stop in _tied_blocks(rho, tie_tolerance):
         if not rho[start] > tie_tolerance:
@@ -325,17 +364,18 @@ def _unfolding_scores(
             SEISWarning,
             stacklevel=5,
         )
-    rho, alignment = _cca(whitener_x, cov.xy, whitener_y, tie_tolerance)
+    spatial = unfolding == "spatial"  # invariance reads the canonical vectors; the channel score, ρ only
+    rho, alignment = _cca(whitener_x, cov.xy, whitener_y, tie_tolerance, alignment=spatial)
     out.rho, out.score = rho, float(rho.mean())
-    if unfolding == "spatial":
+    if alignment is not None:
         out.invariance = float((rho * alignment).mean())
     if cov.xy_null is None:
         reason = "the null pairing needs batches of at least 2 images"
         out.reasons = {name: reason for role, name in names.items() if role.endswith("_null")}
         return out
-    rho, alignment = _cca(whitener_x, cov.xy_null, whitener_y, tie_tolerance)
+    rho, alignment = _cca(whitener_x, cov.xy_null, whitener_y, tie_tolerance, alignment=spatial)
     out.rho_null, out.score_null = rho, float(rho.mean())
-    if unfolding == "spatial":
+    if alignment is not None:
         out.invariance_null = float((rho * alignment).mean())
     return out
 
