@@ -14,6 +14,7 @@ import torchvision.transforms.v2.functional as TF  # noqa: N812
 from sklearn.cross_decomposition import CCA
 from threadpoolctl import threadpool_limits
 
+from seis_lightning import scores
 from seis_lightning.functional import (
     SCORES,
     SHIFTS,
@@ -479,6 +480,38 @@ def test_the_svd_fallback_gives_the_default_svd_scores(move, digit_maps, generat
     tolerance = 1e-9 if move != "rotate30" else 1e-7
     for name in ALL_SCORES:
         assert result[name] == pytest.approx(expected[name], abs=tolerance), name
+    for unfolding in ("spatial", "channel"):
+        np.testing.assert_allclose(result[f"{unfolding}_rho"], expected[f"{unfolding}_rho"], atol=1e-9)
+
+
+def _lapack_svd(m):
+    u, sigma, vt = torch.linalg.svd(m, full_matrices=False)
+    return u, sigma, vt.mT
+
+
+@pytest.mark.parametrize("move", ["warped", "hflip", "rotate30"])
+def test_the_eigh_route_gives_lapacks_svd_scores(move, digit_maps, generator, monkeypatch):
+    """The CCA's eigh route (issue 28) against LAPACK's SVD: the same scores and ρ to 1e-9 (spec, "Precision").
+
+    Untied (warped) and tied (hflip) correlations take the route; near-ties (rotate30: neighbours 1e-9 to
+    1e-8 apart, where the route's basis is 9e-9 off) fall back to LAPACK's SVD, and give its scores exactly.
+    """
+    a = digit_maps[:128, :, ::2, ::2]
+    b = {"warped": lambda: warped(a, generator), "hflip": lambda: a.flip(-1), "rotate30": lambda: TF.rotate(a, 30.0)}
+    b = b[move]()
+    conditions = []
+    condition = scores._eigh_route_condition
+    monkeypatch.setattr(
+        scores, "_eigh_route_condition", lambda sigma: conditions.append(condition(sigma)) or conditions[-1]
+    )
+    result = seis_scores(a, b, precision="float64")
+    monkeypatch.setattr(scores, "_svd", _lapack_svd)
+    expected = seis_scores(a, b, precision="float64")
+    routed = [value <= scores.EIGH_ROUTE_CONDITION for value in conditions]
+    assert len(routed) == 2  # the spatial CCAs: the channel unfolding reads singular values only
+    assert routed == ([False, True] if move == "rotate30" else [True, True])  # the score's CCA, then the null's
+    for name in ALL_SCORES:
+        assert result[name] == pytest.approx(expected[name], abs=1e-9), name
     for unfolding in ("spatial", "channel"):
         np.testing.assert_allclose(result[f"{unfolding}_rho"], expected[f"{unfolding}_rho"], atol=1e-9)
 
