@@ -46,8 +46,8 @@ def _old_svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return u, sigma, m.mT @ u / torch.where(sigma > 0, sigma, 1.0)
 
 
-def _old_cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float, alignment: bool = True):
-    """The CCA as it was: vectors and alignments for every unfolding (``alignment`` ignored)."""
+def _old_cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float, overlap=None):
+    """The CCA as it was: vectors and alignments for every unfolding (``overlap`` ignored)."""
     m = whitener_x.mT @ cross @ whitener_y
     u, rho, z = _old_svd(m)
     for start, stop in scores._tied_blocks(rho, tie_tolerance):

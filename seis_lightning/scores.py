@@ -173,15 +173,17 @@ def _eigh_route_condition(sigma: Tensor) -> float:
 
 
 def _cca(
-    whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float, alignment: bool = True
+    whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float, overlap: Tensor | None
 ) -> tuple[Tensor, Tensor | None]:
     """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5, "Ties").
 
-    ``alignment=False`` (the channel unfolding, which reads ρ only): ρ and ``None``, from the
-    singular values alone.
+    ``overlap``: ``Wxᵀ Wy``, shared by a draw's score and null: ``w_iᵀv_i = u_iᵀ Wxᵀ Wy z_i``, and
+    ``‖w_i‖² = Σ_k u_ki² ‖Wx e_k‖²`` (the whiteners' columns are orthogonal), so the canonical
+    vectors are never formed in position space. ``None`` (the channel unfolding, which reads ρ
+    only): ρ and ``None``, from the singular values alone.
     """
     m = whitener_x.mT @ cross @ whitener_y
-    if not alignment:
+    if overlap is None:
         with contextlib.suppress(torch.linalg.LinAlgError):
             return torch.linalg.svdvals(m).clamp(0, 1), None
         return _svd(m)[1].clamp(0, 1), None
@@ -195,8 +197,10 @@ def _cca(
         u_block = u[:, start:stop] @ (q * signs)
         u = torch.cat([u[:, :start], u_block, u[:, stop:]], dim=1)
         z = torch.cat([z[:, :start], m.mT @ u_block / rho[start:stop], z[:, stop:]], dim=1)
-    w, v = whitener_x @ u, whitener_y @ z
-    alignment = (w * v).sum(0).abs() / (w.norm(dim=0) * v.norm(dim=0))
+    inner = (u * (overlap @ z)).sum(0).abs()
+    norm_w = (u.square() * whitener_x.square().sum(0)[:, None]).sum(0)
+    norm_v = (z.square() * whitener_y.square().sum(0)[:, None]).sum(0)
+    alignment = inner / (norm_w * norm_v).sqrt()
     # A zero correlation's v is zero from the eigh route: no alignment, and it counts 0 either way.
     return rho.clamp(0, 1), alignment.nan_to_num(0.0).clamp(0, 1)
 
@@ -364,8 +368,9 @@ def _unfolding_scores(
             SEISWarning,
             stacklevel=5,
         )
-    spatial = unfolding == "spatial"  # invariance reads the canonical vectors; the channel score, ρ only
-    rho, alignment = _cca(whitener_x, cov.xy, whitener_y, tie_tolerance, alignment=spatial)
+    # Invariance reads the canonical vectors; the channel score, ρ only.
+    overlap = whitener_x.mT @ whitener_y if unfolding == "spatial" else None
+    rho, alignment = _cca(whitener_x, cov.xy, whitener_y, tie_tolerance, overlap)
     out.rho, out.score = rho, float(rho.mean())
     if alignment is not None:
         out.invariance = float((rho * alignment).mean())
@@ -373,7 +378,7 @@ def _unfolding_scores(
         reason = "the null pairing needs batches of at least 2 images"
         out.reasons = {name: reason for role, name in names.items() if role.endswith("_null")}
         return out
-    rho, alignment = _cca(whitener_x, cov.xy_null, whitener_y, tie_tolerance, alignment=spatial)
+    rho, alignment = _cca(whitener_x, cov.xy_null, whitener_y, tie_tolerance, overlap)
     out.rho_null, out.score_null = rho, float(rho.mean())
     if alignment is not None:
         out.invariance_null = float((rho * alignment).mean())
