@@ -28,7 +28,7 @@ import torchvision.transforms.v2.functional as TF  # noqa: N812
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from seis_lightning import SEISMetric, scores
+from seis_lightning import SEISMetric
 from seis_lightning.functional import seis_combine_statistics, seis_from_statistics, seis_statistics
 from tests.reference import reference_scores
 from tests.test_functional import ALL_SCORES
@@ -225,16 +225,20 @@ def test_float64_scores_exist_for_the_r04_setup_over_seeds_0_to_60(monkeypatch):
     LAPACK's default SVD did not converge here for seeds 37, 41 and 46 while the sums were uncentred;
     with sums about the batch's mean map it converges for every seed on this machine's MKL (AMD EPYC),
     which another CPU's kernels need not do. Either way every score must exist: the test counts how
-    often the eigh fallback took over, and fails on any exception or NaN.
+    often LAPACK's SVD failed (the eigh route then took over; since issue 28 it is also the first
+    route wherever it is accurate), and fails on any exception or NaN.
     """
-    fallbacks: list[int] = []
-    original = scores._svd_by_eigh
+    failures: list[int] = []
+    lapack_svd = torch.linalg.svd
 
-    def counted(m: torch.Tensor):
-        fallbacks.append(m.shape[0])
-        return original(m)
+    def counted(m: torch.Tensor, *args, **kwargs):
+        try:
+            return lapack_svd(m, *args, **kwargs)
+        except torch.linalg.LinAlgError:
+            failures.append(m.shape[0])
+            raise
 
-    monkeypatch.setattr(scores, "_svd_by_eigh", counted)
+    monkeypatch.setattr(torch.linalg, "svd", counted)
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -249,4 +253,4 @@ def test_float64_scores_exist_for_the_r04_setup_over_seeds_0_to_60(monkeypatch):
                 assert math.isfinite(result[score]), (seed, score)
     finally:
         torch.set_num_threads(saved)
-    print(f"r04 set-up, seeds 0-60: every score exists; the eigh fallback took over {len(fallbacks)} time(s)")
+    print(f"r04 set-up, seeds 0-60: every score exists; LAPACK's SVD failed {len(failures)} time(s)")
