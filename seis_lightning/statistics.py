@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from seis_lightning import _precision
@@ -60,7 +59,13 @@ def seis_maps(
     max_positions: int = 1024,
     dtype: torch.dtype | None = torch.float64,
 ) -> tuple[Tensor, bool]:
-    """Bring activations to maps ``[N, C, S]``, average-pooled (in float64) to ``max_positions``.
+    """Bring activations to maps ``[N, C, S]``, at most ``max_positions`` of them (spec, "Large maps").
+
+    A map with more positions keeps every k-th position along each spatial axis, from the first,
+    with k the smallest integer that brings it to the cap (:func:`_position_stride`): a regular
+    lattice of the map's own values, chosen from the shape alone, so the maps of A and B, of every
+    batch and every process, keep the same positions. Nothing is averaged: early-layer readings
+    stay those of full resolution (``docs/figures/position_cap_study.csv``).
 
     Args:
         x: ``[N, C, *spatial]`` (1 to 3 spatial axes), ``[N, T, D]`` tokens with
@@ -68,15 +73,21 @@ def seis_maps(
         layout: ``"channels_first"`` or ``"channels_last"`` (channels on the last axis).
         num_prefix_tokens: leading tokens (class/register tokens) to drop; only for a single
             sequence axis.
-        max_positions: cap on ``S``; larger maps are average-pooled to fit (spec, "Large maps").
+        max_positions: cap on ``S``; larger maps keep a strided lattice of positions that fits.
         dtype: of the maps; ``None`` keeps float32 and float64 activations as they are (a view
             where possible) and brings other dtypes to float32.
 
     Returns:
-        The maps and whether they were pooled.
+        The maps and whether positions were left out to meet the cap (``pooled``).
 
     Raises:
         ValueError: if the layout, the number of axes or ``num_prefix_tokens`` does not fit.
+
+    Example:
+        >>> import torch
+        >>> maps, pooled = seis_maps(torch.arange(36.0).view(1, 1, 6, 6), max_positions=9)
+        >>> maps.tolist(), pooled
+        ([[[0.0, 2.0, 4.0, 12.0, 14.0, 16.0, 24.0, 26.0, 28.0]]], True)
     """
     if layout not in LAYOUTS:
         raise ValueError(f"Expected `layout` to be one of {LAYOUTS}, but got {layout!r}.")
@@ -88,10 +99,6 @@ def seis_maps(
     if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"Expected real activations, but got dtype {x.dtype}.")
     x = x.detach()
-    if dtype is not None:
-        x = x.to(dtype)
-    elif x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
     if layout == "channels_last" and x.ndim > 2:
         x = x.movedim(-1, 1)
     if num_prefix_tokens:
@@ -103,15 +110,26 @@ def seis_maps(
         x = x[:, :, num_prefix_tokens:]
     if x.ndim == 2:
         x = x.unsqueeze(-1)
-    spatial = x.shape[2:]
-    pooled = math.prod(spatial) > max_positions
-    if pooled:
-        ratio = (max_positions / math.prod(spatial)) ** (1 / len(spatial))
-        size = tuple(max(1, math.floor(s * ratio + 1e-9)) for s in spatial)
-        pool = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[len(spatial) - 1]
-        x = pool(x.to(torch.float64 if _precision._has_float64(x.device) else x.dtype), size)
-    x = x.reshape(x.shape[0], x.shape[1], -1)
-    return (x if dtype is None else x.to(dtype)), pooled
+    pooled = math.prod(x.shape[2:]) > max_positions
+    if pooled:  # positions are taken before any cast: only the kept ones are converted
+        stride = _position_stride(x.shape[2:], max_positions)
+        x = x[(slice(None), slice(None), *[slice(None, None, stride)] * (x.ndim - 2))]
+    if dtype is not None:
+        x = x.to(dtype)
+    elif x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return x.reshape(x.shape[0], x.shape[1], -1), pooled
+
+
+def _position_stride(spatial: Sequence[int], max_positions: int) -> int:
+    """The smallest integer ``k`` for which every k-th position along each axis, ``prod(ceil(s / k))``
+    positions, fits ``max_positions`` (spec, "Large maps"); axes of length 1 keep their one position."""
+    long_axes = [s for s in spatial if s > 1]
+    # prod(ceil(s / k)) >= prod(s) / k**len(long_axes): no smaller k fits.
+    stride = max(1, math.floor((math.prod(long_axes) / max_positions) ** (1 / max(1, len(long_axes)))))
+    while math.prod(-(-s // stride) for s in spatial) > max_positions:
+        stride += 1
+    return stride
 
 
 def _float64_mean(x: Tensor) -> Tensor:
