@@ -419,7 +419,7 @@ def seis_statistics(
 
     Returns:
         float64 tensors keyed by :data:`STATISTICS`, the mean maps they are taken about
-        (:data:`SHIFTS`), and ``pooled``: whether the maps were pooled to ``max_positions``.
+        (:data:`SHIFTS`), and ``pooled``: whether the maps were reduced to ``max_positions`` (:func:`seis_maps`).
         Paired statistics and ``shift_b`` have a leading axis of length K when ``b`` is a sequence
         of K tensors (after the group axis, if any). :func:`seis_combine_statistics` adds them over
         batches and processes.

@@ -98,3 +98,11 @@ def test_positions_depend_on_the_shape_only(generator):
     parts = [seis_maps(part)[0] for part in x.split([1, 2, 3])]
     assert torch.equal(whole, torch.cat(parts))
     assert torch.equal(seis_maps(x.flip(0))[0], whole.flip(0))
+
+
+def test_reduced_maps_pass_through_again_unchanged(generator):
+    """A hook may reduce each batch's maps before the statistics, which reduce them again: nothing changes."""
+    x = torch.randn(3, 2, 70, 33, generator=generator)
+    once, pooled = seis_maps(x, max_positions=300)
+    twice, again = seis_maps(once, max_positions=300)
+    assert pooled and not again and torch.equal(once, twice)
