@@ -61,11 +61,12 @@ def seis_maps(
 ) -> tuple[Tensor, bool]:
     """Bring activations to maps ``[N, C, S]``, at most ``max_positions`` of them (spec, "Large maps").
 
-    A map with more positions keeps every k-th position along each spatial axis, from the first,
-    with k the smallest integer that brings it to the cap (:func:`_position_stride`): a regular
-    lattice of the map's own values, chosen from the shape alone, so the maps of A and B, of every
-    batch and every process, keep the same positions. Nothing is averaged: early-layer readings
-    stay those of full resolution (``docs/figures/position_cap_study.csv``).
+    A map with more positions keeps ``max_positions`` of them, a fixed random subset chosen from the
+    number of positions alone (:func:`_kept_positions`), in their order: the maps of A and B, of every
+    batch, process and run keep the same positions. Nothing is averaged, so invariance and
+    channel_invariance keep their full-resolution readings; equivariance, a mean over as many
+    canonical correlations as the positions allow, reads lower with fewer positions whatever is
+    kept (``docs/figures/position_cap_study.csv``).
 
     Args:
         x: ``[N, C, *spatial]`` (1 to 3 spatial axes), ``[N, T, D]`` tokens with
@@ -73,7 +74,7 @@ def seis_maps(
         layout: ``"channels_first"`` or ``"channels_last"`` (channels on the last axis).
         num_prefix_tokens: leading tokens (class/register tokens) to drop; only for a single
             sequence axis.
-        max_positions: cap on ``S``; larger maps keep a strided lattice of positions that fits.
+        max_positions: cap on ``S``; larger maps keep this many of their positions.
         dtype: of the maps; ``None`` keeps float32 and float64 activations as they are (a view
             where possible) and brings other dtypes to float32.
 
@@ -86,8 +87,8 @@ def seis_maps(
     Example:
         >>> import torch
         >>> maps, pooled = seis_maps(torch.arange(36.0).view(1, 1, 6, 6), max_positions=9)
-        >>> maps.tolist(), pooled
-        ([[[0.0, 2.0, 4.0, 12.0, 14.0, 16.0, 24.0, 26.0, 28.0]]], True)
+        >>> maps.shape, pooled
+        (torch.Size([1, 1, 9]), True)
     """
     if layout not in LAYOUTS:
         raise ValueError(f"Expected `layout` to be one of {LAYOUTS}, but got {layout!r}.")
@@ -111,9 +112,9 @@ def seis_maps(
     if x.ndim == 2:
         x = x.unsqueeze(-1)
     pooled = math.prod(x.shape[2:]) > max_positions
-    if pooled:  # positions are taken before any cast: only the kept ones are converted
-        stride = _position_stride(x.shape[2:], max_positions)
-        x = x[(slice(None), slice(None), *[slice(None, None, stride)] * (x.ndim - 2))]
+    if pooled:  # positions are taken before any cast: only the kept ones are gathered and converted
+        kept = torch.unravel_index(_kept_positions(math.prod(x.shape[2:]), max_positions), x.shape[2:])
+        x = x[(slice(None), slice(None), *(index.to(x.device) for index in kept))]
     if dtype is not None:
         x = x.to(dtype)
     elif x.dtype not in (torch.float32, torch.float64):
@@ -121,15 +122,16 @@ def seis_maps(
     return x.reshape(x.shape[0], x.shape[1], -1), pooled
 
 
-def _position_stride(spatial: Sequence[int], max_positions: int) -> int:
-    """The smallest integer ``k`` for which every k-th position along each axis, ``prod(ceil(s / k))``
-    positions, fits ``max_positions`` (spec, "Large maps"); axes of length 1 keep their one position."""
-    long_axes = [s for s in spatial if s > 1]
-    # prod(ceil(s / k)) >= prod(s) / k**len(long_axes): no smaller k fits.
-    stride = max(1, math.floor((math.prod(long_axes) / max_positions) ** (1 / max(1, len(long_axes)))))
-    while math.prod(-(-s // stride) for s in spatial) > max_positions:
-        stride += 1
-    return stride
+def _kept_positions(num_positions: int, max_positions: int) -> Tensor:
+    """The flat indices of the positions a map of ``num_positions`` keeps under the cap, in increasing order.
+
+    ``max_positions`` of them drawn without replacement by ``torch.randperm`` from a generator seeded
+    with 0 (spec, "Large maps"): a function of the two counts alone. All of them when they fit.
+    """
+    if num_positions <= max_positions:
+        return torch.arange(num_positions)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randperm(num_positions, generator=generator)[:max_positions].sort().values
 
 
 def _float64_mean(x: Tensor) -> Tensor:

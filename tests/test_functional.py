@@ -301,16 +301,17 @@ def test_vectors_have_invariance_equal_to_equivariance(generator):
     assert result["invariance"] == pytest.approx(result["equivariance"], abs=1e-12)
 
 
-def test_large_maps_keep_a_strided_lattice_within_the_cap(generator):
+def test_large_maps_keep_a_fixed_subset_of_positions(generator):
     a = torch.randn(128, 8, 40, 40, generator=generator)
     # Noise keeps the canonical correlations distinct; exact symmetries, where they tie at 1, are
     # covered by the tied-case tests.
     b = a.flip(-1) + 0.5 * torch.randn(a.shape, generator=generator)
     default = seis_scores(a[:8], b[:8])
-    assert default["pooled"] and default["num_positions"] == 20 * 20  # every 2nd position: 40 x 40 > 1024
+    assert default["pooled"] and default["num_positions"] == 32 * 32
     result = seis_scores(a, b, max_positions=100, precision="float64")
-    assert result["pooled"] and result["num_positions"] == 10 * 10  # every 4th: 3 would leave 14 x 14
-    expected = reference_scores(a.double()[..., ::4, ::4].flatten(2), b.double()[..., ::4, ::4].flatten(2))
+    assert result["pooled"] and result["num_positions"] == 10 * 10
+    kept = torch.randperm(1600, generator=torch.Generator().manual_seed(0))[:100].sort().values  # spec, "Large maps"
+    expected = reference_scores(a.double().flatten(2)[:, :, kept], b.double().flatten(2)[:, :, kept])
     assert_matches_reference(result, expected, atol=1e-9)
     assert not seis_scores(a[:8, :, :8, :8], b[:8, :, :8, :8])["pooled"]
 
