@@ -85,7 +85,7 @@ class SEISMetric(Metric):
         eps: directions with eigenvalue below ``eps * λ_max`` are dropped, in [0, 1).
         layout: ``"channels_first"`` or ``"channels_last"``.
         num_prefix_tokens: leading tokens (class/register) to drop from ``[N, T, D]`` inputs.
-        max_positions: larger maps are average-pooled to at most this many positions.
+        max_positions: larger maps keep a fixed random subset of this many positions (spec, "Large maps").
         jackknife_groups: 0 (off, the default) or the number of jackknife groups G >= 2 (e.g. 8)
             for the standard errors ``<score>_se``.
         precision: of the Gram products: ``"float64"``, ``"float32"`` (either way each batch is

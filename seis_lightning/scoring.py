@@ -46,7 +46,7 @@ class SEISProbe:
             Default: the paper's random affine.
         batch_size: probe images per forward pass (at least 2, for the null pairing).
         keep: share of variance kept by the SVD denoising, in (0, 1].
-        max_positions: larger maps are average-pooled to at most this many positions.
+        max_positions: larger maps keep a fixed random subset of this many positions (spec, "Large maps").
         seed: seed of the generator that draws random transformations (once, here).
         layout: ``"channels_first"`` or ``"channels_last"``, for all layers or per layer. ``None``: the
             model's ``seis_layout``, else what the model declares the timm way (``output_fmt = "NHWC"``
