@@ -3,7 +3,8 @@
 Layers shaped like the digits recipe's (32 channels 14x14 and 7x7, vectors of 32 and 10), 320
 probe images in batches of 64, 4 draws of a transformation (``num_transforms=4``), as the callback
 scores them. ``update`` is the statistics of all batches, ``compute`` the eigendecompositions and
-scores (G + 1 sets of them with the jackknife). Median of ``--repeats`` runs, one thread.
+scores (with the jackknife, one set for the total and one per half-sample: 33 at G = 8). Median of
+``--repeats`` runs, one thread.
 
     .venv/bin/python bench/bench_jackknife.py            # about 1 minute on 2 CPU cores
     .venv/bin/python bench/bench_jackknife.py --groups 4 --images 640

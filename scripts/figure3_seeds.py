@@ -10,12 +10,16 @@ split and the probe images stay fixed) and scored once at the end, with the pape
 the delete-a-group jackknife (``jackknife_groups=10``). Runs are CPU-sized: MNIST on 10 000 training images
 for 2 epochs, 2 000 validation images (the probe images are 512 of them); digits for 6 epochs at width 16.
 
-Per layer and score the table gives, without and with augmentation, the mean over seeds, the spread
-between seeds (sample standard deviation) and the jackknife SE (mean over seeds), then the difference of
-the means ``delta`` and its two standard errors: between seeds ``sqrt(sd_plain^2/n + sd_aug^2/n)`` and
-from the probe images ``sqrt(se_plain^2 + se_aug^2)`` (the probe set is the same in every run, so its
-noise does not average out over seeds). The verdict is "raised" when ``delta`` exceeds twice the two
-combined (``sqrt(seed_se^2 + jackknife_se^2)``), "lowered" below minus twice that, else "within noise".
+The table is :func:`seis_lightning.compare_runs` (the function behind ``seis-lightning compare``) of the plain runs
+against the augmented ones, per dataset, seeds pooled: per layer and score, without and with augmentation,
+the mean over seeds, the spread between seeds (sample standard deviation) and the jackknife SE (mean over
+seeds), then the difference of the means ``delta`` and its two standard errors: between seeds
+``sqrt(sd_plain^2/n + sd_aug^2/n)`` and from the probe images ``sqrt(se_plain^2 + se_aug^2)`` (the probe
+set is the same in every run, so its noise does not average out over seeds), combined as
+``se = sqrt(seed_se^2 + jackknife_se^2)`` with Welch-Satterthwaite degrees of freedom ``df`` (seed terms
+``n - 1``, jackknife terms ``G - 1 = 9``). The verdict is "raised" when ``delta`` exceeds
+``t_{0.975, df} * se`` (``bar``), "lowered" below minus that, else "within noise" (see
+:mod:`seis_lightning.compare`). Until the compare module, the bar was a fixed ``2 * se``.
 
 Runs go to ``docs/figures/fig3_seeds_runs.csv`` (one row per run, layer and score; a run already there
 is not repeated), the table to ``docs/figures/fig3_seeds.csv`` and, as Markdown, to standard output.
@@ -25,13 +29,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
-import statistics
 from pathlib import Path
 
 import torch
 
 from scripts.reproduce_figures import ROOT, run_recipe
+from seis_lightning.compare import columns, compare_runs, comparison_figure, write_comparison_csv
 from seis_lightning.functional import SCORES
 
 PAIRS = {
@@ -45,28 +48,15 @@ PAIRS = {
     ),
     "digits": ("digits_cnn", ("--trainer.max_epochs=6", "--model.width=16")),
 }
+JACKKNIFE_GROUPS = 10
 COMMON = (
     "--seis.score_before_training=false",
     "--seis.every_n_epochs=1000",  # scored once, as training ends
-    "--seis.jackknife_groups=10",
+    f"--seis.jackknife_groups={JACKKNIFE_GROUPS}",
 )
 RUN_COLUMNS = ("dataset", "augment", "seed", "layer", "score", "value", "null", "se")
-TABLE_COLUMNS = (
-    "dataset",
-    "layer",
-    "score",
-    "seeds",
-    "plain_mean",
-    "plain_sd",
-    "plain_se",
-    "augment_mean",
-    "augment_sd",
-    "augment_se",
-    "delta",
-    "seed_se",
-    "jackknife_se",
-    "verdict",
-)
+NAMES = ("plain", "augment")
+TABLE_COLUMNS = ("dataset", *columns(NAMES))
 
 
 def read_runs(path: Path) -> list[dict]:
@@ -99,72 +89,39 @@ def train(dataset: str, augment: bool, seed: int, log_dir: Path) -> list[dict]:
 
 
 def table(runs: list[dict]) -> list[dict]:
-    """The per-layer comparison of :data:`TABLE_COLUMNS` (the module docstring defines each column)."""
+    """Per dataset, :func:`~seis_lightning.compare.compare_runs` of the plain runs (``plain``) against the
+    augmented ones (``augment``), seeds pooled, with the runs' 10 jackknife groups; rows of :data:`TABLE_COLUMNS`."""
     rows = []
-    keys = dict.fromkeys((r["dataset"], r["layer"], r["score"]) for r in runs)
-    for dataset, layer, score in keys:
-        sides = {}
-        for augment in ("0", "1"):
-            picked = [
-                r
-                for r in runs
-                if (r["dataset"], r["layer"], r["score"], r["augment"]) == (dataset, layer, score, augment)
-            ]
-            values = [float(r["value"]) for r in picked]
-            errors = [float(r["se"]) for r in picked]
-            sd = statistics.stdev(values) if len(values) > 1 else math.nan
-            sides[augment] = (values, statistics.fmean(values) if values else math.nan, sd, _mean(errors))
-        (plain, plain_mean, plain_sd, plain_se), (aug, aug_mean, aug_sd, aug_se) = sides["0"], sides["1"]
-        delta = aug_mean - plain_mean
-        seed_se = math.sqrt(plain_sd**2 / max(len(plain), 1) + aug_sd**2 / max(len(aug), 1))
-        jackknife_se = math.sqrt(plain_se**2 + aug_se**2)
-        noise = 2 * math.hypot(seed_se, jackknife_se)
-        verdict = "raised" if delta > noise else "lowered" if delta < -noise else "within noise"
-        if math.isnan(noise):
-            verdict = "too few seeds"
-        rows.append(
-            dict(
-                zip(
-                    TABLE_COLUMNS,
-                    (
-                        dataset,
-                        layer,
-                        score,
-                        f"{len(plain)}+{len(aug)}",
-                        plain_mean,
-                        plain_sd,
-                        plain_se,
-                        aug_mean,
-                        aug_sd,
-                        aug_se,
-                        delta,
-                        seed_se,
-                        jackknife_se,
-                        verdict,
-                    ),
-                )
-            )
-        )
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        groups = [_scores([r for r in runs if (r["dataset"], r["augment"]) == (dataset, augment)]) for augment in "01"]
+        compared = compare_runs(*groups, names=NAMES, jackknife_groups=JACKKNIFE_GROUPS)
+        rows += [{"dataset": dataset, **row} for row in compared]
     return rows
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.fmean(values) if values else math.nan
+def _scores(runs: list[dict]) -> list[dict]:
+    """Rows of :data:`RUN_COLUMNS` as one ``score_model``-like result per seed."""
+    by_seed: dict[str, dict] = {}
+    for r in runs:
+        values = by_seed.setdefault(r["seed"], {"random_affine": {}})["random_affine"].setdefault(r["layer"], {})
+        values.update({r["score"]: float(r["value"]), f"{r['score']}_null": float(r["null"])})
+        values[f"{r['score']}_se"] = float(r["se"])
+    return list(by_seed.values())
 
 
 def markdown(rows: list[dict], score: str = "invariance") -> str:
     lines = [
         "| data | layer | plain: mean ± sd (SE) | augmented: mean ± sd (SE) | delta | seed SE | jackknife SE"
-        " | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        " | df | bar (t·SE) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["score"] != score:
             continue
         lines.append(
             f"| {r['dataset']} | {r['layer']} | {r['plain_mean']:.3f} ± {r['plain_sd']:.3f} ({r['plain_se']:.3f})"
-            f" | {r['augment_mean']:.3f} ± {r['augment_sd']:.3f} ({r['augment_se']:.3f}) | {r['delta']:+.3f}"
-            f" | {r['seed_se']:.3f} | {r['jackknife_se']:.3f} | {r['verdict']} |"
+            f" | {r['augment_mean']:.3f} ± {r['augment_sd']:.3f} ({r['augment_se']:.3f}) | {r['delta']:+.4f}"
+            f" | {r['seed_se']:.4f} | {r['jackknife_se']:.4f} | {r['df']:.1f} | {r['bar']:.4f} | {r['verdict']} |"
         )
     return "\n".join(lines)
 
@@ -195,10 +152,9 @@ def main(argv: list[str] | None = None) -> None:
                     writer.writerows(new)
                 runs = read_runs(runs_path)
     rows = table(runs)
-    with (args.out / "fig3_seeds.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
-        writer.writeheader()
-        writer.writerows([{k: f"{v:.6f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+    write_comparison_csv(rows, args.out / "fig3_seeds.csv", NAMES)
+    figure = comparison_figure([{**r, "transform": r["dataset"]} for r in rows], NAMES)
+    figure.savefig(args.out / "fig3_seeds.png", dpi=120)
     for score in SCORES:
         print(f"\n{score}\n{markdown(rows, score)}")
 

@@ -29,6 +29,7 @@ _EXPORTS = {
     "ProbeResult": "seis_lightning.scoring",
     "SEISProbe": "seis_lightning.scoring",
     "score_model": "seis_lightning.scoring",
+    "compare_runs": "seis_lightning.compare",
     "GeometricTransform": "seis_lightning.transforms",
     "RandomAffine": "seis_lightning.transforms",
     "flip": "seis_lightning.transforms",

@@ -15,11 +15,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from typing_extensions import override
 
+from seis_lightning.forward import ForwardFn
 from seis_lightning.functional import SEISWarning
 from seis_lightning.layers import OutputGetter, resolve_layers
 from seis_lightning.options import check_options
 from seis_lightning.probe import InputGetter, ProbeError
-from seis_lightning.scoring import ForwardFn, ProbeResult, Scores, SEISProbe, warning_kind
+from seis_lightning.results import ProbeResult, Scores, warning_kind
+from seis_lightning.scoring import SEISProbe
 from seis_lightning.sweeps import sweep_summaries
 from seis_lightning.trainer_io import (
     check_monitors,
@@ -221,9 +223,9 @@ class SEISCallback(Callback):
         return self._generate_state_key(layers=layers, transforms=[t.name for t in self.probe.transforms])
 
     def _config(self) -> dict[str, Any]:
-        probe = self.probe
-        names = ("seed", "keep", "max_positions", "precision", "jackknife_groups")
-        return {"num_samples": self.num_samples, **{name: getattr(probe, name) for name in names}}
+        options = self.probe.options
+        numerics = {name: getattr(options, name) for name in ("keep", "max_positions", "precision", "jackknife_groups")}
+        return {"num_samples": self.num_samples, "seed": self.probe.seed, **numerics}
 
     @property
     def probe_set(self) -> Tensor | None:

@@ -138,6 +138,7 @@ class Features(dict):
         self.order: list[str] = []
         self.containers: list[str] = []
         self.calls: dict[str, int] = {}
+        self.shapes: dict[str, list[int]] = {}  # each output's shape as the layer returned it
 
     def __setitem__(self, name: str, output: Tensor) -> None:
         super().__setitem__(name, output)
@@ -155,6 +156,7 @@ class Features(dict):
         self.order.clear()
         self.containers.clear()
         self.calls.clear()
+        self.shapes.clear()
 
     def copy(self) -> Features:
         """A snapshot of this pass (outputs, errors and order), kept when the next pass clears this one."""
@@ -163,6 +165,7 @@ class Features(dict):
         snapshot.errors.update(self.errors)
         snapshot.order.extend(self.order)
         snapshot.containers.extend(self.containers)
+        snapshot.shapes.update(self.shapes)
         return snapshot
 
 
@@ -188,6 +191,7 @@ def capture(
     *,
     output_getter: OutputGetter | Mapping[str, OutputGetter] | None = None,
     new_maps_only: bool = False,
+    reduce: Callable[[str, Tensor], Tensor] | None = None,
 ) -> Iterator[Features]:
     """Capture the outputs of ``layers`` while the block runs; no hook survives it.
 
@@ -209,10 +213,17 @@ def capture(
             mapping per layer.
         new_maps_only: skip outputs that are not a new feature map (fewer than 2 axes, or a
             parameter-free module that keeps its input's shape: activations, dropout).
+        reduce: ``reduce(name, output)`` runs inside the hook, before any later operation of the
+            forward pass can touch the output (an in-place ``ReLU(inplace=True)`` after the layer
+            overwrites the tensor the layer returned), and what it returns is kept instead of the
+            output: a reduced copy, which also keeps full-size maps from outliving the pass. A
+            ``ValueError`` it raises (its message: why) or any other exception is that layer's error.
+            ``None``: the outputs are cloned.
 
     Yields:
         :class:`Features`, filled by every forward pass inside the block (call ``clear()``
-        between passes). Outputs are detached.
+        between passes). Outputs are detached copies, as the layer returned them (``shapes``: their
+        shapes before ``reduce``).
 
         A layer that runs more than once in one forward pass (a shared module) has no output and an
         error saying so: its maps would mix two depths.
@@ -260,7 +271,17 @@ def capture(
                 keeps_shape = bool(args) and isinstance(args[0], Tensor) and args[0].shape == output.shape
                 if output.ndim < 2 or (next(module.parameters(), None) is None and keeps_shape):
                     return
-            features[name] = output.detach()
+            output = output.detach()
+            if reduce is None:
+                features[name] = output.clone()
+            else:
+                try:
+                    features[name] = reduce(name, output)
+                except Exception as error:  # this layer only: the forward pass goes on
+                    why = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+                    features.fail(name, why)
+                    return
+            features.shapes[name] = list(output.shape)
 
         return hook
 

@@ -14,7 +14,14 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from seis_lightning._precision import _float64_home
 from seis_lightning.options import Layout, Precision, ResolvedOptions, SEISOptions
 from seis_lightning.scores import SEISResult, seis_from_statistics
-from seis_lightning.statistics import PAIRED_STATISTICS, SHIFTS, STATISTICS, _add_statistics, _statistics
+from seis_lightning.statistics import (
+    PAIRED_STATISTICS,
+    REFERENCE_STATISTICS,
+    SHIFTS,
+    STATISTICS,
+    _add_statistics,
+    _statistics,
+)
 
 
 class SEISMetric(Metric):
@@ -63,11 +70,13 @@ class SEISMetric(Metric):
     With ``jackknife_groups = G`` (spec, "Uncertainty"), image n (counted over all updates since the
     last reset) goes to group ``n mod G``, with its null pair, and every statistic is kept per group
     (G times the state, still summed across batches and processes). ``compute`` then also scores
-    the G leave-one-group-out totals and adds the delete-a-group jackknife standard errors
+    the half-samples of the groups (each keeps ``ceil(G/2)`` of them: all such choices when there
+    are at most 32, else 32 seeded ones) and adds the delete-half jackknife standard errors
     ``equivariance_se``, ``invariance_se``, ``channel_invariance_se`` (and ``<score>_null_se``),
-    ``se = sqrt((G-1)/G · Σ_g (s_(g) - mean_g s_(g))²)``, and under ``jackknife`` each score's G
-    values ``s_(g)``, from which :func:`~seis_lightning.functional.jackknife_se` gives the SE of a
-    mean over draws. It costs G + 1 eigendecompositions per layer instead of one.
+    and under ``jackknife`` each score's replicates, scaled so that their sample standard deviation
+    is the SE (:func:`~seis_lightning.functional.jackknife_se`;
+    :func:`~seis_lightning.functional.family_se` for a mean over draws). It costs up to 33 sets of
+    eigendecompositions per layer instead of one.
 
     Args:
         num_transforms: ``None`` to pass one tensor ``b`` to ``update``; an integer K to pass a
@@ -76,7 +85,7 @@ class SEISMetric(Metric):
         eps: directions with eigenvalue below ``eps * λ_max`` are dropped, in [0, 1).
         layout: ``"channels_first"`` or ``"channels_last"``.
         num_prefix_tokens: leading tokens (class/register) to drop from ``[N, T, D]`` inputs.
-        max_positions: larger maps are average-pooled to at most this many positions.
+        max_positions: larger maps keep a fixed random subset of this many positions (spec, "Large maps").
         jackknife_groups: 0 (off, the default) or the number of jackknife groups G >= 2 (e.g. 8)
             for the standard errors ``<score>_se``.
         precision: of the Gram products: ``"float64"``, ``"float32"`` (either way each batch is
@@ -85,6 +94,8 @@ class SEISMetric(Metric):
             with full-rate float64 (compute capability 6.0, 7.0, 8.0, 9.0), float32 elsewhere
             (:func:`~seis_lightning.functional.resolve_precision`), resolved against the device of
             the first update's activations and kept until ``reset``. On MPS, ``"float32"`` or ``"auto"``.
+        options: a :class:`~seis_lightning.options.SEISOptions` holding all of the above at once (as
+            :class:`~seis_lightning.SEISProbe` hands its options down); the flat arguments are then not read.
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Raises:
@@ -103,7 +114,7 @@ class SEISMetric(Metric):
         >>> round(scores["equivariance"], 3), round(scores["invariance"], 3) < 0.3
         (1.0, True)
         >>> round(scores["invariance"], 3), round(scores["invariance_se"], 3), len(scores["jackknife"]["invariance"])
-        (0.128, 0.055, 8)
+        (0.128, 0.02, 32)
     """
 
     is_differentiable = False
@@ -120,6 +131,8 @@ class SEISMetric(Metric):
         max_positions: int = 1024,
         jackknife_groups: int = 0,
         precision: Precision = "auto",
+        *,
+        options: SEISOptions | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -128,7 +141,8 @@ class SEISMetric(Metric):
         ):
             raise ValueError(f"Expected `num_transforms` to be None or a positive integer, but got {num_transforms!r}.")
         self.num_transforms = num_transforms
-        self.options = SEISOptions(
+        # The options object, built here from the flat arguments unless a caller (the probe) hands one down.
+        self.options = options or SEISOptions(
             keep=keep,
             eps=eps,
             layout=layout,
@@ -142,6 +156,7 @@ class SEISMetric(Metric):
         self._resolved: ResolvedOptions | None = None
         # Images seen since the last reset: the next batch's jackknife groups continue from here.
         self._images_seen = 0
+        self._drawn: set[int] = set()  # transformations whose shift is set (updates with `draw`)
         self._in_forward = False
         # Shapes are fixed by the first update: a scalar zero broadcasts into the first batch's sums.
         home = _float64_home(self.device)  # torch's default device, which may be MPS
@@ -161,7 +176,9 @@ class SEISMetric(Metric):
     jackknife_groups = property(lambda self: self.options.jackknife_groups)
     precision = property(lambda self: self.options.precision)
 
-    def update(self, a: Tensor, b: Tensor | Sequence[Tensor], *, offset: int | None = None) -> None:
+    def update(
+        self, a: Tensor, b: Tensor | Sequence[Tensor], *, offset: int | None = None, draw: int | None = None
+    ) -> None:
         """Add the statistics of one batch of paired activations.
 
         Args:
@@ -171,24 +188,74 @@ class SEISMetric(Metric):
                 processes: image n goes to jackknife group ``(offset + n) mod G``, so 1 or N processes
                 form the same groups (spec, "Uncertainty"). ``None``: the images seen since the last
                 reset, which is the whole probe set on one process.
+            draw: with ``num_transforms`` set, ``b`` may be the one tensor of transformation ``draw``
+                alone, so that each transformation's activations can be added as soon as they exist and
+                dropped (the probe pass adds each forward pass's maps before the next pass runs). A batch
+                then comes as ``num_transforms`` calls with the same ``a``, for ``draw`` 0, 1, ... in
+                order: the statistics of ``a`` are added with draw 0.
         """
         if offset is not None and (isinstance(offset, bool) or not isinstance(offset, int) or offset < 0):
             raise ValueError(f"Expected `offset` to be None or a non-negative integer, but got {offset!r}.")
-        if self.num_transforms is None and not isinstance(b, Tensor):
+        if draw is not None:
+            self._check_draw(b, draw)
+        elif self.num_transforms is None and not isinstance(b, Tensor):
             raise ValueError("`b` must be one tensor; set `num_transforms` to pass a sequence of tensors.")
-        if self.num_transforms is not None and (isinstance(b, Tensor) or len(b) != self.num_transforms):
+        elif self.num_transforms is not None and (isinstance(b, Tensor) or len(b) != self.num_transforms):
             got = "a tensor" if isinstance(b, Tensor) else f"{len(b)} tensors"
             raise ValueError(f"`b` must be a sequence of num_transforms={self.num_transforms} tensors, but got {got}.")
         options = self._resolved or self.options.resolved(a.device)
-        shift = self._states() if self.shift_a.ndim else None
-        stats = _statistics(a, b, options, self._images_seen if offset is None else offset, shift)
+        first_index = self._images_seen if offset is None else offset
+        if draw is None:
+            shift = self._states() if self.shift_a.ndim else None
+            stats = _statistics(a, b, options, first_index, shift)
+            for name in STATISTICS:
+                setattr(self, name, getattr(self, name) + stats[name])
+            if shift is None:
+                self.shift_a, self.shift_b = stats["shift_a"], stats["shift_b"]
+        else:
+            stats = self._update_draw(a, b, draw, options, first_index)
         self.pooled = stats["pooled"]
-        for name in STATISTICS:
-            setattr(self, name, getattr(self, name) + stats[name])
-        if shift is None:
-            self.shift_a, self.shift_b = stats["shift_a"], stats["shift_b"]
-        self._images_seen += a.shape[0]
+        if draw is None or draw == self.num_transforms - 1:
+            self._images_seen += a.shape[0]
         self._resolved = options
+
+    def _check_draw(self, b: Any, draw: Any) -> None:
+        if self.num_transforms is None:
+            raise ValueError("`draw` needs `num_transforms`: it says which of the transformations `b` is.")
+        if isinstance(draw, bool) or not isinstance(draw, int) or not 0 <= draw < self.num_transforms:
+            raise ValueError(f"Expected `draw` in [0, {self.num_transforms}) (num_transforms), but got {draw!r}.")
+        if not isinstance(b, Tensor):
+            raise ValueError(
+                f"With `draw`, `b` must be the one tensor of transformation {draw}, but got {type(b).__name__}."
+            )
+
+    def _update_draw(self, a: Tensor, b: Tensor, draw: int, options: ResolvedOptions, first_index: int) -> dict:
+        """``update`` for transformation ``draw`` alone: its paired statistics go into its slot of the
+        transformation axis (the statistics of ``a`` are added with draw 0, the shifts set where unset)."""
+        known = self.shift_a.ndim > 0
+        own_shift = not known or draw not in self._drawn
+        shift = {"shift_a": self.shift_a, "shift_b": None if own_shift else self.shift_b[draw]} if known else None
+        stats = _statistics(a, b, options, first_index, shift, reference=draw == 0)
+        if draw == 0:
+            for name in REFERENCE_STATISTICS:
+                setattr(self, name, getattr(self, name) + stats[name])
+        axis = 1 if self.options.jackknife_groups else 0  # the transformation axis, after the group axis
+        for name in PAIRED_STATISTICS:
+            state = getattr(self, name)
+            if not state.ndim:  # the first batch: one slot per transformation
+                shape = list(stats[name].shape)
+                shape.insert(axis, self.num_transforms)
+                state = torch.zeros(shape, dtype=torch.float64, device=stats[name].device)
+            state.select(axis, draw).add_(stats[name])
+            setattr(self, name, state)
+        if not known:
+            self.shift_a = stats["shift_a"]
+            self.shift_b = torch.zeros(self.num_transforms, *stats["shift_b"].shape, dtype=torch.float64)
+            self.shift_b = self.shift_b.to(stats["shift_b"].device)
+        if own_shift:
+            self.shift_b[draw] = stats["shift_b"]
+            self._drawn.add(draw)
+        return stats
 
     def _states(self) -> dict[str, Tensor]:
         return {name: getattr(self, name) for name in (*STATISTICS, *SHIFTS)}
@@ -235,6 +302,7 @@ class SEISMetric(Metric):
         super().reset()
         if not self._in_forward:
             self._images_seen = 0
+            self._drawn = set()
             self._resolved = None
 
     def _apply(self, fn: Callable[[Tensor], Tensor], exclude_state: Sequence[str] = "") -> nn.Module:

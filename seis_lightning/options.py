@@ -87,9 +87,9 @@ class SEISOptions:
         eps: directions with eigenvalue below ``eps * λ_max`` are dropped, in [0, 1).
         layout: ``"channels_first"`` or ``"channels_last"`` (channels on the last axis).
         num_prefix_tokens: leading class/register tokens dropped from ``[N, T, D]`` tokens.
-        max_positions: larger maps are average-pooled to at most this many positions.
+        max_positions: larger maps keep every k-th position along each axis, at most this many (spec, "Large maps").
         precision: of the Gram products, ``"auto"``, ``"float64"`` or ``"float32"`` (spec, "Precision").
-        jackknife_groups: 0 (off) or the number G >= 2 of delete-a-group jackknife groups.
+        jackknife_groups: 0 (off) or the number G >= 2 of groups of the delete-half jackknife (spec, "Uncertainty").
 
     Raises:
         ValueError: naming the option and its allowed values.

@@ -1,13 +1,15 @@
 """Scores from summed statistics (``SEIS_SPEC.md``, "Compute, per unfolding", "Ties", "Uncertainty").
 
 Covariances centred on the mean feature map, SVD denoising, CCA with the tie rule, the three scores
-with their null baselines, and the delete-a-group jackknife's standard errors.
+with their null baselines, and the delete-half jackknife's standard errors.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import random
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +26,17 @@ SCORES = ("equivariance", "invariance", "channel_invariance")
 SCORES_AND_NULLS = (*SCORES, *(f"{score}_null" for score in SCORES))
 UNFOLDINGS = ("spatial", "channel")
 
-# A centred variance below this share of the uncentred second moment ``Σ‖A_n‖²`` counts as none:
-# centring a batch on its float64 mean map leaves about 1e-16 of the maps' size, and 1e-12 is a
-# spread of 1e-6 of it, a few float32 rounding steps. Below it the layer is constant across images.
-CONSTANT_TOLERANCE = 1e-12
+# Variation across images below this share of the activations' own size (root mean squares of the
+# centred and the uncentred values) is what float64 cannot resolve about the shift: each value
+# carries 1.1e-16 of its size, and 1e-14 is about 90 such steps. Below it the layer is constant up
+# to rounding; above it the centred sums resolve the spread at any offset (spec, "Precision").
+CONSTANT_TOLERANCE = 1e-14
+
+# Delete-half jackknife (spec, "Uncertainty"): at most this many half-samples of the G groups, each
+# scored like the total (so HALF_SAMPLES + 1 score sets per layer), drawn with this seed when
+# there are more to choose from.
+HALF_SAMPLES = 32
+HALF_SAMPLE_SEED = 0
 
 
 class SEISResult(TypedDict, total=False):
@@ -52,7 +61,7 @@ class SEISResult(TypedDict, total=False):
     num_positions: int
     pooled: bool
     reasons: dict[str, str]
-    # with jackknife groups (spec, "Uncertainty")
+    # with jackknife groups (spec, "Uncertainty"): the delete-half jackknife
     equivariance_se: float
     invariance_se: float
     channel_invariance_se: float
@@ -66,24 +75,37 @@ class SEISWarning(UserWarning):
     """Warnings about the reliability of a SEIS score (too few samples, NaN scores)."""
 
 
-def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float) -> Tensor | None:
+def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float, precision: str) -> Tensor | str:
     """SVD denoising (spec, step 2): ``V_k Λ_k^{-1/2}`` for the fewest directions holding ``keep``.
 
-    ``None`` when nothing varies across images: the centred variance (the trace of ``cov``) is zero
-    or below :data:`CONSTANT_TOLERANCE` of the uncentred ``second_moment``, where it is only the
-    rounding left by subtracting the mean map from the Gram sums.
+    Directions below ``eps`` are dropped: below ``eps · λ_max`` for float64 statistics; for float32,
+    below ``eps · vᵀ diag(cov) v`` for each unit eigenvector ``v``, the size of float32 rounding in
+    that direction (spec, "Precision"), so that small but real channels stay. A reason (a ``str``)
+    instead when nothing varies across images beyond what float64 resolves: the centred variance
+    (the trace of ``cov``) at most :data:`CONSTANT_TOLERANCE` squared of the uncentred
+    ``second_moment``.
     """
     eigenvalues, eigenvectors = torch.linalg.eigh(cov)
     eigenvalues, eigenvectors = eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(1)
     total = eigenvalues.sum()
-    if not total > CONSTANT_TOLERANCE * second_moment:
-        return None
+    if not total > 0:
+        return "do not vary across images (a dead or constant layer)"
+    if not total > CONSTANT_TOLERANCE**2 * second_moment:
+        spread = float((total / second_moment).sqrt())
+        return (
+            f"do not vary across images beyond rounding: their spread is {spread:.1e} of their size, below"
+            f" the {CONSTANT_TOLERANCE:.0e} that float64 resolves (a constant layer)"
+        )
     # The tolerance lets keep=1 keep exactly the non-negligible directions despite rounding.
     held = eigenvalues.cumsum(0) / total
     k_keep = int((held < keep - 1e-12).sum()) + 1
-    k_eps = int((eigenvalues > eps * eigenvalues[0]).sum())
-    k = max(1, min(k_keep, k_eps, len(eigenvalues)))
-    return eigenvectors[:, :k] / eigenvalues[:k].sqrt()
+    if precision == "float32":
+        floor = eps * (eigenvectors.square() * cov.diagonal()[:, None]).sum(0)
+    else:
+        floor = eps * eigenvalues[0]
+    kept = (eigenvalues > floor) & (torch.arange(len(eigenvalues), device=cov.device) < k_keep)
+    kept[0] = True
+    return eigenvectors[:, kept] / eigenvalues[kept].sqrt()
 
 
 def _tied_blocks(rho: Tensor, tolerance: float) -> list[tuple[int, int]]:
@@ -99,14 +121,26 @@ def _tied_blocks(rho: Tensor, tolerance: float) -> list[tuple[int, int]]:
     return blocks
 
 
+# The eigh route's singular values and vectors carry errors of about 1e-16 · σ_max/σ_i and
+# 1e-16 · σ_max/g_i (g_i: the gap from σ_i to its nearest untied neighbour), and move a score by about
+# 1e-16 times their mean (measured 1.7e-16 over the zoo): below this mean it is the route, 1e-11 off
+# LAPACK's SVD at most; above it (near-ties, σ near 0), LAPACK's SVD.
+EIGH_ROUTE_CONDITION = 1e5
+
+
 def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``U, σ, V`` of ``m`` [kx, ky] (``r = min(kx, ky)`` columns), which never fails (spec, "Precision").
 
-    LAPACK's default SVD (divide and conquer) may not converge on large tied blocks (1 seed in 40
-    with hflip on a first conv layer); there, the CUDA ``gesvd`` driver, else the symmetric
-    eigendecomposition of ``m mᵀ``: ``U`` its leading eigenvectors, ``σ`` the roots of their
-    eigenvalues (errors ``1e-16 / σ``, below 1e-9 down to σ = 1e-7), ``v_i = mᵀu_i / σ_i``.
+    First the symmetric eigendecomposition of the smaller of ``m mᵀ`` and ``mᵀm`` (about 2x cheaper
+    than LAPACK's SVD; spec, "Compute, per unfolding"), kept where its errors are below 1e-11
+    (:data:`EIGH_ROUTE_CONDITION`). Else LAPACK's default SVD (divide and conquer), which may not
+    converge on large tied blocks (1 seed in 40 with hflip on a first conv layer); there, the CUDA
+    ``gesvd`` driver, else the eigh route whatever its errors (``1e-16 / σ``, below 1e-9 down to
+    σ = 1e-7).
     """
+    route = _svd_by_eigh(m)
+    if _eigh_route_condition(route[1]) <= EIGH_ROUTE_CONDITION:
+        return route
     try:
         u, sigma, vt = torch.linalg.svd(m, full_matrices=False)
         return u, sigma, vt.mT
@@ -116,22 +150,51 @@ def _svd(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         with contextlib.suppress(torch.linalg.LinAlgError):
             u, sigma, vt = torch.linalg.svd(m, full_matrices=False, driver="gesvd")
             return u, sigma, vt.mT
-    return _svd_by_eigh(m)
+    return route
 
 
 def _svd_by_eigh(m: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The SVD of ``m`` from the eigendecomposition of ``m mᵀ`` (see :func:`_svd`)."""
-    r = min(m.shape)
+    """The SVD of ``m`` from the eigendecomposition of ``m mᵀ`` or ``mᵀm``, the smaller (see :func:`_svd`)."""
+    if m.shape[0] > m.shape[1]:
+        v, sigma, u = _svd_by_eigh(m.mT)
+        return u, sigma, v
     eigenvalues, eigenvectors = torch.linalg.eigh(m @ m.mT)
-    u = eigenvectors.flip(1)[:, :r]
-    sigma = eigenvalues.flip(0)[:r].clamp_min(0).sqrt()
+    u = eigenvectors.flip(1)
+    sigma = eigenvalues.flip(0).clamp_min(0).sqrt()
     v = m.mT @ u
     return u, sigma, v / torch.where(sigma > 0, sigma, 1.0)
 
 
-def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float) -> tuple[Tensor, Tensor]:
-    """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5, "Ties")."""
+def _eigh_route_condition(sigma: Tensor) -> float:
+    """``mean_i(σ_max/σ_i) + mean_i(σ_max/g_i)``, ``g_i`` the gap from ``σ_i`` to its nearest neighbour
+    over the gaps above 1e-9 (ties below it take the principal-axes basis, whichever the route)."""
+    if not len(sigma) or not sigma[0] > 0:
+        return math.inf
+    scaled = sigma / sigma[0]
+    gaps = scaled[:-1] - scaled[1:]
+    nearest = torch.minimum(
+        torch.cat([gaps, gaps.new_full((1,), math.inf)]), torch.cat([gaps.new_full((1,), math.inf), gaps])
+    )
+    untied = nearest[(nearest > 1e-9) & nearest.isfinite()]
+    by_gap = float((1 / untied).mean()) if len(untied) else 0.0
+    return float((1 / scaled).mean()) + by_gap
+
+
+def _cca(
+    whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: float, overlap: Tensor | None
+) -> tuple[Tensor, Tensor | None]:
+    """Canonical correlations ρ (clipped to [0, 1]) and alignments ``|cos(w_i, v_i)|`` (spec, steps 3-5, "Ties").
+
+    ``overlap``: ``Wxᵀ Wy``, shared by a draw's score and null: ``w_iᵀv_i = u_iᵀ Wxᵀ Wy z_i``, and
+    ``‖w_i‖² = Σ_k u_ki² ‖Wx e_k‖²`` (the whiteners' columns are orthogonal), so the canonical
+    vectors are never formed in position space. ``None`` (the channel unfolding, which reads ρ
+    only): ρ and ``None``, from the singular values alone.
+    """
     m = whitener_x.mT @ cross @ whitener_y
+    if overlap is None:
+        with contextlib.suppress(torch.linalg.LinAlgError):
+            return torch.linalg.svdvals(m).clamp(0, 1), None
+        return _svd(m)[1].clamp(0, 1), None
     u, rho, z = _svd(m)
     for start, stop in _tied_blocks(rho, tie_tolerance):
         if not rho[start] > tie_tolerance:
@@ -142,8 +205,10 @@ def _cca(whitener_x: Tensor, cross: Tensor, whitener_y: Tensor, tie_tolerance: f
         u_block = u[:, start:stop] @ (q * signs)
         u = torch.cat([u[:, :start], u_block, u[:, stop:]], dim=1)
         z = torch.cat([z[:, :start], m.mT @ u_block / rho[start:stop], z[:, stop:]], dim=1)
-    w, v = whitener_x @ u, whitener_y @ z
-    alignment = (w * v).sum(0).abs() / (w.norm(dim=0) * v.norm(dim=0))
+    inner = (u * (overlap @ z)).sum(0).abs()
+    norm_w = (u.square() * whitener_x.square().sum(0)[:, None]).sum(0)
+    norm_v = (z.square() * whitener_y.square().sum(0)[:, None]).sum(0)
+    alignment = inner / (norm_w * norm_v).sqrt()
     # A zero correlation's v is zero from the eigh route: no alignment, and it counts 0 either way.
     return rho.clamp(0, 1), alignment.nan_to_num(0.0).clamp(0, 1)
 
@@ -255,37 +320,52 @@ def _nan_result(reason: str, num_channels: int, num_positions: int, num_images: 
 
 
 def _scores_of_one(
-    stats: Mapping[str, Tensor], whiteners_a: dict[str, Tensor | None], keep: float, eps: float, tie_tolerance: float
+    stats: Mapping[str, Tensor], whiteners_a: dict[str, Tensor | str], keep: float, eps: float, precision: str
 ) -> SEISResult:
     num_channels, num_positions = stats["map_sum_a"].shape
     num_images = int(stats["num_images"])
     if num_images < 2:
         return _nan_result(f"needs at least 2 images, got {num_images}", num_channels, num_positions, num_images)
-    if not all(bool(torch.isfinite(stats[name]).all()) for name in STATISTICS):
-        return _nan_result("the activations hold NaN or Inf values", num_channels, num_positions, num_images)
-    spatial = _unfolding_scores(stats, "spatial", whiteners_a["spatial"], keep, eps, tie_tolerance)
-    channel = _unfolding_scores(stats, "channel", whiteners_a["channel"], keep, eps, tie_tolerance)
+    reason = _non_finite_reason(stats, precision)
+    if reason:
+        return _nan_result(reason, num_channels, num_positions, num_images)
+    spatial = _unfolding_scores(stats, "spatial", whiteners_a["spatial"], keep, eps, precision)
+    channel = _unfolding_scores(stats, "channel", whiteners_a["channel"], keep, eps, precision)
     return _result(spatial, channel, num_images, num_channels, num_positions)
+
+
+def _non_finite_reason(stats: Mapping[str, Tensor], precision: str) -> str:
+    """Why statistics hold NaN or Inf values, or ``""``: the activations do, or only their Gram products.
+
+    The map sums and shifts are float64 sums of the activations themselves: finite there and not in
+    the Grams, the products overflowed (float32 above about 1e19).
+    """
+    if all(bool(torch.isfinite(stats[name]).all()) for name in STATISTICS):
+        return ""
+    sums = ("map_sum_a", "map_sum_b", "null_map_sum_a", "null_map_sum_b", *SHIFTS)
+    if all(bool(torch.isfinite(stats[name]).all()) for name in sums if name in stats):
+        fix = "use precision='float64'" if precision == "float32" else "scale the activations down"
+        return f"the {precision} Gram products overflowed on finite activations; {fix}"
+    return "the activations hold NaN or Inf values"
 
 
 def _unfolding_scores(
     stats: Mapping[str, Tensor],
     unfolding: str,
-    whitener_x: Tensor | None,
+    whitener_x: Tensor | str,
     keep: float,
     eps: float,
-    tie_tolerance: float,
+    precision: str,
 ) -> _UnfoldingScores:
     """Steps 2-5 of the spec for one unfolding."""
     names = _NAMES[unfolding]
     cov = _centred_covariances(stats, unfolding)
-    whitener_y = _whitener(cov.yy, cov.yy_second_moment, keep, eps)
+    whitener_y = _whitener(cov.yy, cov.yy_second_moment, keep, eps, precision)
+    tie_tolerance = TIE_TOLERANCE[precision]
     out = _UnfoldingScores()
-    if whitener_x is None or whitener_y is None:
-        side = "original" if whitener_x is None else "transformed"
-        out.reasons = dict.fromkeys(
-            names.values(), f"the {side} activations do not vary across images (a dead or constant layer)"
-        )
+    if isinstance(whitener_x, str) or isinstance(whitener_y, str):
+        side, reason = ("original", whitener_x) if isinstance(whitener_x, str) else ("transformed", whitener_y)
+        out.reasons = dict.fromkeys(names.values(), f"the {side} activations {reason}")
         return out
     out.kx, out.ky = whitener_x.shape[1], whitener_y.shape[1]
     if cov.rows < 10 * max(out.kx, out.ky):
@@ -296,17 +376,19 @@ def _unfolding_scores(
             SEISWarning,
             stacklevel=5,
         )
-    rho, alignment = _cca(whitener_x, cov.xy, whitener_y, tie_tolerance)
+    # Invariance reads the canonical vectors; the channel score, ρ only.
+    overlap = whitener_x.mT @ whitener_y if unfolding == "spatial" else None
+    rho, alignment = _cca(whitener_x, cov.xy, whitener_y, tie_tolerance, overlap)
     out.rho, out.score = rho, float(rho.mean())
-    if unfolding == "spatial":
+    if alignment is not None:
         out.invariance = float((rho * alignment).mean())
     if cov.xy_null is None:
         reason = "the null pairing needs batches of at least 2 images"
         out.reasons = {name: reason for role, name in names.items() if role.endswith("_null")}
         return out
-    rho, alignment = _cca(whitener_x, cov.xy_null, whitener_y, tie_tolerance)
+    rho, alignment = _cca(whitener_x, cov.xy_null, whitener_y, tie_tolerance, overlap)
     out.rho_null, out.score_null = rho, float(rho.mean())
-    if unfolding == "spatial":
+    if alignment is not None:
         out.invariance_null = float((rho * alignment).mean())
     return out
 
@@ -323,14 +405,14 @@ def seis_from_statistics(
 
     Args:
         stats: statistics from :func:`seis_statistics`, possibly combined over batches; with a
-            leading group axis, scored with the delete-a-group jackknife (spec, "Uncertainty").
+            leading group axis, scored with the delete-half jackknife over the groups (spec, "Uncertainty").
         keep: share of variance kept by the SVD denoising, in (0, 1].
         eps: directions with eigenvalue below ``eps * λ_max`` are dropped.
         pooled: whether the maps were pooled to the position cap (reported as is); ``None``: the
             statistics' own ``pooled`` (:func:`~seis_lightning.statistics.seis_statistics`).
         precision: of the Gram products that built ``stats``, ``"float64"`` or ``"float32"``: it sets
             the tie tolerance (1e-9, 1e-6; spec, "Ties") and raises ``eps`` for float32 to
-            :data:`FLOAT32_EPS` (:func:`statistics_eps`).
+            :data:`FLOAT32_EPS` (:func:`statistics_eps`), applied per direction (spec, "Precision").
 
     Returns:
         One mapping per transformation (a list when the statistics hold several) with the float
@@ -339,8 +421,9 @@ def seis_from_statistics(
         canonical correlations ``spatial_rho``, ``channel_rho`` (and ``*_rho_null``),
         ``num_images``, ``num_channels``, ``num_positions``, ``pooled``, and ``reasons``: why each
         NaN score is NaN. Statistics with a group axis (``jackknife_groups``) add the standard
-        errors ``<score>_se`` and ``<score>_null_se`` and, under ``jackknife``, each score's G
-        leave-one-group-out values (for :func:`jackknife_se` of a mean over draws).
+        errors ``<score>_se`` and ``<score>_null_se`` and, under ``jackknife``, each score's
+        replicates over the half-samples of the groups (:func:`jackknife_se`; :func:`family_se` for
+        a mean over draws).
 
     Raises:
         ValueError: if ``keep`` or ``eps`` is out of range or a statistic is missing.
@@ -360,8 +443,8 @@ def seis_from_statistics(
     shifts = dict(zip(SHIFTS, _shifts(stats)))
     total = {**{name: stats[name].sum(0) for name in STATISTICS}, **shifts} if num_groups else stats
     many = total["map_sum_b"].ndim == 3
-    eps, tie_tolerance = statistics_eps(eps, precision), TIE_TOLERANCE[precision]
-    results = _scores_of_set(total, keep, eps, tie_tolerance)
+    eps = statistics_eps(eps, precision)
+    results = _scores_of_set(total, keep, eps, precision)
     for k, result in enumerate(results):
         result["pooled"] = bool(stats.get("pooled", False)) if pooled is None else pooled
         if result["reasons"]:
@@ -369,20 +452,25 @@ def seis_from_statistics(
             details = "; ".join(f"{name}: {reason}" for name, reason in result["reasons"].items())
             warnings.warn(f"SEIS scores are NaN{where}: {details}.", SEISWarning, stacklevel=2)
     if num_groups:
-        # Delete-a-group jackknife (spec, "Uncertainty"): the scores without group g come from the
-        # total minus group g, A's whiteners included; only the total warns.
+        # Delete-half jackknife (spec, "Uncertainty"): each replicate scores the images of the groups
+        # it keeps, A's whiteners included; only the total warns.
+        kept_groups, scale = _half_samples(num_groups)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SEISWarning)
-            left_out = [
+            halves = [
                 _scores_of_set(
-                    {**{name: total[name] - stats[name][g] for name in STATISTICS}, **shifts}, keep, eps, tie_tolerance
+                    {**{name: stats[name][list(kept)].sum(0) for name in STATISTICS}, **shifts},
+                    keep,
+                    eps,
+                    precision,
                 )
-                for g in range(num_groups)
+                for kept in kept_groups
             ]
         for k, result in enumerate(results):
-            replicates = {
-                name: torch.tensor([one[k][name] for one in left_out], dtype=torch.float64) for name in SCORES_AND_NULLS
-            }
+            replicates = {}
+            for name in SCORES_AND_NULLS:
+                values = torch.tensor([one[k][name] for one in halves], dtype=torch.float64)
+                replicates[name] = values.mean() + scale * (values - values.mean())
             se = {name: jackknife_se(replicates[name]) for name in SCORES_AND_NULLS}
             result.update(
                 equivariance_se=se["equivariance"],
@@ -396,13 +484,14 @@ def seis_from_statistics(
     return results if many else results[0]
 
 
-def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolerance: float) -> list[SEISResult]:
+def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, precision: str) -> list[SEISResult]:
     """Scores of every transformation in ungrouped statistics, A's whiteners built once."""
     many = stats["map_sum_b"].ndim == 3
     num_channels, num_positions = stats["map_sum_a"].shape
     shift_a, shift_b = _shifts(stats)
     reference = {name: stats[name] for name in REFERENCE_STATISTICS}
-    whiteners_a: dict[str, Tensor | None] = {"spatial": None, "channel": None}
+    # Read only when A's statistics are finite and count 2 images or more (_scores_of_one says why not).
+    whiteners_a: dict[str, Tensor | str] = {"spatial": "", "channel": ""}
     if int(stats["num_images"]) >= 2 and all(bool(torch.isfinite(t).all()) for t in reference.values()):
         n = stats["num_images"]
         sum_a = stats["map_sum_a"]
@@ -411,7 +500,7 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolera
             gram = stats[f"{unfolding}_gram_aa"]
             centred = gram - n * _outer(mean_a, mean_a, unfolding)
             second_moment = _second_moment(gram, sum_a, shift_a, n) / (rows - 1)
-            whiteners_a[unfolding] = _whitener(centred / (rows - 1), second_moment, keep, eps)
+            whiteners_a[unfolding] = _whitener(centred / (rows - 1), second_moment, keep, eps, precision)
     num_transforms = stats["map_sum_b"].shape[0] if many else 1
     return [
         _scores_of_one(
@@ -423,34 +512,62 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, tie_tolera
             whiteners_a,
             keep,
             eps,
-            tie_tolerance,
+            precision,
         )
         for k in range(num_transforms)
     ]
 
 
-def jackknife_se(replicates: Tensor) -> float:
-    """Delete-a-group jackknife standard error from G leave-one-group-out values (spec, "Uncertainty").
+def _half_samples(num_groups: int) -> tuple[list[tuple[int, ...]], float]:
+    """The half-samples of the delete-half jackknife and the scale of their replicates (spec, "Uncertainty").
 
-    ``se = sqrt((G - 1) / G · Σ_g (s_(g) - mean_g s_(g))²)``. For a score averaged over several
-    draws of a random transformation, :func:`family_se`.
+    Each half-sample keeps ``m = ceil(G/2)`` of the G groups (deletes ``d = G - m``): all ``C(G, m)``
+    of them, in lexicographic order, when there are at most :data:`HALF_SAMPLES`; otherwise
+    :data:`HALF_SAMPLES` distinct ones drawn by ``random.Random(HALF_SAMPLE_SEED)`` (its own stream,
+    the same on every rank and every run). The scale ``sqrt(m/d · (N_S - 1)/N_S)``, ``N_S = C(G, m)``,
+    makes the sample standard deviation of the scaled replicates the delete-d jackknife SE.
+    """
+    kept = -(-num_groups // 2)
+    deleted = num_groups - kept
+    count = math.comb(num_groups, kept)
+    if count <= HALF_SAMPLES:
+        halves = list(itertools.combinations(range(num_groups), kept))
+    else:
+        generator, seen = random.Random(HALF_SAMPLE_SEED), set()
+        halves = []
+        while len(halves) < HALF_SAMPLES:
+            half = tuple(sorted(generator.sample(range(num_groups), kept)))
+            if half not in seen:
+                seen.add(half)
+                halves.append(half)
+    return halves, math.sqrt(kept / deleted * (count - 1) / count)
+
+
+def jackknife_se(replicates: Tensor) -> float:
+    """Standard error from the replicates under ``result["jackknife"][score]`` (spec, "Uncertainty").
+
+    Their sample standard deviation, ``sqrt(Σ_b (r_b - mean_b r_b)² / (B - 1))``: the replicates are
+    the delete-half jackknife's, scaled so that this is its SE. The replicates of two results from
+    the same probe images and groups pair up: ``jackknife_se(r1 - r2)`` is the SE of the
+    difference. For a score averaged over several draws of a random transformation, :func:`family_se`.
 
     Raises:
         ValueError: if there are fewer than 2 replicates.
     """
     replicates = torch.as_tensor(replicates, dtype=torch.float64).flatten()
-    num_groups = replicates.numel()
-    if num_groups < 2:
-        raise ValueError(f"Expected at least 2 jackknife replicates, but got {num_groups}.")
-    return float(((num_groups - 1) / num_groups * (replicates - replicates.mean()).square().sum()).sqrt())
+    count = replicates.numel()
+    if count < 2:
+        raise ValueError(f"Expected at least 2 jackknife replicates, but got {count}.")
+    return float(((replicates - replicates.mean()).square().sum() / (count - 1)).sqrt())
 
 
 def family_se(replicates_per_draw: Sequence[Tensor]) -> float:
     """Standard error of a random family's score, the mean over its draws (spec, "Transformations", "Uncertainty").
 
-    Each draw's G leave-one-group-out values (``result["jackknife"][score]``, all from the same
-    groups of probe images) are averaged per group, and :func:`jackknife_se` of those means is the
-    SE of the family's mean: the draws share their images, so their errors are not independent.
+    Each draw's replicates (``result["jackknife"][score]``, all from the same groups of probe images
+    and so the same half-samples) are averaged per half-sample, and :func:`jackknife_se` of those
+    means is the SE of the family's mean: the draws share their images, so their errors are not
+    independent.
 
     Raises:
         ValueError: if no draws are given, or fewer than 2 replicates each.

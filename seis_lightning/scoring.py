@@ -8,66 +8,30 @@ transformations drawn once, options) and scores a model as often as asked, which
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import math
-import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning, family_se
-from seis_lightning.layers import (
-    Features,
-    OutputGetter,
-    blocks_of,
-    capture,
-    default_layers,
-    layer_names,
-    resolve_layers,
-)
+from seis_lightning.forward import ForwardFn, ForwardRun, MapReduction, call_model, frozen, in_context
+from seis_lightning.functional import SCORES, SEISWarning, family_se
+from seis_lightning.layers import Features, OutputGetter, blocks_of, capture, default_layers, resolve_layers
 from seis_lightning.metric import SEISMetric
 from seis_lightning.options import SEISOptions, check_options
-from seis_lightning.probe import InputGetter, as_images, check_images, isolated_rng, probe_images
+from seis_lightning.pass_plan import Chunk, agree_across_ranks, pass_plan, probe_order
+from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
+from seis_lightning.results import LOGGED, STANDARD_ERRORS, ProbeResult, SEISScores, unscored_with_reasons
+from seis_lightning.sweeps import aliasing_gaps, layer_stride, sweep_summaries, sweep_summary_reasons
 from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
 
-Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
-ForwardFn = Callable[[nn.Module, Tensor], Any]
-LOGGED = SCORES_AND_NULLS
-STANDARD_ERRORS = tuple(f"{score}_se" for score in SCORES)
 log = logging.getLogger("seis_lightning")
-
-
-@dataclass
-class ProbeResult:
-    """What one probe pass found.
-
-    Attributes:
-        scores: ``{transform: {layer: {score: value}}}``: the three scores, their nulls, and with the
-            jackknife their standard errors ``<score>_se``; a random family's scores are the mean over
-            its draws.
-        draws: ``{transform: {layer: [per-draw scores]}}``.
-        layers: the scored layers in forward order.
-        reasons: ``{layer: why}`` for layers whose scores are NaN because their output could not be
-            read (all scores NaN), next to the metric's own ``reasons``.
-        warnings: ``(layer, message)`` pairs of the SEIS warnings raised while computing.
-        transform_reasons: ``{transform: why}`` for transformations whose scores are NaN because they
-            could not be applied (they change the image shape).
-    """
-
-    scores: Scores
-    draws: dict[str, dict[str, list[dict[str, float]]]]
-    layers: list[str]
-    reasons: dict[str, str] = field(default_factory=dict)
-    warnings: list[tuple[str, str]] = field(default_factory=list)
-    transform_reasons: dict[str, str] = field(default_factory=dict)
 
 
 class SEISProbe:
@@ -82,7 +46,7 @@ class SEISProbe:
             Default: the paper's random affine.
         batch_size: probe images per forward pass (at least 2, for the null pairing).
         keep: share of variance kept by the SVD denoising, in (0, 1].
-        max_positions: larger maps are average-pooled to at most this many positions.
+        max_positions: larger maps keep a fixed random subset of this many positions (spec, "Large maps").
         seed: seed of the generator that draws random transformations (once, here).
         layout: ``"channels_first"`` or ``"channels_last"``, for all layers or per layer. ``None``: the
             model's ``seis_layout``, else what the model declares the timm way (``output_fmt = "NHWC"``
@@ -93,8 +57,8 @@ class SEISProbe:
             one callable or a mapping per layer.
         forward_fn: ``forward_fn(model, images)`` runs the model; default ``model(images)``.
         precision: ``"float64"``, ``"float32"`` or ``"auto"`` Gram products (``SEIS_SPEC.md``, "Precision").
-        jackknife_groups: 0 (off) or the number of delete-a-group jackknife groups (at least 2), which
-            adds ``<score>_se`` to the scores.
+        jackknife_groups: 0 (off) or the number of groups of probe images (at least 2) for the delete-half
+            jackknife's standard errors ``<score>_se`` (spec, "Uncertainty").
 
     Raises:
         ValueError: for an option out of range or an unknown transformation.
@@ -148,12 +112,6 @@ class SEISProbe:
         # Each draw of each transformation: (transform name, fixed map), sampled once.
         self.draws: list[tuple[str, ImageMap]] = [(t.name, g) for t in self.transforms for g in t.draw(generator)]
 
-    # The numerics options, readable by their earlier names.
-    keep = property(lambda self: self.options.keep)
-    max_positions = property(lambda self: self.options.max_positions)
-    precision = property(lambda self: self.options.precision)
-    jackknife_groups = property(lambda self: self.options.jackknife_groups)
-
     def score(
         self,
         model: nn.Module,
@@ -191,7 +149,8 @@ class SEISProbe:
             RuntimeError: when the model's forward pass fails on the probe images (naming ``forward_fn``).
         """
         images = check_images(images, "the probe images")
-        forward = _in_context(forward_fn or self.forward_fn or _call, forward_context)
+        images = images[probe_order(len(images), self.seed)]  # null partners that do not follow the data's order
+        forward = in_context(forward_fn or self.forward_fn or call_model, forward_context)
         default_forward = forward_fn is None and self.forward_fn is None
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else images.device
@@ -206,69 +165,92 @@ class SEISProbe:
         with frozen(model):
             failed = self._failing_transforms(chunk_of(plan[0]))
             active = self._without(failed)
-            run = _Run(model, forward, default_forward)
+            run = ForwardRun(model, forward, default_forward)
             layers = self._layers(model, run, chunk_of(plan[0]))
-            metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device)
+            reduce = MapReduction(model, self.layout, self.num_prefix_tokens, self.options.max_positions)
+            metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device, reduce)
         if world_size > 1:
-            _agree_across_ranks(metrics, layers.names, reasons, device)
+            agree_across_ranks(metrics, layers.names, reasons, device)
         scored = [name for name in run.order if name in layers.names]
         scored += [name for name in layers.names if name not in run.order and (name in reasons or not layers.auto)]
         if layers.auto:
             self._announce(model, scored, [name for name in layers.names if name not in scored])
         with record_function("seis.compute"):
             result = active._compute_each(metrics, scored, reasons, isolate=world_size == 1)
-        return self._with_failed_transforms(_unscored_with_reasons(result), failed)
+        result.strides = {layer: layer_stride(images.shape[-2:], reduce.map_sizes.get(layer)) for layer in scored}
+        result.aliasing = aliasing_gaps(
+            result.scores, active.transforms, {k: v.stride for k, v in result.strides.items()}
+        )
+        return self._with_failed_transforms(unscored_with_reasons(result), failed)
 
     # ------------------------------------------------------------------ the pass, in parts
 
     def _pass(
         self,
         model: nn.Module,
-        run: _Run,
+        run: ForwardRun,
         layers: _Layers,
         plan: list[Chunk],
         chunk_of: Callable[[Chunk], Tensor],
         device: torch.device,
+        reduce: MapReduction,
     ) -> tuple[dict[str, SEISMetric], dict[str, str]]:
-        """Every chunk of the plan through the model and its transformations; per-layer statistics."""
+        """Every chunk of the plan through the model and its transformations; per-layer statistics.
+
+        Each transformation's pass is added to the statistics as soon as it has run and then dropped: only
+        the reduced maps of the probe images and of one transformation are held at a time."""
         metrics: dict[str, SEISMetric] = {}
         reasons: dict[str, str] = {}
         shapes: dict[str, tuple[Chunk, list[int]]] = {}
-        with capture(model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto) as features:
+
+        def fail(name: str, problem: str | None) -> None:
+            if problem is not None:
+                reasons[name] = problem
+                metrics.pop(name, None)  # never partial scores reported as complete
+
+        with capture(
+            model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto, reduce=reduce
+        ) as features:
             for chunk in plan:
                 x = chunk_of(chunk)
+                reduce.batch = len(x)
                 with record_function("seis.forward"):
                     a = run(x, features)
-                    bs = [run(self._transformed(name, g, x), features) for name, g in self.draws]
-                if not chunk.counted:
-                    continue
-                for name in layers.names:
-                    if name in reasons or (layers.auto and name not in a and name not in a.errors):
-                        continue  # default layers: a block that gives no new map is not one
-                    problem = self._problem(name, a, bs) or _shape_change(name, a, chunk, shapes)
-                    if problem is None:
-                        problem = self._update(model, name, a, bs, chunk, metrics, device)
-                    if problem is not None:
-                        reasons[name] = problem
-                        metrics.pop(name, None)  # never partial scores reported as complete
+                # default layers: a block that gives no new map is not one
+                live = [name for name in layers.names if not layers.auto or name in a or name in a.errors]
+                live = [name for name in live if name not in reasons] if chunk.counted else []
+                for name in live:
+                    fail(name, self._problem(name, a, "the probe images") or _shape_change(name, a, chunk, shapes))
+                for draw, (transform, image_map) in enumerate(self.draws):
+                    with record_function("seis.forward"):
+                        b = run(self._transformed(transform, image_map, x), features)
+                    for name in [name for name in live if name not in reasons]:
+                        problem = self._problem(name, b, f"the images transformed by {transform!r}", a)
+                        if problem is None:
+                            problem = self._update(name, a, b, draw, chunk, metrics, device, reduce.pooled[name])
+                        fail(name, problem)
+                    del b
         return metrics, reasons
 
     def _update(
         self,
-        model: nn.Module,
         name: str,
         a: Features,
-        bs: list[Features],
+        b: Features,
+        draw: int,
         chunk: Chunk,
         metrics: dict[str, SEISMetric],
         device: torch.device,
+        pooled: bool,
     ) -> str | None:
-        """Add one chunk's statistics to layer ``name``'s metric; why it failed, or ``None``."""
+        """Add one chunk's statistics for transformation ``draw`` (maps ``[N, C, S]``, reduced in the hook) to
+        layer ``name``'s metric; why it failed, or ``None``."""
         try:
             if name not in metrics:
-                metrics[name] = self._metric(model, name, a[name]).to(device)
+                metrics[name] = SEISMetric(num_transforms=len(self.draws), options=self.options).to(device)
             with record_function("seis.statistics"):
-                metrics[name].update(a[name], [b[name] for b in bs], offset=chunk.start)
+                metrics[name].update(a[name], b[name], offset=chunk.start, draw=draw)
+            metrics[name].pooled |= pooled
         except Exception as error:  # this layer's statistics only: the others go on
             images = f"probe images {chunk.start}-{chunk.stop - 1}"
             return f"its statistics failed on {images} ({type(error).__name__}: {error})"
@@ -328,7 +310,7 @@ class SEISProbe:
         """``result`` with NaN scores for the transformations in ``failed``, in the order given."""
         if not failed:
             return result
-        names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
+        names = LOGGED + (STANDARD_ERRORS if self.options.jackknife_groups else ())
         nan = {layer: {name: math.nan for name in names} for layer in result.layers}
         result.scores = {t.name: result.scores.get(t.name, nan) for t in self.transforms}
         result.draws = {t.name: result.draws.get(t.name, {}) for t in self.transforms}
@@ -337,7 +319,7 @@ class SEISProbe:
         }
         return result
 
-    def _layers(self, model: nn.Module, run: _Run, x: Tensor) -> _Layers:
+    def _layers(self, model: nn.Module, run: ForwardRun, x: Tensor) -> _Layers:
         """The layers to capture: the names given, or the default layers, with the blocks whose output is
         a tuple or a dict replaced by their own blocks (found by one forward pass of ``x``)."""
         if self.layers is not None or getattr(model, "seis_layers", None) is not None:
@@ -377,30 +359,24 @@ class SEISProbe:
             )
         return tx
 
-    def _problem(self, name: str, a: Features, bs: list[Features]) -> str | None:
-        """Why layer ``name`` cannot be scored from this chunk, or ``None``."""
-        for (transform, _), outputs in zip([("probe images", None), *self.draws], [a, *bs]):
-            if name in outputs.errors:
-                return outputs.errors[name]
-            if name not in outputs:
-                what = "the probe images" if transform == "probe images" else f"the images transformed by {transform!r}"
-                return f"it did not run in the forward pass of {what}"
-        for (transform, _), b in zip(self.draws, bs):
-            if b[name].shape != a[name].shape:
-                return (
-                    f"it gives maps of shape {list(a[name].shape)} for the probe images but {list(b[name].shape)} for"
-                    f" the images transformed by {transform!r}; SEIS compares maps of the same shape, so choose a"
-                    " layer whose output shape does not depend on the image content"
-                )
+    @staticmethod
+    def _problem(name: str, outputs: Features, what: str, a: Features | None = None) -> str | None:
+        """Why layer ``name`` cannot be scored from the pass of ``what`` (its ``outputs``; for a transformation,
+        ``a`` the pass of the probe images), or ``None``."""
+        if name in outputs.errors:
+            return outputs.errors[name]
+        if name not in outputs:
+            return f"it did not run in the forward pass of {what}"
+        if a is not None and outputs.shapes[name] != a.shapes[name]:
+            return (
+                f"it gives maps of shape {a.shapes[name]} for the probe images but {outputs.shapes[name]} for"
+                f" {what}; SEIS compares maps of the same shape, so choose a layer whose output shape does not"
+                " depend on the image content"
+            )
         return None
 
-    def _metric(self, model: nn.Module, layer: str, output: Tensor) -> SEISMetric:
-        layout, num_prefix_tokens = _declared_layout(model, layer, output, self.layout, self.num_prefix_tokens)
-        options = dataclasses.replace(self.options, layout=layout, num_prefix_tokens=num_prefix_tokens)
-        return SEISMetric(num_transforms=len(self.draws), **dataclasses.asdict(options))
-
     def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:
-        names = LOGGED + (STANDARD_ERRORS if self.jackknife_groups else ())
+        names = LOGGED + (STANDARD_ERRORS if self.options.jackknife_groups else ())
         result = ProbeResult({t.name: {} for t in self.transforms}, {t.name: {} for t in self.transforms}, layers)
         for layer in layers:
             if layer not in metrics:
@@ -416,7 +392,7 @@ class SEISProbe:
             replicates: dict[str, dict[str, list[Tensor]]] = {}
             for (transform, _), one in zip(self.draws, per_draw):
                 result.draws[transform].setdefault(layer, []).append({name: one[name] for name in LOGGED})
-                for score in SCORES if self.jackknife_groups else ():
+                for score in SCORES if self.options.jackknife_groups else ():
                     replicates.setdefault(transform, {}).setdefault(score, []).append(one["jackknife"][score])
             for transform, draws in result.draws.items():
                 values = {name: sum(d[name] for d in draws[layer]) / len(draws[layer]) for name in LOGGED}
@@ -426,148 +402,15 @@ class SEISProbe:
         return result
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """One forward pass of a probe pass: images ``[start, stop)`` of the whole probe set (counted across
-    processes: ``start`` is the offset of the chunk's first image, which fixes its jackknife group).
-    ``counted=False``: a repeat that keeps the ranks in step and whose statistics are dropped."""
-
-    start: int
-    stop: int
-    counted: bool = True
-
-
-def pass_plan(num_images: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[Chunk]:
-    """This rank's chunks of ``num_images`` probe images: ``max(ceil(N / batch_size), world_size)``
-    near-equal chunks dealt out in turn, and repeats so that every rank runs as many passes."""
-    num_chunks = max(math.ceil(num_images / batch_size), world_size)
-    size, extra = divmod(num_images, num_chunks)
-    bounds = [0]
-    for index in range(num_chunks):
-        bounds.append(bounds[-1] + size + (index < extra))
-    chunks = [Chunk(bounds[i], bounds[i + 1]) for i in range(rank, num_chunks, world_size)]
-    repeats = math.ceil(num_chunks / world_size) - len(chunks)
-    return chunks + [Chunk(chunks[-1].start, chunks[-1].stop, counted=False)] * repeats
-
-
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[None]:
-    """The model as a probe pass needs it: eval mode, no gradients, the RNG streams (Python, NumPy,
-    torch, CUDA) saved and restored; every module's train/eval mode put back afterwards, also when the
-    pass raises."""
-    modes = {module: module.training for module in model.modules()}
-    try:
-        with isolated_rng(include_cuda=True), torch.no_grad():
-            model.eval()
-            yield
-    finally:
-        for module, mode in modes.items():
-            module.train(mode)
-
-
 @dataclass
 class _Layers:
     names: list[str]
     auto: bool  # default layers: blocks that give no new map are left out
 
 
-class _Run:
-    """Forward passes of one probe pass: the readable outputs of the captured layers, and in ``errors``
-    why the others cannot be read; ``order`` collects the layers in the order they ran."""
-
-    def __init__(self, model: nn.Module, forward: ForwardFn, default_forward: bool) -> None:
-        self.model, self.forward, self.default_forward = model, forward, default_forward
-        self.order: dict[str, None] = {}
-
-    def __call__(self, x: Tensor, features: Features, record: bool = True) -> Features:
-        features.clear()
-        try:
-            self.forward(self.model, x)
-        except Exception as error:
-            how = (
-                "If the model takes something other than one image tensor (a dict, a list of images, several"
-                " inputs), pass `forward_fn=lambda model, images: model(...)` saying how to call it."
-                if self.default_forward
-                else "Check `forward_fn`."
-            )
-            raise RuntimeError(
-                f"SEIS: the model's forward pass failed on probe images {list(x.shape)}"
-                f" ({type(error).__name__}: {error}). {how}"
-            ) from error
-        outputs = features.copy()
-        for name, output in features.items():
-            if output.ndim == 0 or output.shape[0] != x.shape[0]:
-                del outputs[name]
-                outputs.errors[name] = (
-                    f"its output has shape {list(output.shape)}, whose first axis is not the batch of {x.shape[0]}"
-                    " images"
-                )
-            elif not output.is_floating_point():
-                del outputs[name]
-                outputs.errors[name] = (
-                    f"its output has dtype {output.dtype}, not floating point; SEIS compares real-valued maps"
-                    " (pass `output_getter=lambda out: out.float()` to score it as numbers)"
-                )
-        if record:
-            self.order.update(dict.fromkeys(features.order))  # forward order, unreadable layers too
-        return outputs
-
-
-def _unscored_with_reasons(result: ProbeResult) -> ProbeResult:
-    """A layer whose scores came out NaN (NaN or Inf maps, too few images...) is not scored: its
-    warnings become its one reason, each distinct cause said once with the transformations (by name)
-    and, when not all of them, the scores it hit; a layer with a reason keeps no other warning."""
-    for layer in result.layers:
-        nan = any(all(math.isnan(values[layer][score]) for score in SCORES) for values in result.scores.values())
-        if nan and layer not in result.reasons:
-            names = [t for t, by_layer in result.draws.items() for _ in by_layer.get(layer, [])]  # draw k's name
-            said = _causes([message for name, message in result.warnings if name == layer])
-            why = "; ".join(_cause(clause, names, where, hit) for clause, (where, hit) in said.items())
-            result.reasons[layer] = f"SEIS layer {layer!r} was not scored: {why or 'its scores are NaN'}"
-    result.warnings = [(layer, message) for layer, message in result.warnings if layer not in result.reasons]
-    return result
-
-
-def _causes(messages: Sequence[str]) -> dict[str, tuple[set[int], set[str]]]:
-    """``{cause: (transformation indices, scores)}`` from ``SEIS scores are NaN (transformation k): score:
-    cause; ...`` messages (no index: the one transformation, 0); any other message is its own cause."""
-    causes: dict[str, tuple[set[int], set[str]]] = {}
-    for message in dict.fromkeys(messages):
-        found = re.fullmatch(r"SEIS scores are NaN(?: \(transformation (\d+)\))?: (.*)\.", message, re.DOTALL)
-        if found is None:
-            causes.setdefault(message, (set(), set()))
-            continue
-        for part in found[2].split("; "):
-            score, _, cause = part.partition(": ")
-            where, hit = causes.setdefault(cause, (set(), set()))
-            where.add(int(found[1] or 0))
-            hit.add(score)
-    return causes
-
-
-def _cause(clause: str, names: list[str], where: set[int], hit: set[str]) -> str:
-    transforms = list(dict.fromkeys(names[k] for k in sorted(where) if 0 <= k < len(names)))
-    scores = [s for s in SCORES_AND_NULLS if s in hit]
-    detail = [", ".join(transforms)] if transforms else []
-    if scores and len(scores) < len(SCORES_AND_NULLS):
-        detail.append("for " + ", ".join(scores))
-    return f"{clause} ({'; '.join(detail)})" if detail else clause
-
-
-def _in_context(forward: ForwardFn, context: Callable[[], AbstractContextManager] | None) -> ForwardFn:
-    if context is None:
-        return forward
-
-    def forward_in_context(model: nn.Module, images: Tensor) -> Any:
-        with context():
-            return forward(model, images)
-
-    return forward_in_context
-
-
 def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[Chunk, list[int]]]) -> str | None:
     """Why layer ``name``'s maps cannot be summed with earlier chunks' (their shape changed), or ``None``."""
-    shape = list(a[name].shape)
+    shape = a.shapes[name]
     first, first_shape = shapes.setdefault(name, (chunk, shape))
     if first_shape[1:] == shape[1:]:
         return None
@@ -576,68 +419,6 @@ def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[
         f" to {shape} (images {chunk.start}-{chunk.stop - 1}); SEIS sums statistics over maps of one shape, so"
         " choose a layer whose output shape does not depend on the image content"
     )
-
-
-def _agree_across_ranks(
-    metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], device: torch.device
-) -> None:
-    """Keep only the layers that every rank can score: computing a metric is a collective (its states
-    are summed over the ranks), so a layer that failed on one rank and is computed on another would
-    leave the ranks' collectives mismatched, or waiting for ever."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    ready = torch.tensor([name in metrics for name in layers], dtype=torch.int32, device=device)
-    dist.all_reduce(ready, op=dist.ReduceOp.MIN)
-    for name, everywhere in zip(layers, ready.tolist()):
-        if not everywhere and name in metrics:
-            del metrics[name]
-            reasons[name] = "another process could not score it (its warning says why)"
-
-
-def _call(model: nn.Module, images: Tensor) -> Any:
-    return model(images)
-
-
-def _declared_layout(
-    model: nn.Module, layer: str, output: Tensor, layout: Any, num_prefix_tokens: Any
-) -> tuple[str, int]:
-    """The layout and prefix tokens of one layer: the option, else what the model declares (``seis_*``
-    attributes, or timm's ``output_fmt`` / ``num_prefix_tokens`` on the layer itself or its nearest owner).
-
-    timm's ``num_prefix_tokens`` holds from the point where the class token is added: a token layer
-    whose output has as many tokens as the owner's ``patch_embed.num_patches`` (the patch embedding
-    itself) has none.
-    """
-    ndim = output.ndim
-    parts, names = layer.split("."), layer_names(model)
-    owners = [model] + [names.get(".".join(parts[:depth])) for depth in range(1, len(parts) + 1)]
-    owners = [owner for owner in owners if owner is not None][::-1]  # the layer, then its nearest owner first
-
-    def declared(attribute: str) -> Any:
-        return next(
-            (getattr(owner, attribute) for owner in owners if getattr(owner, attribute, None) is not None), None
-        )
-
-    chosen_layout = _per_layer(layout, layer) or _per_layer(declared("seis_layout"), layer)
-    tokens = _per_layer(num_prefix_tokens, layer)
-    if tokens is None:
-        tokens = _per_layer(declared("seis_num_prefix_tokens"), layer)
-    timm_tokens = declared("num_prefix_tokens")
-    output_fmt = declared("output_fmt")
-    nhwc = ndim == 4 and str(getattr(output_fmt, "value", output_fmt) or "").upper() == "NHWC"  # str or timm's Format
-    if chosen_layout is None and (nhwc or (ndim == 3 and timm_tokens is not None)):
-        chosen_layout = "channels_last"
-    if tokens is None and isinstance(timm_tokens, int):
-        patches = next((getattr(o.patch_embed, "num_patches", None) for o in owners if hasattr(o, "patch_embed")), None)
-        before_class_token = ndim == 3 and chosen_layout == "channels_last" and output.shape[1] == patches
-        tokens = 0 if before_class_token else timm_tokens
-    return chosen_layout or "channels_first", int(tokens or 0) if ndim == 3 else 0
-
-
-def _per_layer(option: Any, layer: str) -> Any:
-    if isinstance(option, Mapping):
-        return option.get(layer)
-    return option
 
 
 def score_model(
@@ -649,7 +430,7 @@ def score_model(
     num_samples: int | None = None,
     input_getter: InputGetter = None,
     **options: Any,
-) -> Scores:
+) -> SEISScores:
     """SEIS scores of ``model``'s layers on the images of ``data``, with no Trainer.
 
     Example:
@@ -684,7 +465,10 @@ def score_model(
 
     Returns:
         ``{transform: {layer: {score: value}}}``, the mapping of :attr:`SEISCallback.scores`; layers in
-        forward order. A layer that cannot be read has NaN scores and a warning saying why.
+        forward order. A layer that cannot be read has NaN scores and a warning saying why. As a
+        :class:`~seis_lightning.results.SEISScores`, it also carries the sweeps' half-way magnitudes
+        (``.sweeps``, ``.sweep_reasons``), each layer's stride (``.strides``) and, with a ``shift`` sweep,
+        its aliasing gap (``.aliasing``).
 
     Raises:
         ProbeError: (a ``ValueError``) when the images cannot be taken from ``data`` or are not float
@@ -706,15 +490,11 @@ def score_model(
         warnings.warn(reason, SEISWarning, stacklevel=2)
     for layer, message in dict.fromkeys(result.warnings):
         warnings.warn(f"SEIS layer {layer!r}: {message}", SEISWarning, stacklevel=2)
-    return result.scores
-
-
-def warning_kind(layer: str, message: str) -> tuple[str, str]:
-    """A key for de-duplicating warnings by layer and kind: the message with its numbers blanked.
-
-    Names stay whole: quoted text (``'layer1'``) is kept as it is, and digits inside a name
-    (``layer2``, ``features.3``) are not numbers, so two layers whose names differ by digits keep
-    their own warnings."""
-    parts = re.split(r"('[^'\s]*')", message)  # odd parts: the quoted names
-    number = r"(?<![\w.])\d+(\.\d+)?(e[-+]?\d+)?"
-    return layer, "".join(part if i % 2 else re.sub(number, "#", part) for i, part in enumerate(parts))
+    summaries = sweep_summaries("", result.scores, probe.transforms)  # keys "/sweep_<family>/..."
+    reasons = sweep_summary_reasons("", result.scores, probe.transforms)
+    return SEISScores(
+        result.scores,
+        result,
+        {key.lstrip("/"): value for key, value in summaries.items()},
+        {key.lstrip("/"): value for key, value in reasons.items()},
+    )

@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
 from seis_lightning import _precision
@@ -60,7 +59,14 @@ def seis_maps(
     max_positions: int = 1024,
     dtype: torch.dtype | None = torch.float64,
 ) -> tuple[Tensor, bool]:
-    """Bring activations to maps ``[N, C, S]``, average-pooled (in float64) to ``max_positions``.
+    """Bring activations to maps ``[N, C, S]``, at most ``max_positions`` of them (spec, "Large maps").
+
+    A map with more positions keeps ``max_positions`` of them, a fixed random subset chosen from the
+    number of positions alone (:func:`_kept_positions`), in their order: the maps of A and B, of every
+    batch, process and run keep the same positions. Nothing is averaged, so invariance and
+    channel_invariance keep their full-resolution readings; equivariance, a mean over as many
+    canonical correlations as the positions allow, changes with their number whatever is kept
+    (0.05 to 0.07 lower at the stems of ``docs/figures/position_cap_study.csv``, default cap).
 
     Args:
         x: ``[N, C, *spatial]`` (1 to 3 spatial axes), ``[N, T, D]`` tokens with
@@ -68,15 +74,21 @@ def seis_maps(
         layout: ``"channels_first"`` or ``"channels_last"`` (channels on the last axis).
         num_prefix_tokens: leading tokens (class/register tokens) to drop; only for a single
             sequence axis.
-        max_positions: cap on ``S``; larger maps are average-pooled to fit (spec, "Large maps").
+        max_positions: cap on ``S``; larger maps keep this many of their positions.
         dtype: of the maps; ``None`` keeps float32 and float64 activations as they are (a view
             where possible) and brings other dtypes to float32.
 
     Returns:
-        The maps and whether they were pooled.
+        The maps and whether positions were left out to meet the cap (``pooled``).
 
     Raises:
         ValueError: if the layout, the number of axes or ``num_prefix_tokens`` does not fit.
+
+    Example:
+        >>> import torch
+        >>> maps, pooled = seis_maps(torch.arange(36.0).view(1, 1, 6, 6), max_positions=9)
+        >>> maps.shape, pooled
+        (torch.Size([1, 1, 9]), True)
     """
     if layout not in LAYOUTS:
         raise ValueError(f"Expected `layout` to be one of {LAYOUTS}, but got {layout!r}.")
@@ -88,10 +100,6 @@ def seis_maps(
     if x.is_complex() or x.dtype == torch.bool:
         raise ValueError(f"Expected real activations, but got dtype {x.dtype}.")
     x = x.detach()
-    if dtype is not None:
-        x = x.to(dtype)
-    elif x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
     if layout == "channels_last" and x.ndim > 2:
         x = x.movedim(-1, 1)
     if num_prefix_tokens:
@@ -103,15 +111,27 @@ def seis_maps(
         x = x[:, :, num_prefix_tokens:]
     if x.ndim == 2:
         x = x.unsqueeze(-1)
-    spatial = x.shape[2:]
-    pooled = math.prod(spatial) > max_positions
-    if pooled:
-        ratio = (max_positions / math.prod(spatial)) ** (1 / len(spatial))
-        size = tuple(max(1, math.floor(s * ratio + 1e-9)) for s in spatial)
-        pool = (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)[len(spatial) - 1]
-        x = pool(x.to(torch.float64 if _precision._has_float64(x.device) else x.dtype), size)
-    x = x.reshape(x.shape[0], x.shape[1], -1)
-    return (x if dtype is None else x.to(dtype)), pooled
+    pooled = math.prod(x.shape[2:]) > max_positions
+    if pooled:  # positions are taken before any cast: only the kept ones are gathered and converted
+        kept = torch.unravel_index(_kept_positions(math.prod(x.shape[2:]), max_positions), x.shape[2:])
+        x = x[(slice(None), slice(None), *(index.to(x.device) for index in kept))]
+    if dtype is not None:
+        x = x.to(dtype)
+    elif x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    return x.reshape(x.shape[0], x.shape[1], -1), pooled
+
+
+def _kept_positions(num_positions: int, max_positions: int) -> Tensor:
+    """The flat indices of the positions a map of ``num_positions`` keeps under the cap, in increasing order.
+
+    ``max_positions`` of them drawn without replacement by ``torch.randperm`` from a generator seeded
+    with 0 (spec, "Large maps"): a function of the two counts alone. All of them when they fit.
+    """
+    if num_positions <= max_positions:
+        return torch.arange(num_positions)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randperm(num_positions, generator=generator)[:max_positions].sort().values
 
 
 def _float64_mean(x: Tensor) -> Tensor:
@@ -389,7 +409,7 @@ def seis_statistics(
         layout: see :func:`seis_maps`.
         num_prefix_tokens: see :func:`seis_maps`.
         max_positions: see :func:`seis_maps`.
-        jackknife_groups: 0 (off), or the number G >= 2 of groups of the delete-a-group jackknife
+        jackknife_groups: 0 (off), or the number G >= 2 of groups of the delete-half jackknife
             (spec, "Uncertainty"): every statistic then carries a leading axis of length G.
         first_index: the global index of the batch's first image; image n goes to group
             ``(first_index + n) mod G``, with its null pair. Streaming callers count the images seen.
@@ -401,7 +421,7 @@ def seis_statistics(
 
     Returns:
         float64 tensors keyed by :data:`STATISTICS`, the mean maps they are taken about
-        (:data:`SHIFTS`), and ``pooled``: whether the maps were pooled to ``max_positions``.
+        (:data:`SHIFTS`), and ``pooled``: whether the maps were reduced to ``max_positions`` (:func:`seis_maps`).
         Paired statistics and ``shift_b`` have a leading axis of length K when ``b`` is a sequence
         of K tensors (after the group axis, if any). :func:`seis_combine_statistics` adds them over
         batches and processes.
@@ -431,8 +451,13 @@ def _statistics(
     options: ResolvedOptions,
     first_index: int,
     shift: Mapping[str, Any] | None = None,
+    reference: bool = True,
 ) -> dict:
     """:func:`seis_statistics` with validated, resolved options (:meth:`SEISOptions.resolved`).
+
+    ``shift["shift_b"]`` may be ``None``: each transformation's own mean maps. ``reference=False``
+    (with ``shift_a`` given) leaves out the statistics of ``a`` alone (:data:`REFERENCE_STATISTICS`),
+    for a caller that has them already and adds one more transformation's statistics.
 
     Raises:
         ValueError: as :func:`seis_statistics`, and if the maps' channels and positions differ from
@@ -461,26 +486,28 @@ def _statistics(
     shift_a = shift_b = None
     if shift is not None:
         home = _float64_home(maps_a.device)
-        shift_a, shift_b = shift["shift_a"].to(home, torch.float64), shift["shift_b"].to(home, torch.float64)
+        shift_a, shift_b = shift["shift_a"].to(home, torch.float64), shift["shift_b"]
         if shift_a.shape != maps_a.shape[1:]:
             (c_old, s_old), (c_new, s_new) = shift_a.shape, maps_a.shape[1:]
             raise ValueError(
                 f"Activations of shape {list(a.shape)} give {c_new} channels x {s_new} positions, but"
                 f" earlier batches gave {c_old} x {s_old}; statistics of one layer need maps of one shape."
             )
-        shift_b = shift_b if many else shift_b[None]
-        if len(shift_b) != len(bs):
-            raise ValueError(f"Expected {len(shift_b)} transformations, as earlier batches had, but got {len(bs)}.")
+        if shift_b is not None:
+            shift_b = shift_b.to(home, torch.float64)
+            shift_b = shift_b if many else shift_b[None]
+            if len(shift_b) != len(bs):
+                raise ValueError(f"Expected {len(shift_b)} transformations, as earlier batches had, but got {len(bs)}.")
     if groups:
-        if shift is None:
-            shift_a, shift_b = _mean_map(maps_a), torch.stack([_mean_map(x) for x in maps_b])
+        shift_a = _mean_map(maps_a) if shift_a is None else shift_a
+        shift_b = torch.stack([_mean_map(x) for x in maps_b]) if shift_b is None else shift_b
         stats = _group_statistics(maps_a, torch.stack(maps_b), groups, first_index, precision, shift_a, shift_b)
         lead = (slice(None), 0)
     else:
         unfolded_a = _unfold([maps_a], precision)
-        reference = _reference_statistics(maps_a, precision, shift_a, unfolded_a)
-        paired = _paired_statistics(maps_a, maps_b, precision, reference["shift_a"], shift_b, unfolded_a=unfolded_a)
-        stats = {**reference, **paired}
+        own = _reference_statistics(maps_a, precision, shift_a, unfolded_a) if reference else {"shift_a": shift_a}
+        paired = _paired_statistics(maps_a, maps_b, precision, own["shift_a"], shift_b, unfolded_a=unfolded_a)
+        stats = {**own, **paired}
         lead = (0,)
     if not many:
         stats.update({name: stats[name][lead] for name in PAIRED_STATISTICS})

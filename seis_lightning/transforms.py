@@ -5,9 +5,12 @@ A transformation is one geometric map applied identically to every probe image (
 such as the paper's random affine, is represented by ``num_draws`` fixed draws sampled once from
 the caller's ``torch.Generator``; the global RNG streams are never touched.
 
-A magnitude sweep, ``"<name>:<start>:<stop>:<step>"`` (``rotate``, ``translate``, ``scale``), is one
+A magnitude sweep, ``"<name>:<start>:<stop>:<step>"`` (``rotate``, ``translate``, ``scale``, ``shift``), is one
 transformation per magnitude, each named as its single form (``"rotate:0:60:20"``: ``rotate0``,
 ``rotate20``, ``rotate40``, ``rotate60``); transformations that share a ``family`` make up its curve.
+
+Shifts (``shift`` in pixels, ``translate`` in fractions of the size) are applied exactly as asked, at any
+fraction of a pixel: the band-limited shift of the image on a zero background (spec, "Shifts in pixels").
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ PAPER_AFFINE = {"degrees": 25.0, "translate": (0.1, 0.1), "scale": (0.9, 1.1)}
 
 @dataclass(frozen=True)
 class Affine:
-    """One fixed affine map of images ``[..., H, W]``: rotation (degrees), translation (fraction of the size), scale."""
+    """One fixed affine map of images ``[..., H, W]``: rotation (degrees), translation (fraction of the size,
+    rounded to whole pixels as in ``torchvision``'s ``RandomAffine``; an exact shift is :class:`Shift`), scale."""
 
     angle: float = 0.0
     translate: tuple[float, float] = (0.0, 0.0)
@@ -47,6 +51,68 @@ class Affine:
             shear=[self.shear, 0.0],
             interpolation=TF.InterpolationMode.BILINEAR,
         )
+
+
+@dataclass(frozen=True)
+class Shift:
+    """One fixed shift of images ``[..., H, W]`` by ``dx`` (right) and ``dy`` (down), in pixels or fractions.
+
+    Exact at any fraction of a pixel (spec, "Shifts in pixels"): each axis is the Whittaker-Shannon
+    (band-limited, sinc) interpolation of the image on a zero background, sampled ``d`` pixels over,
+    ``out[j] = sum_n x[n] sinc(j - d - n)``; a whole number of pixels (to 1e-9, the rounding of a fraction
+    times the size) is the zero-filled translation itself and 0 is the identity.
+
+    Example:
+        >>> import torch
+        >>> Shift(1.0)(torch.tensor([[1.0, 2.0, 3.0]])).tolist()  # one pixel right, a zero coming in
+        [[0.0, 1.0, 2.0]]
+        >>> [round(v, 4) for v in Shift(0.5)(torch.tensor([[0.0, 1.0, 0.0, 0.0]]))[0].tolist()]
+        [-0.2122, 0.6366, 0.6366, -0.2122]
+
+    Args:
+        dx: the horizontal shift, positive to the right.
+        dy: the vertical shift, positive downwards.
+        unit: ``"pixels"`` of the input, or ``"fraction"`` of the width (``dx``) and height (``dy``).
+    """
+
+    dx: float = 0.0
+    dy: float = 0.0
+    unit: str = "pixels"
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("pixels", "fraction"):
+            raise ValueError(f"Expected `unit` 'pixels' or 'fraction', but got {self.unit!r}.")
+
+    def __call__(self, images: Tensor) -> Tensor:
+        if self.dx == 0 and self.dy == 0:
+            return images.clone()  # exactly the images, not a resampling of them
+        height, width = images.shape[-2:]
+        dx, dy = (self.dx * width, self.dy * height) if self.unit == "fraction" else (self.dx, self.dy)
+        return _shift_axis(_shift_axis(images, dx, -1), dy, -2)
+
+
+def _shift_axis(images: Tensor, pixels: float, dim: int) -> Tensor:
+    """``images`` shifted by ``pixels`` along ``dim`` (-1 or -2), zeros coming in (see :class:`Shift`)."""
+    size = images.shape[dim]
+    if abs(pixels - round(pixels)) < 1e-9:  # whole pixels (a fraction times the size, to its rounding)
+        pixels = round(pixels)
+    if pixels == 0:
+        return images
+    if isinstance(pixels, int):  # the sinc at whole pixels is a translation: copy, no rounding, NaNs kept local
+        step = pixels
+        moved = torch.zeros_like(images)
+        if abs(step) < size:
+            kept = images.narrow(dim, max(-step, 0), size - abs(step))
+            moved.narrow(dim, max(step, 0), size - abs(step)).copy_(kept)
+        return moved
+    # sinc(k - d) for k = j - n: sin(pi (k - d)) = -(-1)^k sin(pi d), with d reduced mod 2 for an exact sine
+    k = torch.arange(size, dtype=torch.float64)[:, None] - torch.arange(size, dtype=torch.float64)
+    sine = math.sin(math.pi * (pixels - 2 * math.floor(pixels / 2)))
+    kernel = -(1 - 2 * (k.remainder(2))) * sine / (math.pi * (k - pixels))  # [j, n]
+    work = images if images.dtype in (torch.float32, torch.float64) else images.float()
+    kernel = kernel.to(device=images.device, dtype=work.dtype)
+    moved = work @ kernel.T if dim == -1 else kernel @ work
+    return moved.to(images.dtype)
 
 
 @dataclass(frozen=True)
@@ -194,9 +260,24 @@ def rotate(angle: float) -> GeometricTransform:
 
 
 def translate(x: float = 0.1, y: float = 0.0) -> GeometricTransform:
-    """Shift by fractions ``x`` of the width and ``y`` of the height, named ``translate<x>_<y>``."""
+    """Shift by fractions ``x`` of the width and ``y`` of the height, exactly (``x * width`` pixels, not rounded:
+    :class:`Shift`), named ``translate<x>_<y>``; its sweep is of ``x`` (``y = 0``)."""
     name, family = f"translate{_number(x)}_{_number(y)}", "translate" if y == 0 else None
-    return GeometricTransform(name, [Affine(translate=(x, y))], family=family, magnitude=x if family else None)
+    maps = [Shift(x, y, unit="fraction")]
+    return GeometricTransform(name, maps, family=family, magnitude=x if family else None)
+
+
+def shift(dx: float = 1.0, dy: float = 0.0) -> GeometricTransform:
+    """Shift by ``dx`` pixels right and ``dy`` pixels down, exactly at any fraction (:class:`Shift`), named
+    ``shift<dx>_<dy>``; its sweep ``shift:<start>:<stop>:<step>`` is of ``dx`` in pixels (``dy = 0``).
+
+    Example:
+        >>> t = shift(1.5)
+        >>> t.name, t.family, t.magnitude
+        ('shift1.5_0', 'shift', 1.5)
+    """
+    name, family = f"shift{_number(dx)}_{_number(dy)}", "shift" if dy == 0 else None
+    return GeometricTransform(name, [Shift(dx, dy)], family=family, magnitude=dx if family else None)
 
 
 def scale(factor: float) -> GeometricTransform:
@@ -218,10 +299,15 @@ def _number(value: float) -> str:
 
 
 TRANSFORM_SPECS = (
-    "random_affine, rotate:<degrees>, translate:<x>[,<y>], scale:<factor>, hflip, vflip,"
-    " or a sweep <rotate|translate|scale>:<start>:<stop>:<step>"
+    "random_affine, rotate:<degrees>, translate:<x>[,<y>] (fractions of the size), shift:<dx>[,<dy>] (pixels),"
+    " scale:<factor>, hflip, vflip, or a sweep <rotate|translate|scale|shift>:<start>:<stop>:<step>"
 )
-SWEEPS: dict[str, Callable[[float], GeometricTransform]] = {"rotate": rotate, "translate": translate, "scale": scale}
+SWEEPS: dict[str, Callable[[float], GeometricTransform]] = {
+    "rotate": rotate,
+    "translate": translate,
+    "scale": scale,
+    "shift": shift,
+}
 MAX_SWEEP = 100  # magnitudes in one sweep: more is a typo (a step of 0.01 for 1), and as many probe passes
 
 

@@ -12,6 +12,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from seis_lightning import HistoryEntry, SEISCallback, SEISMetric
 from seis_lightning.functional import SCORES, SEISWarning
+from seis_lightning.pass_plan import probe_order
 from seis_lightning.transforms import Affine, GeometricTransform
 from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, trainer
 
@@ -33,7 +34,10 @@ def expected_scores(model: TinyCNN, callback: SEISCallback) -> dict:
                 return out["x"]
 
             metric = SEISMetric(num_transforms=len(draws))
-            for x in callback.probe_set.split(32):
+            ordered = callback.probe_set[
+                probe_order(len(callback.probe_set), callback.probe.seed)
+            ]  # as the pass reads them
+            for x in ordered.split(32):
                 metric.update(layer_output(x), [layer_output(image_map(x)) for _, image_map in draws])
             handle.remove()
             per_transform: dict[str, list] = {}

@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from seis_lightning.cli import SUBCOMMANDS, SEISLightningCLI, main, tensorboard
 from seis_lightning.recipes import resolve_recipe
 
-ALL = ["fit", "validate", "test", "predict", "recipes", "synthetic", "analyze"]
+ALL = ["fit", "validate", "test", "predict", "recipes", "synthetic", "analyze", "compare"]
 
 
 def tiny(tmp_path: Path) -> list[str]:
@@ -43,7 +43,9 @@ def tiny(tmp_path: Path) -> list[str]:
 def test_help_lists_every_subcommand_with_its_purpose(argv, capsys):
     main(argv)
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "usage: seis-lightning {fit,validate,test,predict,recipes,synthetic,analyze} ..."
+    assert (
+        out.splitlines()[0] == "usage: seis-lightning {fit,validate,test,predict,recipes,synthetic,analyze,compare} ..."
+    )
     assert list(SUBCOMMANDS) == ALL
     for name in ALL:
         line = next(line for line in out.splitlines() if line.split()[:1] == [name])
@@ -56,7 +58,9 @@ def test_every_subcommand_has_its_own_help(name, capsys):
     with pytest.raises(SystemExit) if name not in ("recipes",) else warnings.catch_warnings():
         main([name, "--help"])
     out = capsys.readouterr().out
-    assert out.startswith(f"usage: seis-lightning {name}" if name in ("recipes", "synthetic", "analyze") else "usage:")
+    assert out.startswith(
+        f"usage: seis-lightning {name}" if name in ("recipes", "synthetic", "analyze", "compare") else "usage:"
+    )
     if name in ("fit", "validate", "test"):
         assert "--seis.input_getter" in out and "--ckpt_path" in out
 

@@ -21,7 +21,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from seis_lightning import SEISMetric, SEISProbe
-from seis_lightning.scoring import LOGGED
+from seis_lightning.results import LOGGED
 
 EXACT = {"precision": "float64"} if "precision" in inspect.signature(SEISMetric).parameters else {}
 OPTIONS = dict(layers=["conv", "head"], transforms=["hflip", "rotate:30"], batch_size=8, **EXACT)

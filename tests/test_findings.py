@@ -9,7 +9,9 @@ in the README's "What the scores say".
 
 from __future__ import annotations
 
+import csv
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +72,25 @@ def test_unet_decoder_recovers_equivariance_that_fcn_does_not(tmp_path):
     unet = final_scores(tmp_path, "shapes_seg_unet", *short, "--seis.layers=[encoder.layer4, decoder.up3]")
     assert unet["decoder.up3"]["equivariance"] > fcn["decoder.classifier"]["equivariance"] + 0.1
     assert unet["decoder.up3"]["equivariance"] > unet["encoder.layer4"]["equivariance"]
+
+
+def test_blurpool_shrinks_the_aliasing_gap_at_the_downsampling_layers():
+    """Zhang 2019, per layer: blurring each max pooling (BlurPool) lowers the aliasing gap of the layers that
+    downsample, ``conv1`` (stride 2) and ``conv2`` (stride 4), beyond the noise of 3 seeds and the probe images
+    (the Welch rule of ``compare_runs``), and leaves the layer before any pooling (``conv1.1``, stride 1) within
+    noise. The expectation is the paper's, fixed before the 3-seed runs (a timing trial had shown seed 0); it
+    reads the committed table of ``python -m scripts.blurpool_aliasing`` (docs/figures/blurpool_aliasing.csv)."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "figures" / "blurpool_aliasing.csv"
+    with path.open() as handle:
+        rows = {row["layer"]: row for row in csv.DictReader(handle)}
+    assert {layer: int(rows[layer]["stride"]) for layer in ("conv1.1", "conv1", "conv2")} == {
+        "conv1.1": 1,
+        "conv1": 2,
+        "conv2": 4,
+    }
+    for layer in ("conv1", "conv2"):
+        row = rows[layer]
+        assert int(row["maxpool_seeds"]) == int(row["blurpool_seeds"]) == 3, layer
+        assert float(row["blurpool_gap"]) < float(row["maxpool_gap"]), layer
+        assert row["verdict"] == "lowered", (layer, row)
+    assert rows["conv1.1"]["verdict"] == "within noise", rows["conv1.1"]

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
 import torchvision.transforms.v2.functional as TF  # noqa: N812
 from sklearn.cross_decomposition import CCA
 from threadpoolctl import threadpool_limits
 
+from seis_lightning import scores
 from seis_lightning.functional import (
     SCORES,
     SHIFTS,
@@ -302,7 +303,7 @@ def test_vectors_have_invariance_equal_to_equivariance(generator):
     assert result["invariance"] == pytest.approx(result["equivariance"], abs=1e-12)
 
 
-def test_large_maps_are_pooled_to_the_cap(generator):
+def test_large_maps_keep_a_fixed_subset_of_positions(generator):
     a = torch.randn(128, 8, 40, 40, generator=generator)
     # Noise keeps the canonical correlations distinct; exact symmetries, where they tie at 1, are
     # covered by the tied-case tests.
@@ -311,10 +312,9 @@ def test_large_maps_are_pooled_to_the_cap(generator):
     assert default["pooled"] and default["num_positions"] == 32 * 32
     result = seis_scores(a, b, max_positions=100, precision="float64")
     assert result["pooled"] and result["num_positions"] == 10 * 10
-    expected = reference_scores(
-        F.adaptive_avg_pool2d(a.double(), 10).flatten(2), F.adaptive_avg_pool2d(b.double(), 10).flatten(2)
-    )
-    assert_matches_reference(result, expected)
+    kept = torch.randperm(1600, generator=torch.Generator().manual_seed(0))[:100].sort().values  # spec, "Large maps"
+    expected = reference_scores(a.double().flatten(2)[:, :, kept], b.double().flatten(2)[:, :, kept])
+    assert_matches_reference(result, expected, atol=1e-9)
     assert not seis_scores(a[:8, :, :8, :8], b[:8, :, :8, :8])["pooled"]
 
 
@@ -367,6 +367,44 @@ def test_constant_layer_is_nan_with_a_reason(generator):
         result = seis_scores(a, torch.randn(16, 4, 3, 3, generator=generator))
     assert all(math.isnan(result[name]) for name in ALL_SCORES)
     assert result["reasons"]["channel_invariance"].startswith("the original activations do not vary")
+
+
+@pytest.mark.parametrize("offset", [1e5, 1.2e6, -2e6, 1e7, 1e8])
+def test_r28_a_large_common_offset_is_scored_at_any_offset(offset):
+    """``r28_constant_layer.py`` (a): spread 1 about offsets up to 1e8 is data, not a constant layer (it was
+    refused from 1.2e6 on, against the uncentred second moment): the reference's scores to 1e-9."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(128, 8, 6, 6, generator=g, dtype=torch.float64)
+    b = base.roll(1, -1) + 0.3 * torch.randn(base.shape, generator=g, dtype=torch.float64)
+    result = seis_scores(base + offset, b + offset, precision="float64")
+    assert result["reasons"] == {}
+    assert result["equivariance"] == pytest.approx(0.9585, abs=5e-5)
+    assert_matches_reference(result, reference_scores((base + offset).flatten(2), (b + offset).flatten(2)), 1e-9)
+
+
+def test_r28_b_one_varying_channel_among_constant_ones_is_scored():
+    """``r28_constant_layer.py`` (b): 255 saturated channels and one that varies by 1e-5 of its level."""
+    g = torch.Generator().manual_seed(0)
+    torch.randn(2, 128, 8, 6, 6, generator=g, dtype=torch.float64)  # the repro's draws for (a) come first
+    a = torch.ones(64, 256, 4, 4, dtype=torch.float64)
+    a[:, 0] = 1 + 1e-5 * torch.randn(64, 4, 4, generator=g, dtype=torch.float64)
+    result = seis_scores(a, a.flip(-1), precision="float64")
+    assert [round(result[score], 4) for score in SCORES] == [1.0, 0.2851, 0.0222]
+    assert_matches_reference(result, reference_scores(a.flatten(2), a.flip(-1).flatten(2)), 1e-9)
+
+
+def test_a_layer_constant_up_to_rounding_is_nan_with_its_spread(generator):
+    """Maps equal across images to 1e-15 of their size (float64 rounding): refused; the reason gives the spread."""
+    constant = 100 * torch.randn(1, 4, 3, 3, generator=generator, dtype=torch.float64)
+    a = constant * (1 + 1e-15 * torch.randn(32, 4, 3, 3, generator=generator, dtype=torch.float64))
+    assert bool((a != constant).any())
+    with pytest.warns(SEISWarning, match="do not vary across images beyond rounding"):
+        result = seis_scores(a, torch.randn(32, 4, 3, 3, generator=generator), precision="float64")
+    assert all(math.isnan(result[name]) for name in ALL_SCORES)
+    reason = result["reasons"]["equivariance"]
+    spread = float(re.search(r"their spread is (\S+) of their size", reason).group(1))
+    assert 1e-16 < spread < 1e-14, reason
+    assert reason.endswith("below the 1e-14 that float64 resolves (a constant layer)")
 
 
 def test_rank_deficient_layer_keeps_only_its_dimensions(generator):
@@ -440,6 +478,38 @@ def test_the_svd_fallback_gives_the_default_svd_scores(move, digit_maps, generat
     tolerance = 1e-9 if move != "rotate30" else 1e-7
     for name in ALL_SCORES:
         assert result[name] == pytest.approx(expected[name], abs=tolerance), name
+    for unfolding in ("spatial", "channel"):
+        np.testing.assert_allclose(result[f"{unfolding}_rho"], expected[f"{unfolding}_rho"], atol=1e-9)
+
+
+def _lapack_svd(m):
+    u, sigma, vt = torch.linalg.svd(m, full_matrices=False)
+    return u, sigma, vt.mT
+
+
+@pytest.mark.parametrize("move", ["warped", "hflip", "rotate30"])
+def test_the_eigh_route_gives_lapacks_svd_scores(move, digit_maps, generator, monkeypatch):
+    """The CCA's eigh route (issue 28) against LAPACK's SVD: the same scores and ρ to 1e-9 (spec, "Precision").
+
+    Untied (warped) and tied (hflip) correlations take the route; near-ties (rotate30: neighbours 1e-9 to
+    1e-8 apart, where the route's basis is 9e-9 off) fall back to LAPACK's SVD, and give its scores exactly.
+    """
+    a = digit_maps[:128, :, ::2, ::2]
+    b = {"warped": lambda: warped(a, generator), "hflip": lambda: a.flip(-1), "rotate30": lambda: TF.rotate(a, 30.0)}
+    b = b[move]()
+    conditions = []
+    condition = scores._eigh_route_condition
+    monkeypatch.setattr(
+        scores, "_eigh_route_condition", lambda sigma: conditions.append(condition(sigma)) or conditions[-1]
+    )
+    result = seis_scores(a, b, precision="float64")
+    monkeypatch.setattr(scores, "_svd", _lapack_svd)
+    expected = seis_scores(a, b, precision="float64")
+    routed = [value <= scores.EIGH_ROUTE_CONDITION for value in conditions]
+    assert len(routed) == 2  # the spatial CCAs: the channel unfolding reads singular values only
+    assert routed == ([False, True] if move == "rotate30" else [True, True])  # the score's CCA, then the null's
+    for name in ALL_SCORES:
+        assert result[name] == pytest.approx(expected[name], abs=1e-9), name
     for unfolding in ("spatial", "channel"):
         np.testing.assert_allclose(result[f"{unfolding}_rho"], expected[f"{unfolding}_rho"], atol=1e-9)
 

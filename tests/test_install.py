@@ -91,7 +91,7 @@ def test_wheel_carries_the_package_its_recipes_and_py_typed(build):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         shipped = sorted(name for name in names if name.startswith("seis_lightning/recipe_files/"))
-        assert [Path(name).name for name in shipped] == RECIPES and len(RECIPES) == 14
+        assert [Path(name).name for name in shipped] == RECIPES and len(RECIPES) == 16
         for name in shipped:  # the repository's files themselves, not a copy kept by hand
             assert archive.read(name) == (ROOT / "recipes" / Path(name).name).read_bytes()
         metadata = archive.read(f"seis_lightning-{VERSION}.dist-info/METADATA").decode()

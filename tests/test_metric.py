@@ -236,3 +236,33 @@ def test_two_processes_at_a_large_offset_equal_the_reference(generator, tmp_path
 
 def _float64_jackknife_metric() -> SEISMetric:
     return SEISMetric(precision="float64", jackknife_groups=4)
+
+
+@pytest.mark.parametrize("groups", [0, 3])
+def test_update_one_transformation_at_a_time_equals_all_at_once(groups):
+    """``update(a, b_k, draw=k)`` for k = 0..K-1 adds what ``update(a, [b_0, ..., b_K-1])`` adds (the probe pass
+    feeds each transformation's maps as soon as its forward pass has run)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 4, 3, 3, generator=g, dtype=torch.float64) + 5.0
+    bs = [a.roll(k + 1, -1) + 0.3 * torch.randn(a.shape, generator=g, dtype=torch.float64) for k in range(3)]
+    together = SEISMetric(num_transforms=3, precision="float64", jackknife_groups=groups)
+    one_by_one = SEISMetric(num_transforms=3, precision="float64", jackknife_groups=groups)
+    for rows in (slice(0, 16), slice(16, 40)):
+        together.update(a[rows], [b[rows] for b in bs])
+        for k, b in enumerate(bs):
+            one_by_one.update(a[rows], b[rows], draw=k)
+    for expected, got in zip(together.compute(), one_by_one.compute()):
+        for name in ("equivariance", "invariance", "channel_invariance", "equivariance_null", "invariance_null"):
+            assert got[name] == pytest.approx(expected[name], abs=1e-12), name
+        if groups:
+            assert got["invariance_se"] == pytest.approx(expected["invariance_se"], abs=1e-12)
+
+
+def test_update_with_draw_is_refused_without_num_transforms_or_out_of_range():
+    a = torch.randn(8, 2, 3, 3)
+    with pytest.raises(ValueError, match="`draw` needs `num_transforms`"):
+        SEISMetric().update(a, a, draw=0)
+    with pytest.raises(ValueError, match=r"Expected `draw` in \[0, 2\)"):
+        SEISMetric(num_transforms=2).update(a, a, draw=2)
+    with pytest.raises(ValueError, match="must be the one tensor of transformation 1"):
+        SEISMetric(num_transforms=2).update(a, [a], draw=1)

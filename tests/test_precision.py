@@ -189,6 +189,48 @@ def test_constant_layers_are_nan_for_the_same_reasons(generator):
         assert results["float32"]["reasons"] == results["float64"]["reasons"]
 
 
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_r31_keep_1_keeps_small_real_channels_at_both_precisions(precision):
+    """``r31_keep1_float32.py``: one channel 1000x the others (eigenvalues 1e-6 of λ_max). float32's floor is
+    per direction, relative to ``vᵀ diag(C) v`` (spec, "Precision"): before, 1e-6 λ_max dropped 2 and 3 of the
+    8 channels (dims 6, 5; channel_invariance 0.0386 instead of 0.0321)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(128, 8, 6, 6, generator=g, dtype=torch.float64)
+    b = base.roll(1, -1) + 0.3 * torch.randn(base.shape, generator=g, dtype=torch.float64)
+    scale = torch.ones(1, 8, 1, 1, dtype=torch.float64)
+    scale[0, 0] = 1e3
+    a, b = base * scale, b * scale
+    result = seis_scores(a, b, precision=precision, keep=1.0)
+    assert (result["channel_kx"], result["channel_ky"]) == (8, 8)
+    assert round(result["channel_invariance"], 4) == 0.0321
+    assert_matches_reference(result, reference_scores(a.flatten(2), b.flatten(2), keep=1.0), atol=TOLERANCE[precision])
+
+
+def test_r32_float32_overflow_on_finite_activations_says_so(generator):
+    """``r32_float32_overflow_reason.py``: finite activations of 1e20 overflow float32 products; the reason
+    said "NaN or Inf values". float64 scores them as the reference does."""
+    a = torch.randn(64, 4, 5, 5, generator=generator) * 1e20
+    assert bool(torch.isfinite(a).all())
+    with pytest.warns(SEISWarning, match="float32 Gram products overflowed"):
+        result = seis_scores(a, a.flip(-1), precision="float32")
+    assert all(math.isnan(result[name]) for name in ALL_SCORES)
+    expected = "the float32 Gram products overflowed on finite activations; use precision='float64'"
+    assert set(result["reasons"].values()) == {expected}
+    result = seis_scores(a, a.flip(-1), precision="float64")
+    assert_matches_reference(result, reference_scores(a.double().flatten(2), a.double().flip(-1).flatten(2)), 1e-9)
+
+
+@pytest.mark.parametrize("offset", [1e6, 1e7])
+def test_r28_large_offsets_are_scored_in_float32(offset):
+    """``r28_constant_layer.py`` (a) with float32 products: centred in float64 first, then within float32's bound."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(128, 8, 6, 6, generator=g, dtype=torch.float64)
+    b = base.roll(1, -1) + 0.3 * torch.randn(base.shape, generator=g, dtype=torch.float64)
+    result = seis_scores(base + offset, b + offset, precision="float32")
+    reference = reference_scores((base + offset).flatten(2), (b + offset).flatten(2))
+    assert_matches_reference(result, reference, atol=TOLERANCE["float32"], exempt_near_ties=True)
+
+
 def test_float32_statistics_are_sums_of_float64_parts(digit_maps):
     """Two halves add up to the whole batch's sums (nulls aside: they pair within a batch): by plain
     addition when taken about the whole batch's shifts, by ``seis_combine_statistics`` (which moves the

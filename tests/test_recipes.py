@@ -24,6 +24,8 @@ def test_all_recipes_are_there():
             [
                 "digits_cnn",
                 "digits_cnn_augment",
+                "digits_cnn_blurpool",
+                "digits_cnn_maxpool",
                 "mnist_cnn",
                 "mnist_cnn_augment",
                 "shapes_seg_fcn",
@@ -51,6 +53,7 @@ def test_shipped_recipes_are_the_recipes_folder_with_their_paper_results():
     assert [recipe.name for recipe in recipes] == NAMES
     assert [recipe.path.read_bytes() for recipe in recipes] == [path.read_bytes() for path in RECIPES]
     beyond = {"cifar100_vit", "cifar100_mixer"}  # the paper's analysis on token models, not one of its results
+    beyond |= {"digits_cnn_maxpool", "digits_cnn_blurpool"}  # Zhang 2019's BlurPool, read per layer
     assert {recipe.name for recipe in recipes if recipe.paper_result is None} == beyond
     for recipe in recipes:
         if recipe.paper_result is not None:
@@ -76,7 +79,7 @@ def test_a_recipe_name_resolves_to_its_file_and_anything_else_is_left_alone(tmp_
 
 
 def test_an_unknown_recipe_name_lists_the_closest_and_the_known_ones():
-    with pytest.raises(ValueError, match="Did you mean digits_cnn, mnist_cnn, digits_cnn_augment") as error:
+    with pytest.raises(ValueError, match="Did you mean digits_cnn, mnist_cnn, digits_cnn_maxpool") as error:
         resolve_recipe("digit_cnn")
     assert all(name in str(error.value) for name in NAMES) and "seis-lightning recipes" in str(error.value)
     for command in (["fit", "--config", "digit_cnn"], ["analyze", "--checkpoint", "x.ckpt", "--config=digit_cnn"]):

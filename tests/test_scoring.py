@@ -23,7 +23,8 @@ from torch import nn
 
 from seis_lightning import SEISMetric, SEISProbe, SEISWarning, score_model
 from seis_lightning.functional import seis_scores
-from seis_lightning.scoring import LOGGED
+from seis_lightning.pass_plan import probe_order
+from seis_lightning.results import LOGGED
 
 FLIPS = {"hflip": lambda x: x.flip(-1), "vflip": lambda x: x.flip(-2)}
 # float64 Gram products where the metric takes the option, so hand and package agree to rounding.
@@ -40,9 +41,15 @@ def _images(n: int = 16, channels: int = 3, size: int = 16, seed: int = 0) -> to
     return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def _hooked(model: nn.Module, layer: str | list[str], x: torch.Tensor, call=None) -> object:
-    """The raw output of ``layer`` (or ``{layer: output}`` for a list) for images ``x``, by plain forward hooks."""
+def _hooked(model: nn.Module, layer: str | list[str], x: torch.Tensor, call=None, whole_set: bool = True) -> object:
+    """The raw output of ``layer`` (or ``{layer: output}`` for a list) for images ``x``, by plain forward hooks.
+
+    ``whole_set``: ``x`` is a whole probe set, read in the order a probe pass reads it (``probe_order``
+    with the default seed), so that the nulls pair the same images; ``False`` for chunks already in that order.
+    """
     names = [layer] if isinstance(layer, str) else layer
+    if whole_set:
+        x = x[probe_order(len(x), 0)]
     seen = {}
     model.eval()  # as score_model runs it (eval-only fast paths give other float32 roundings)
     handles = [
@@ -94,9 +101,9 @@ def test_resnet18_equals_hand_computation_and_leaves_model_as_it_was():
 
     # By hand: eval mode, the same chunks of 8, one SEISMetric per layer and transformation.
     metrics = {layer: SEISMetric(num_transforms=len(FLIPS), **EXACT) for layer in layers}
-    for chunk in images.split(8):
-        a = _hooked(model, layers, chunk)
-        bs = [_hooked(model, layers, flip(chunk)) for flip in FLIPS.values()]
+    for chunk in images[probe_order(len(images), 0)].split(8):  # the pass reads the images in probe order
+        a = _hooked(model, layers, chunk, whole_set=False)
+        bs = [_hooked(model, layers, flip(chunk), whole_set=False) for flip in FLIPS.values()]
         for layer in layers:
             metrics[layer].update(a[layer], [b[layer] for b in bs])
     for layer, metric in metrics.items():
@@ -505,7 +512,7 @@ def test_bf16_mixed_trainer_scores_through_the_callback(tmp_path):
 
 @pytest.mark.parametrize(("num_images", "batch_size", "world_size"), [(48, 16, 1), (50, 16, 2), (5, 2, 3), (3, 64, 4)])
 def test_pass_plan_covers_every_image_once_with_its_global_offset(num_images, batch_size, world_size):
-    from seis_lightning.scoring import pass_plan
+    from seis_lightning.pass_plan import pass_plan
 
     plans = [pass_plan(num_images, batch_size, rank, world_size) for rank in range(world_size)]
     counted = sorted((c.start, c.stop) for plan in plans for c in plan if c.counted)
@@ -516,7 +523,7 @@ def test_pass_plan_covers_every_image_once_with_its_global_offset(num_images, ba
 
 
 def test_frozen_restores_modes_and_rng_and_turns_off_gradients():
-    from seis_lightning.scoring import frozen
+    from seis_lightning.forward import frozen
 
     model = nn.Sequential(nn.Dropout(0.5), nn.Linear(2, 2)).train()
     model[1].eval()

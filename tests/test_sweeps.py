@@ -18,7 +18,7 @@ from seis_lightning.functional import SCORES, SEISWarning
 from seis_lightning.plotting import sweep_figure
 from seis_lightning.recipes import resolve_recipe
 from seis_lightning.scoring import SEISProbe
-from seis_lightning.sweeps import halfway_magnitude, sweep_families, sweep_summaries
+from seis_lightning.sweeps import halfway, halfway_magnitude, sweep_families, sweep_summaries, sweep_summary_reasons
 from seis_lightning.trainer_io import CSV_NAME
 from seis_lightning.transforms import RandomAffine, parse_transforms
 from tests.conftest import digits_images
@@ -39,6 +39,7 @@ from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, traine
             [0, 0.1, 0.2, 0.3],
         ),
         ("scale:0.8:1.2:0.2", ["scale0.8", "scale1", "scale1.2"], [0.8, 1.0, 1.2]),
+        ("shift:0:1.5:0.5", ["shift0_0", "shift0.5_0", "shift1_0", "shift1.5_0"], [0, 0.5, 1.0, 1.5]),
     ],
 )
 def test_a_sweep_is_one_transformation_per_magnitude_named_as_its_single_form(spec, names, magnitudes):
@@ -82,7 +83,7 @@ def test_the_command_line_takes_a_sweep():
         ("rotate:60:0:20", "step > 0 and stop >= start"),
         ("rotate:0:inf:20", "finite numbers"),
         ("rotate:0:sixty:20", "<name>:<start>:<stop>:<step> with numbers"),
-        ("hflip:0:1:1", "sweeps are of rotate, translate, scale"),
+        ("hflip:0:1:1", "sweeps are of rotate, translate, scale, shift"),
         ("rotate:0:360:1", "361 magnitudes (at most 100"),
         ("scale:0:1:0.5", "Expected a positive scale factor, but got 0.0"),
         ("rotate:0:60", "expected one of: random_affine"),
@@ -120,6 +121,40 @@ def test_halfway_magnitude():
     assert math.isnan(halfway_magnitude([0, 10, 20], [1.0, 0.9, 0.8], [0.2, 0.2, 0.2]))  # never falls half-way
     assert math.isnan(halfway_magnitude([0, 10], [0.2, 0.1], [0.3, 0.3]))  # starts at its null
     assert math.isnan(halfway_magnitude([0, 10], [1.0, math.nan], [0.3, 0.3]))
+
+
+@pytest.mark.parametrize(
+    ("values", "nulls", "words"),
+    [
+        ([1.0, math.nan], [0.3, 0.3], "equivariance or its null is NaN at magnitude 10"),
+        ([0.2, 0.1], [0.3, 0.3], "equivariance at the first magnitude 0 (0.2) is not above its null (0.3)"),
+        ([1.0, 0.9], [0.2, 0.2], "never falls half-way (to 0.6) within the sweep: lowest 0.9 at 10"),
+        ([1.0, 0.5, 0.9], [0.2, 0.2, 0.2], "rises back above half-way (0.6) at 20 after falling below it at 10"),
+    ],
+)
+def test_halfway_is_nan_with_a_reason(values, nulls, words):
+    value, reason = halfway([0, 10, 20][: len(values)], values, nulls)
+    assert math.isnan(value) and words in reason
+
+
+def test_halfway_of_a_fall_has_no_reason():
+    assert halfway([0, 10, 20], [1.0, 0.8, 0.4], [0.2, 0.2, 0.2]) == (pytest.approx(15.0), "")
+    assert halfway([0, 10, 20, 30], [1.0, 0.4, 0.5, 0.3], [0.2] * 4) == (pytest.approx(20 / 3), "")  # a bump below
+
+
+def test_sweep_summary_reasons_say_why_a_summary_is_nan():
+    transforms = parse_transforms(["shift:0:2:1", "rotate:0:20:10"])
+    values = {"shift0_0": 1.0, "shift1_0": 0.5, "shift2_0": 0.95, "rotate0": 1.0, "rotate10": 0.8, "rotate20": 0.4}
+    scores = {name: {"pool": {"equivariance": v, "equivariance_null": 0.2}} for name, v in values.items()}
+    summaries = sweep_summaries("seis", scores, transforms)
+    assert summaries["seis/sweep_rotate/equivariance_halfway/pool"] == pytest.approx(15.0)
+    assert math.isnan(summaries["seis/sweep_shift/equivariance_halfway/pool"])
+    reasons = sweep_summary_reasons("seis", scores, transforms)
+    assert list(reasons) == ["seis/sweep_shift/equivariance_halfway/pool"]
+    assert (
+        "rises back above half-way (0.6) at 2 after falling below it at 1"
+        in reasons["seis/sweep_shift/equivariance_halfway/pool"]
+    )
 
 
 def test_sweep_families_and_summaries():

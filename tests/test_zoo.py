@@ -1,7 +1,8 @@
 """The accuracy zoo: many kinds of activations against the float64 reference, at both precisions, on 1 and 2 threads.
 
-SEIS_SPEC.md, "Precision": float64 within 1e-9 of the float64 reference; float32 within 1e-4, except
-invariance inside near-tied blocks (neighbouring ρ 1e-9 to 1e-6 apart), where it is ill-conditioned.
+SEIS_SPEC.md, "Precision": float64 within 1e-9 of the float64 reference; float32 within 1e-4 for
+equivariance and channel_invariance, and invariance within ``1e-5 + 5e-6 · mean_i(1/g_i)``, ``g_i`` the
+distance from ρ_i to its nearest neighbour (ρ tied within 1e-9 left out): :func:`float32_invariance_bound`.
 Nothing here assumes a bitwise property of BLAS: the bounds are rounding bounds, the same on Intel
 and AMD kernels. The worst deviation per precision is printed at the end of the module.
 
@@ -20,19 +21,37 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF  # noqa: N812
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from seis_lightning import SEISMetric, scores
+from seis_lightning import SEISMetric
 from seis_lightning.functional import seis_combine_statistics, seis_from_statistics, seis_statistics
 from tests.reference import reference_scores
-from tests.test_functional import ALL_SCORES, exempt_scores
+from tests.test_functional import ALL_SCORES
 
 BATCH_SIZE = 64
 BOUND = {"float64": 1e-9, "float32": 1e-4}
+
+
+def float32_invariance_bound(rho) -> float:
+    """The spec's bound on float32 invariance from the float64 ``rho`` (SEIS_SPEC.md, "Precision").
+
+    ``1e-5 + 5e-6 · mean_i(1/g_i)`` over the correlations outside tied blocks (float64 tolerance
+    1e-9), ``g_i`` the distance from ρ_i to its nearest neighbour: the rounding of float32 products
+    (about 1e-7 of M's entries, after whitening) turns the canonical vectors of neighbours g apart
+    by about 1e-7/g. Measured over 1082 cases (``bench/bench_float32_gap.py``): at most ``1.8e-6 · mean_i(1/g_i)``.
+    """
+    rho = np.sort(np.asarray(rho, dtype=np.float64))[::-1]
+    gaps = rho[:-1] - rho[1:]
+    nearest = np.full(len(rho), np.inf)
+    nearest[:-1] = np.minimum(nearest[:-1], gaps)
+    nearest[1:] = np.minimum(nearest[1:], gaps)
+    untied = nearest[(nearest > 1e-9) & np.isfinite(nearest)]
+    return 1e-5 + 5e-6 * (float(np.mean(1 / untied)) if len(untied) else 0.0)
 
 
 def _images(seed: int, n: int = 64, channels: int = 3, size: int = 16) -> torch.Tensor:
@@ -101,6 +120,16 @@ def _cases() -> dict[str, tuple[torch.Tensor, torch.Tensor, dict]]:
         # float32 activations, as models give them: the reference sees the same rounded values
         a32, b32 = (maps + shift).float(), (noisy_b + shift).float()
         cases[f"offset {offset:.0e}, float32 activations"] = (a32, b32, {"offset": offset})
+    # r29_float32_invariance_gap.py: hflip + noise, closest ρ gaps 2e-5 to 6e-4 (outside the old near-tie
+    # band 1e-9 to 1e-6), float32 invariance off by up to 1.5e-3: within the gap bound, not within 1e-4
+    for seed, (shape, noise) in ((6, ((256, 16, 1, 2), 0.2)), (18, ((256, 16, 1, 2), 0.2)), (4, ((512, 8, 4, 4), 0.1))):
+        r29 = torch.Generator().manual_seed(seed)
+        x = torch.randn(shape, generator=r29, dtype=torch.float64)
+        cases[f"r29 seed {seed}"] = (
+            x,
+            x.flip(-1) + noise * torch.randn(x.shape, generator=r29, dtype=torch.float64),
+            {},
+        )
     return cases
 
 
@@ -168,16 +197,18 @@ def test_zoo_within_the_spec_bounds(precision, threads, references):
                 ("metric", metric.compute()),
             ):
                 reference = references[name]
-                exempt = exempt_scores(reference, precision == "float32")
                 for score in ALL_SCORES:
                     if math.isnan(reference[score]):
                         assert math.isnan(result[score]), (name, path, score)
                         continue
                     deviation = abs(result[score] - reference[score])
-                    if score in exempt:
-                        assert deviation < 0.05, (name, path, score, deviation)  # ill-conditioned at a near-tie
-                        _record(f"{precision}, invariance at near-ties", deviation, name)
-                        continue
+                    if precision == "float32" and score.startswith("invariance"):
+                        rho = reference["spatial_rho" + score.removeprefix("invariance")]
+                        bound = float32_invariance_bound(rho)
+                        assert deviation <= bound, (name, path, score, deviation, bound)
+                        _record("float32 invariance / its bound", deviation / bound, f"{name} / {score}")
+                        if bound > BOUND[precision]:
+                            continue
                     assert deviation <= BOUND[precision], (name, path, score, deviation)
                     key = precision if not offset or offset <= 1e2 else f"{precision}, offset {offset:.0e}"
                     _record(key, deviation, f"{name} / {score} / {path} / {threads} thread(s)")
@@ -194,16 +225,20 @@ def test_float64_scores_exist_for_the_r04_setup_over_seeds_0_to_60(monkeypatch):
     LAPACK's default SVD did not converge here for seeds 37, 41 and 46 while the sums were uncentred;
     with sums about the batch's mean map it converges for every seed on this machine's MKL (AMD EPYC),
     which another CPU's kernels need not do. Either way every score must exist: the test counts how
-    often the eigh fallback took over, and fails on any exception or NaN.
+    often LAPACK's SVD failed (the eigh route then took over; since issue 28 it is also the first
+    route wherever it is accurate), and fails on any exception or NaN.
     """
-    fallbacks: list[int] = []
-    original = scores._svd_by_eigh
+    failures: list[int] = []
+    lapack_svd = torch.linalg.svd
 
-    def counted(m: torch.Tensor):
-        fallbacks.append(m.shape[0])
-        return original(m)
+    def counted(m: torch.Tensor, *args, **kwargs):
+        try:
+            return lapack_svd(m, *args, **kwargs)
+        except torch.linalg.LinAlgError:
+            failures.append(m.shape[0])
+            raise
 
-    monkeypatch.setattr(scores, "_svd_by_eigh", counted)
+    monkeypatch.setattr(torch.linalg, "svd", counted)
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -218,4 +253,4 @@ def test_float64_scores_exist_for_the_r04_setup_over_seeds_0_to_60(monkeypatch):
                 assert math.isfinite(result[score]), (seed, score)
     finally:
         torch.set_num_threads(saved)
-    print(f"r04 set-up, seeds 0-60: every score exists; the eigh fallback took over {len(fallbacks)} time(s)")
+    print(f"r04 set-up, seeds 0-60: every score exists; LAPACK's SVD failed {len(failures)} time(s)")
