@@ -432,7 +432,9 @@ class SEISCallback(Callback):
         (self.history if stage == "fit" else self.evaluations).append(entry)
         prefix = "seis" if stage == "fit" else f"seis_{stage}"
         sweeps = sweep_summaries(prefix, result.scores, self.probe.transforms)  # one number per sweep and layer
-        extra = {**sweeps, **{f"{prefix}/time/{name}": value for name, value in timing.items()}}
+        # With a shift sweep: each layer's aliasing gap (spec, "Aliasing gap"), where it has one.
+        aliasing = {f"{prefix}/aliasing/{layer}": gap.gap for layer, gap in result.aliasing.items() if not gap.reason}
+        extra = {**sweeps, **aliasing, **{f"{prefix}/time/{name}": value for name, value in timing.items()}}
         self._logged |= log_scalars(trainer, prefix, result.scores, step, extra=extra)
         history = self.history if stage == "fit" else [entry]
         log_results(trainer, prefix, entry, history, figures=self.log_figures, transforms=self.probe.transforms)

@@ -168,3 +168,25 @@ def test_score_model_returns_strides_and_aliasing_gaps_with_the_scores():
     assert scores.aliasing["1"].gap == pytest.approx(expected.gap, abs=1e-12)
     assert "stride" in scores.aliasing["4"].reason and math.isnan(scores.aliasing["4"].gap)
     assert set(scores.sweeps) == {f"sweep_shift/equivariance_halfway/{layer}" for layer in ("0", "1", "4")}
+
+
+def test_the_callback_logs_each_layer_s_aliasing_gap_with_a_shift_sweep(tmp_path):
+    """``seis/aliasing/<layer>``: the gap of each layer that has a stride, read back from TensorBoard."""
+    from seis_lightning import SEISCallback
+    from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, trainer
+
+    train, val = digits_loaders()
+    callback = SEISCallback(num_samples=64, transforms=["shift:0:3:1"], layers=["conv1", "conv2"], precision="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer(tmp_path, [callback], max_epochs=1).fit(TinyCNN(), train, val)
+    events = read_events(tmp_path / "tb" / "version_0")
+    scores = callback.scores
+    for layer, stride in (("conv1", 1), ("conv2", 2)):
+        curve = [scores[f"shift{k}_0"][layer]["equivariance"] for k in range(4)]
+        expected = aliasing_gap([0, 1, 2, 3], curve, stride)
+        if expected.reason:  # stride 1 with whole-pixel shifts only: no half-multiple, nothing logged
+            assert f"seis/aliasing/{layer}" not in events.Tags()["scalars"]
+            continue
+        logged = events.Scalars(f"seis/aliasing/{layer}")
+        assert [e.step for e in logged] == [0, 5] and logged[-1].value == pytest.approx(expected.gap, abs=1e-5)
