@@ -166,8 +166,9 @@ def aliasing_gap(
 
     ``gap = mean_{d in M} e(d) - mean_{d in H} e(d)``, with ``M`` the shifts that are non-zero multiples of the
     stride and ``H`` its odd half-multiples (``s/2, 3s/2, ...``, either sign); other shifts are not used. Its SE
-    (spec, "Aliasing gap"): from ``replicates`` (delete-a-group jackknife scores ``[G][shift]``, the same groups
-    at every shift), the jackknife spread of the replicates' gaps; else from the per-shift ``se``, as if
+    (spec, "Aliasing gap"): from ``replicates`` (the jackknife's replicates ``result["jackknife"]["equivariance"]``
+    of each shift, ``[replicate][shift]``, the same half-samples at every shift), the sample standard deviation
+    of the replicates' gaps; else from the per-shift ``se``, as if
     independent, ``sqrt(sum_M se^2 / |M|^2 + sum_H se^2 / |H|^2)`` (an upper side: scores at different shifts
     of the same images are positively correlated); else ``NaN``.
 
@@ -206,9 +207,11 @@ def aliasing_gap(
         return sum(values[k] for k in multiples) / len(multiples) - sum(values[k] for k in halves) / len(halves)
 
     if replicates is not None and len(replicates) >= 2:
+        # The jackknife's replicates are scaled so that their sample standard deviation is the SE
+        # (spec, "Uncertainty"): so is the gap's, a linear function of them.
         gaps = [gap_of(row) for row in replicates]
-        mean, groups = sum(gaps) / len(gaps), len(gaps)
-        spread = math.sqrt((groups - 1) / groups * sum((g - mean) ** 2 for g in gaps))
+        mean = sum(gaps) / len(gaps)
+        spread = math.sqrt(sum((g - mean) ** 2 for g in gaps) / (len(gaps) - 1))
     elif se is not None:
         spread = math.sqrt(
             sum(se[k] ** 2 for k in multiples) / len(multiples) ** 2

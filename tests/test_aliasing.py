@@ -61,11 +61,11 @@ def test_aliasing_gap_hand_computed():
 
 
 def test_aliasing_gap_se_from_jackknife_replicates():
-    """Replicates [G, shifts]: the gap of each, and the delete-a-group jackknife spread of those gaps."""
+    """Replicates [replicate, shifts]: the gap of each, and the sample sd of those gaps (the jackknife's SE)."""
     replicates = [[0.8, 1.0, 0.8], [0.7, 0.9, 0.9], [0.9, 1.0, 0.8]]  # gaps 0.2, 0.1, 0.15
     gap = aliasing_gap([1, 2, 3], [0.8, 0.95, 0.85], 2, se=[9.0, 9.0, 9.0], replicates=replicates)
     assert gap.gap == pytest.approx(0.95 - 0.825, abs=1e-12)
-    assert gap.se == pytest.approx(math.sqrt(2 / 3 * 0.005), abs=1e-12)  # replicates win over per-shift SEs
+    assert gap.se == pytest.approx(math.sqrt(0.005 / 2), abs=1e-12)  # replicates win over per-shift SEs: their sd
 
 
 @pytest.mark.parametrize(

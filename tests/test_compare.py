@@ -26,7 +26,7 @@ from seis_lightning.compare import (
 )
 from seis_lightning.functional import SCORES
 from seis_lightning.plotting import score_rows
-from seis_lightning.trainer_io import CSV_NAME, _append_csv
+from seis_lightning.trainer_io import CSV_NAME, _write_csv
 
 # ------------------------------------------------------------------ Student's t
 
@@ -232,7 +232,7 @@ def write_run(folder: Path, finals: dict[str, float], se: float | None = 0.003) 
             if se is not None:
                 values.update({f"{score}_se": se for score in SCORES})
             by_layer[layer] = values
-        _append_csv(str(path), score_rows(entry("fit", epoch, step, {"random_affine": by_layer})))
+        _write_csv(str(path), score_rows(entry("fit", epoch, step, {"random_affine": by_layer})), "a")
     return path
 
 
@@ -260,7 +260,7 @@ def test_csv_without_jackknife_and_with_nan_scores(tmp_path):
     path = write_run(tmp_path, {"conv1": 0.4}, se=None)
     nan_entry = entry("validate", 2.0, 90, {"random_affine": {"fc": {s: math.nan for s in SCORES}}})
     nan_entry["reasons"] = {"fc": "layer 'fc' gave no output"}
-    _append_csv(str(path), score_rows(nan_entry))
+    _write_csv(str(path), score_rows(nan_entry), "a")
     label, scores = read_scores_csv(path, stage="fit")
     assert label == "fit, epoch 2, step 90" and "invariance_se" not in scores["random_affine"]["conv1"]
     label, scores = read_scores_csv(path)
