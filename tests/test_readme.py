@@ -82,7 +82,7 @@ def test_the_demo_table_is_the_score_table_of_the_demo_recipes_layers():
     table = re.search(r"```text\n(SEIS scores after .*?)```", WALK, re.S)
     assert table, "the demo's printed table"
     lines = table[1].splitlines()
-    assert re.fullmatch(r"SEIS scores after 12 epoch\(s\), step 540 \(nulls in brackets\):", lines[0])
+    assert re.fullmatch(r"SEIS scores after 12 epoch\(s\), step 539 \(global_step 540; nulls in brackets\):", lines[0])
     header = format_score_table({"random_affine": {"conv1": dict.fromkeys(SCORES_AND_NULLS, 0.5)}}).splitlines()[0]
     assert lines[1] == header
     rows = [line.split() for line in lines[3:] if line.strip()]
