@@ -98,7 +98,7 @@ def test_the_demo_table_is_the_score_table_of_the_demo_recipes_layers():
 def test_the_commands_it_names_exist():
     makefile = (ROOT / "Makefile").read_text()
     targets = set(re.findall(r"^([\w-]+):", makefile, re.MULTILINE))
-    named = set(re.findall(r"`make (\w+)`", README)) | set(re.findall(r"^make (\w+)", README, re.MULTILINE))
+    named = set(re.findall(r"`make ([\w-]+)`", README)) | set(re.findall(r"^make ([\w-]+)", README, re.MULTILINE))
     assert {"install", "demo", "test", "figures"} <= named <= targets, named - targets
     subcommands = set(re.findall(r"seis-lightning (\w+)", README))
     assert {"fit", "validate", "recipes", "synthetic", "analyze"} <= subcommands <= set(SUBCOMMANDS)
