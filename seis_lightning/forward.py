@@ -17,8 +17,6 @@ from seis_lightning.layouts import declared_layout
 from seis_lightning.probe import isolated_rng
 
 ForwardFn = Callable[[nn.Module, Tensor], Any]
-# Values of full-size maps reduced at a time inside a hook (8 MB of float64).
-REDUCE_VALUES = 2**20
 
 
 @contextmanager
@@ -69,15 +67,7 @@ class MapReduction:
             spatial = output.shape[1:-1] if layout == "channels_last" else output.shape[2:]
             self.map_sizes[name] = tuple(spatial) if output.ndim == 4 else None
         with torch.autocast(output.device.type, enabled=False):
-            # A few images at a time: reducing converts to float64 on the way, which for a whole batch of
-            # full-size maps would double the largest activation of the pass (the reduction is per image).
-            per_part = max(1, REDUCE_VALUES // max(1, output[0].numel()))
-            parts = [
-                seis_maps(part, layout, num_prefix_tokens, self.max_positions, dtype=None)
-                for part in output.split(per_part)
-            ]
-            maps = parts[0][0] if len(parts) == 1 else torch.cat([part for part, _ in parts])
-            pooled = parts[0][1]
+            maps, pooled = seis_maps(output, layout, num_prefix_tokens, self.max_positions, dtype=None)
         self.pooled[name] = self.pooled.get(name, False) or pooled
         if maps.untyped_storage().data_ptr() == output.untyped_storage().data_ptr():
             maps = maps.clone(memory_format=torch.contiguous_format)  # a view of the output: copy it now

@@ -250,8 +250,8 @@ class SEISMetric(Metric):
             setattr(self, name, state)
         if not known:
             self.shift_a = stats["shift_a"]
-            self.shift_b = torch.zeros(self.num_transforms, *stats["shift_b"].shape, dtype=torch.float64)
-            self.shift_b = self.shift_b.to(stats["shift_b"].device)
+            shape, device = (self.num_transforms, *stats["shift_b"].shape), stats["shift_b"].device
+            self.shift_b = torch.zeros(shape, dtype=torch.float64, device=device)
         if own_shift:
             self.shift_b[draw] = stats["shift_b"]
             self._drawn.add(draw)

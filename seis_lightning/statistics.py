@@ -16,6 +16,7 @@ nothing to cancellation, whatever the activations' common offset.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -122,11 +123,13 @@ def seis_maps(
     return x.reshape(x.shape[0], x.shape[1], -1), pooled
 
 
+@functools.lru_cache(maxsize=64)
 def _kept_positions(num_positions: int, max_positions: int) -> Tensor:
     """The flat indices of the positions a map of ``num_positions`` keeps under the cap, in increasing order.
 
     ``max_positions`` of them drawn without replacement by ``torch.randperm`` from a generator seeded
-    with 0 (spec, "Large maps"): a function of the two counts alone. All of them when they fit.
+    with 0 (spec, "Large maps"): a function of the two counts alone, so it is drawn once per shape and kept
+    (every batch, pass and layer of that shape reads the same, unmodified tensor). All of them when they fit.
     """
     if num_positions <= max_positions:
         return torch.arange(num_positions)
