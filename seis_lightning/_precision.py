@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Literal, get_args
 
 import torch
+
+Precision = Literal["auto", "float64", "float32"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 # Neighbouring canonical correlations this close chain into a tied block, whose canonical vectors
 # the SVD leaves to rounding; the principal-axes rule fixes them (spec, "Ties"). Float32 products
@@ -40,9 +44,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         ValueError: if ``precision`` is not one of ``("auto", "float64", "float32")``, or is
             ``"float64"`` on a device without float64 (MPS).
     """
-    from seis_lightning.options import check_options  # options builds on this module
-
-    check_options(precision=precision)
+    if precision not in PRECISIONS:
+        raise ValueError(f"Expected `precision` to be one of {PRECISIONS}, but got {precision!r}.")
     device = torch.device(device)
     if precision == "auto":
         if device.type == "cpu":

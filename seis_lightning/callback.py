@@ -100,8 +100,8 @@ class SEISCallback(Callback):
         >>> trainer = Trainer(callbacks=[seis], logger=False, enable_progress_bar=False)
 
     Args:
-        layers, transforms, batch_size, keep, max_positions, seed, layout, num_prefix_tokens,
-            output_getter, forward_fn, precision, jackknife_groups: see :class:`SEISProbe`.
+        layers, transforms, batch_size, forward_batch_size, keep, max_positions, seed, layout,
+            num_prefix_tokens, output_getter, forward_fn, precision, jackknife_groups: see :class:`SEISProbe`.
         num_samples: probe images, spread evenly over what the validation loader yields (through its own
             sampler or batch_sampler, collate function and dataset transforms; or ``probe_data``), taken
             once per loader and kept; bounded like validation by ``limit_val_batches`` and ``fast_dev_run``.
@@ -143,6 +143,7 @@ class SEISCallback(Callback):
         transforms: Sequence[GeometricTransform | str] | GeometricTransform | str | None = None,
         num_samples: int = 512,
         batch_size: int = 64,
+        forward_batch_size: int | None = None,
         every_n_epochs: int = 1,
         keep: float = 0.99,
         max_positions: int = 1024,
@@ -172,6 +173,7 @@ class SEISCallback(Callback):
             layers,
             transforms,
             batch_size=batch_size,
+            forward_batch_size=forward_batch_size,
             keep=keep,
             max_positions=max_positions,
             seed=seed,

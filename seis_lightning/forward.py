@@ -1,9 +1,11 @@
 """The forward passes of a probe pass: the model frozen as a pass needs it (:func:`frozen`), each pass
-run and its captured outputs read (:class:`ForwardRun`), and what the capture hooks keep of an output
+run and its captured outputs read (:class:`ForwardRun`), in parts small enough that the forward's
+activations stay within a budget (:func:`forward_parts`), and what the capture hooks keep of an output
 (:class:`MapReduction`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -17,6 +19,11 @@ from seis_lightning.layouts import declared_layout
 from seis_lightning.probe import isolated_rng
 
 ForwardFn = Callable[[nn.Module, Tensor], Any]
+
+# A forward pass runs on at most as many images as keep the largest captured output of the model under
+# this many bytes (spec, "A layer's output, as it left the layer"): the activations of a forward pass,
+# not the probe's batch, set a probe pass's peak memory, and they grow with the image size.
+FORWARD_BYTES = 32 * 2**20
 
 
 @contextmanager
@@ -46,6 +53,7 @@ class MapReduction:
         self.model, self.max_positions = model, max_positions
         self.layout, self.num_prefix_tokens = layout, num_prefix_tokens
         self.batch = 0
+        self.largest = 0.0  # bytes per image of the largest output seen
         self.layouts: dict[str, tuple[str, int]] = {}
         self.pooled: dict[str, bool] = {}
         self.map_sizes: dict[str, tuple[int, int] | None] = {}
@@ -55,6 +63,7 @@ class MapReduction:
             raise ValueError(
                 f"its output has shape {list(output.shape)}, whose first axis is not the batch of {self.batch} images"
             )
+        self.largest = max(self.largest, output.numel() * output.element_size() / max(self.batch, 1))
         if not output.is_floating_point():
             raise ValueError(
                 f"its output has dtype {output.dtype}, not floating point; SEIS compares real-valued maps"
@@ -76,14 +85,38 @@ class MapReduction:
 
 class ForwardRun:
     """Forward passes of one probe pass: the readable outputs of the captured layers, and in ``errors``
-    why the others cannot be read; ``order`` collects the layers in the order they ran."""
+    why the others cannot be read; ``order`` collects the layers in the order they ran.
 
-    def __init__(self, model: nn.Module, forward: ForwardFn, default_forward: bool) -> None:
+    ``parts``: each call runs the model on its images in this many parts (:func:`forward_parts`) and
+    joins the captured maps, image by image as one pass would give them; a part left empty (a chunk
+    with fewer images than parts) runs one image and drops it, so that every process runs as many
+    forward passes (models whose forward is a collective). ``reduce``: the capture's reduction, told
+    each part's batch size."""
+
+    def __init__(
+        self, model: nn.Module, forward: ForwardFn, default_forward: bool, reduce: MapReduction | None = None
+    ) -> None:
         self.model, self.forward, self.default_forward = model, forward, default_forward
+        self.reduce = reduce
+        self.parts = 1
         self.order: dict[str, None] = {}
 
     def __call__(self, x: Tensor, features: Features, record: bool = True) -> Features:
+        pieces = []
+        for part in torch.tensor_split(x, self.parts) if self.parts > 1 else (x,):
+            if len(part):
+                pieces.append(self._one(part, features))
+            else:
+                self._one(x[:1], features)  # keeps the processes' forward passes in step; dropped
+        outputs = pieces[0] if len(pieces) == 1 else _joined(pieces)
+        if record:
+            self.order.update(dict.fromkeys(outputs.order))  # forward order, unreadable layers too
+        return outputs
+
+    def _one(self, x: Tensor, features: Features) -> Features:
         features.clear()
+        if self.reduce is not None:
+            self.reduce.batch = len(x)
         try:
             self.forward(self.model, x)
         except Exception as error:
@@ -97,10 +130,45 @@ class ForwardRun:
                 f"SEIS: the model's forward pass failed on probe images {list(x.shape)}"
                 f" ({type(error).__name__}: {error}). {how}"
             ) from error
-        outputs = features.copy()
-        if record:
-            self.order.update(dict.fromkeys(features.order))  # forward order, unreadable layers too
-        return outputs
+        return features.copy()
+
+
+def _joined(pieces: list[Features]) -> Features:
+    """The captured outputs of consecutive parts of one chunk as one forward pass of the chunk gives them:
+    maps concatenated along the images; a layer unreadable in any part is unreadable."""
+    joined = Features()
+    for piece in pieces:
+        for name in piece.order:
+            if name not in joined.order:
+                joined.order.append(name)
+        joined.containers.extend(name for name in piece.containers if name not in joined.containers)
+        for name, why in piece.errors.items():
+            joined.errors.setdefault(name, why)
+    for name in joined.order:
+        if name in joined.errors:
+            continue
+        shapes = [piece.shapes.get(name) for piece in pieces]
+        if any(name not in piece for piece in pieces):
+            joined.errors[name] = "it did not run in the forward pass of every part of the probe images"
+        elif len({tuple(shape[1:]) for shape in shapes}) > 1:
+            joined.errors[name] = (
+                f"it gives maps of shapes {sorted({tuple(shape) for shape in shapes})} for different probe images;"
+                " SEIS compares maps of the same shape, so choose a layer whose output shape does not depend on"
+                " the image content"
+            )
+        else:
+            dict.__setitem__(joined, name, torch.cat([piece[name] for piece in pieces]))
+            joined.shapes[name] = [sum(shape[0] for shape in shapes), *shapes[0][1:]]
+    return joined
+
+
+def forward_parts(largest: float, batch_size: int, forward_batch_size: int | None) -> int:
+    """In how many parts a chunk of ``batch_size`` probe images goes through the model: parts of at most
+    ``forward_batch_size`` images; ``None``: as many images as keep the largest captured output (``largest``
+    bytes per image) under :data:`FORWARD_BYTES`."""
+    if forward_batch_size is None:
+        forward_batch_size = max(1, int(FORWARD_BYTES // max(largest, 1.0)))
+    return math.ceil(batch_size / min(forward_batch_size, batch_size))
 
 
 def in_context(forward: ForwardFn, context: Callable[[], AbstractContextManager] | None) -> ForwardFn:

@@ -82,8 +82,8 @@ def default_layers(model: nn.Module) -> list[str]:
     holding ``self.model = resnet18()``); loss modules and metrics are not blocks, and a
     ``ModuleList``/``ModuleDict`` (a container, never called itself) stands for its entries.
     :func:`capture` with ``new_maps_only=True`` then drops blocks that do not output a new feature map
-    (activations, dropout, identities), and lists in ``Features.containers`` the blocks whose output is
-    a tuple or a dict, whose own blocks (:func:`blocks_of`) stand for them.
+    (activations, dropout, identities, eval-mode BatchNorm), and lists in ``Features.containers`` the
+    blocks whose output is a tuple or a dict, whose own blocks (:func:`blocks_of`) stand for them.
     """
     declared = getattr(_unwrap(model), "seis_layers", None)
     if declared is not None:
@@ -169,6 +169,12 @@ class Features(dict):
         return snapshot
 
 
+def _fixed_affine(module: nn.Module) -> bool:
+    """A BatchNorm in eval mode with running statistics: a fixed affine map of each channel of its input,
+    no new feature map."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and not module.training and module.track_running_stats
+
+
 def _getter_of(output_getter: OutputGetter | Mapping[str, OutputGetter] | None, name: str) -> OutputGetter | None:
     if isinstance(output_getter, Mapping):
         return output_getter.get(name)
@@ -211,8 +217,9 @@ def capture(
         output_getter: for layers whose output is not a tensor (tuples, dicts, Hugging Face
             ``ModelOutput``): a callable taking the raw output and returning the feature map, or a
             mapping per layer.
-        new_maps_only: skip outputs that are not a new feature map (fewer than 2 axes, or a
-            parameter-free module that keeps its input's shape: activations, dropout).
+        new_maps_only: skip outputs that are not a new feature map (fewer than 2 axes, or a module that
+            keeps its input's shape and is parameter-free (activations, dropout) or an eval-mode BatchNorm,
+            a fixed affine map of each channel).
         reduce: ``reduce(name, output)`` runs inside the hook, before any later operation of the
             forward pass can touch the output (an in-place ``ReLU(inplace=True)`` after the layer
             overwrites the tensor the layer returned), and what it returns is kept instead of the
@@ -269,7 +276,9 @@ def capture(
                 return
             if new_maps_only:
                 keeps_shape = bool(args) and isinstance(args[0], Tensor) and args[0].shape == output.shape
-                if output.ndim < 2 or (next(module.parameters(), None) is None and keeps_shape):
+                if output.ndim < 2 or (
+                    keeps_shape and (next(module.parameters(), None) is None or _fixed_affine(module))
+                ):
                     return
             output = output.detach()
             if reduce is None:

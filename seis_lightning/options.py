@@ -14,12 +14,10 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from seis_lightning._precision import resolve_precision, statistics_eps
+from seis_lightning._precision import PRECISIONS, Precision, resolve_precision, statistics_eps
 
 Layout = Literal["channels_first", "channels_last"]
-Precision = Literal["auto", "float64", "float32"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
-PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 
 def _integer(low: int):
@@ -41,6 +39,7 @@ RULES = {
     "precision": (f"one of {PRECISIONS}", lambda v: v in PRECISIONS),
     "jackknife_groups": ("0 (off) or an integer >= 2", lambda v: _integer(0)(v) and v != 1),
     "batch_size": ("an integer >= 2", _integer(2)),
+    "forward_batch_size": ("None or a positive integer", _integer(1)),
     "num_samples": ("an integer >= 2", _integer(2)),
     "every_n_epochs": ("a positive integer", _integer(1)),
 }

@@ -49,6 +49,11 @@ def pass_plan(num_images: int, batch_size: int, rank: int = 0, world_size: int =
     return chunks + [Chunk(chunks[-1].start, chunks[-1].stop, counted=False)] * repeats
 
 
+def max_chunk_size(num_images: int, batch_size: int, world_size: int = 1) -> int:
+    """The most images in one chunk of :func:`pass_plan`, on any rank."""
+    return math.ceil(num_images / max(math.ceil(num_images / batch_size), world_size))
+
+
 def agree_across_ranks(
     metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], device: torch.device
 ) -> None:

@@ -20,12 +20,20 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from seis_lightning.forward import ForwardFn, ForwardRun, MapReduction, call_model, frozen, in_context
+from seis_lightning.forward import (
+    ForwardFn,
+    ForwardRun,
+    MapReduction,
+    call_model,
+    forward_parts,
+    frozen,
+    in_context,
+)
 from seis_lightning.functional import SCORES, SEISWarning, family_se
 from seis_lightning.layers import Features, OutputGetter, blocks_of, capture, default_layers, resolve_layers
 from seis_lightning.metric import SEISMetric
 from seis_lightning.options import SEISOptions, check_options
-from seis_lightning.pass_plan import Chunk, agree_across_ranks, pass_plan, probe_order
+from seis_lightning.pass_plan import Chunk, agree_across_ranks, max_chunk_size, pass_plan, probe_order
 from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
 from seis_lightning.results import LOGGED, STANDARD_ERRORS, ProbeResult, SEISScores, unscored_with_reasons
 from seis_lightning.sweeps import aliasing_gaps, layer_stride, sweep_summaries, sweep_summary_reasons
@@ -44,7 +52,11 @@ class SEISProbe:
             (``"random_affine"``, ``"rotate:30"``, ``"hflip"``...), or sweeps ``"rotate:0:60:20"``, one
             transformation per magnitude (see :func:`~seis_lightning.transforms.parse_transforms`).
             Default: the paper's random affine.
-        batch_size: probe images per forward pass (at least 2, for the null pairing).
+        batch_size: probe images per chunk of the probe pass (at least 2): the null pairs images within a
+            chunk, and each chunk's statistics are added as one.
+        forward_batch_size: images per forward pass; ``None``: as many as keep the largest captured
+            output under 32 MiB (:data:`~seis_lightning.forward.FORWARD_BYTES`), at most ``batch_size``.
+            The scores do not depend on it (the model runs in eval mode).
         keep: share of variance kept by the SVD denoising, in (0, 1].
         max_positions: larger maps keep a fixed random subset of this many positions (spec, "Large maps").
         seed: seed of the generator that draws random transformations (once, here).
@@ -70,6 +82,7 @@ class SEISProbe:
         transforms: Sequence[GeometricTransform | str] | GeometricTransform | str | None = None,
         *,
         batch_size: int = 64,
+        forward_batch_size: int | None = None,
         keep: float = 0.99,
         max_positions: int = 1024,
         seed: int = 0,
@@ -80,7 +93,12 @@ class SEISProbe:
         precision: str = "auto",
         jackknife_groups: int = 0,
     ) -> None:
-        check_options(batch_size=batch_size, layout=layout, num_prefix_tokens=num_prefix_tokens)
+        check_options(
+            batch_size=batch_size,
+            forward_batch_size=forward_batch_size,
+            layout=layout,
+            num_prefix_tokens=num_prefix_tokens,
+        )
         # The numerics options, validated once; layout and prefix tokens may vary per layer (_metric).
         self.options = SEISOptions(
             keep=float(keep) if isinstance(keep, int) and not isinstance(keep, bool) else keep,
@@ -103,6 +121,7 @@ class SEISProbe:
         if not names or len(set(names)) != len(names):
             raise ValueError(f"Expected at least one transformation with distinct names, but got {names}.")
         self.batch_size = batch_size
+        self.forward_batch_size = forward_batch_size
         self.seed = seed
         self.layout = layout
         self.num_prefix_tokens = num_prefix_tokens
@@ -163,12 +182,14 @@ class SEISProbe:
             return images[chunk.start : chunk.stop].to(device=device, dtype=dtype, non_blocking=True)
 
         with frozen(model):
-            failed = self._failing_transforms(chunk_of(plan[0]))
+            first = chunk_of(plan[0])[:2]  # what the model does with images like these: two tell it
+            failed = self._failing_transforms(first)
             active = self._without(failed)
-            run = ForwardRun(model, forward, default_forward)
-            layers = self._layers(model, run, chunk_of(plan[0]))
             reduce = MapReduction(model, self.layout, self.num_prefix_tokens, self.options.max_positions)
-            metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device, reduce)
+            run = ForwardRun(model, forward, default_forward, reduce)
+            layers = self._layers(model, run, first)
+            largest_chunk = max_chunk_size(len(images), self.batch_size, world_size)
+            metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device, reduce, largest_chunk)
         if world_size > 1:
             agree_across_ranks(metrics, layers.names, reasons, device)
         scored = [name for name in run.order if name in layers.names]
@@ -194,11 +215,14 @@ class SEISProbe:
         chunk_of: Callable[[Chunk], Tensor],
         device: torch.device,
         reduce: MapReduction,
+        largest_chunk: int,
     ) -> tuple[dict[str, SEISMetric], dict[str, str]]:
         """Every chunk of the plan through the model and its transformations; per-layer statistics.
 
         Each transformation's pass is added to the statistics as soon as it has run and then dropped: only
-        the reduced maps of the probe images and of one transformation are held at a time."""
+        the reduced maps of the probe images and of one transformation are held at a time. Each pass runs
+        in parts (:func:`~seis_lightning.forward.forward_parts`), sized by a first forward pass of two
+        images unless ``forward_batch_size`` says the size."""
         metrics: dict[str, SEISMetric] = {}
         reasons: dict[str, str] = {}
         shapes: dict[str, tuple[Chunk, list[int]]] = {}
@@ -211,9 +235,12 @@ class SEISProbe:
         with capture(
             model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto, reduce=reduce
         ) as features:
+            if self.forward_batch_size is None:
+                with record_function("seis.forward"):
+                    run(chunk_of(plan[0])[:2], features, record=False)
+            run.parts = forward_parts(reduce.largest, largest_chunk, self.forward_batch_size)
             for chunk in plan:
                 x = chunk_of(chunk)
-                reduce.batch = len(x)
                 with record_function("seis.forward"):
                     a = run(x, features)
                 # default layers: a block that gives no new map is not one
@@ -354,7 +381,7 @@ class SEISProbe:
         tx = image_map(x)
         if tx.shape != x.shape:
             raise ValueError(
-                f"Transformation {name!r} changed the image shape from {list(x.shape)} to {list(tx.shape)};"
+                f"Transformation {name!r} changed the image shape from {list(x.shape[1:])} to {list(tx.shape[1:])};"
                 " SEIS compares activations of same-size images."
             )
         return tx
@@ -459,9 +486,9 @@ def score_model(
             callback's default) from a dataset, dataloader or iterable.
         input_getter: how to take the images from an item or batch: ``None`` (a tensor, the first element
             of a tuple or list, or a dict's ``"image"``-like key), an index, a key, or a callable.
-        options: the other options of :class:`SEISProbe` (``batch_size``, ``keep``, ``max_positions``,
-            ``seed``, ``layout``, ``num_prefix_tokens``, ``output_getter``, ``forward_fn``, ``precision``,
-            ``jackknife_groups``).
+        options: the other options of :class:`SEISProbe` (``batch_size``, ``forward_batch_size``, ``keep``,
+            ``max_positions``, ``seed``, ``layout``, ``num_prefix_tokens``, ``output_getter``, ``forward_fn``,
+            ``precision``, ``jackknife_groups``).
 
     Returns:
         ``{transform: {layer: {score: value}}}``, the mapping of :attr:`SEISCallback.scores`; layers in

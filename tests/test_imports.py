@@ -45,3 +45,48 @@ def test_version_without_installed_metadata():
         " import seis_lightning; print(json.dumps(seis_lightning.__version__))"
     )
     assert version[0].isdigit() and version != "0+unknown"
+
+
+def _package_imports() -> dict[str, set[str]]:
+    """Which package modules each module of ``seis_lightning`` imports, at any depth of its code (imports
+    inside functions count: a deferred import hides a cycle, it does not remove it)."""
+    import ast
+
+    graph: dict[str, set[str]] = {}
+    for path in sorted((ROOT / "seis_lightning").glob("*.py")):
+        name = path.stem
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("seis_lightning"):
+                module = node.module.split(".")
+                if len(module) > 1:
+                    targets.add(module[1])
+                else:  # from seis_lightning import x, y
+                    targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Import):
+                targets.update(a.name.split(".")[1] for a in node.names if a.name.startswith("seis_lightning."))
+        graph[name] = {t for t in targets if (ROOT / "seis_lightning" / f"{t}.py").exists() and t != name}
+    return graph
+
+
+def test_the_package_modules_import_each_other_without_a_cycle():
+    graph = {name: deps for name, deps in _package_imports().items() if name != "__init__"}
+    assert "options" in graph["_precision"] or "_precision" in graph["options"]  # the graph is read
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for dep in sorted(graph.get(node, ())):
+            if dep == "__init__":
+                continue
+            if state.get(dep) == 1:
+                cycles.append([*path[path.index(dep) :], dep] if dep in path else [node, dep])
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []

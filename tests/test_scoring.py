@@ -197,7 +197,7 @@ def test_hugging_face_style_model_with_forward_fn_and_output_getter():
 
 def test_without_forward_fn_the_model_error_is_raised_naming_forward_fn():
     with pytest.raises(
-        RuntimeError, match=r"forward pass failed on probe images \[8, 3, 16, 16\].*positional.*forward_fn"
+        RuntimeError, match=r"forward pass failed on probe images \[2, 3, 16, 16\].*positional.*forward_fn"
     ):
         score_model(HFStyleModel(), _images(8), layers="embeddings", transforms="hflip")
 
