@@ -34,6 +34,7 @@ from tests.setups import (
     FIT_ENTRIES,
     GOOD_LAYERS,
     OTHER,
+    OTHER_BATCHES,
     SCHEDULES,
     SOURCES,
     Cell,
@@ -42,6 +43,7 @@ from tests.setups import (
     execute,
     ids,
     image,
+    in_batches,
     promises,
     source,
 )
@@ -147,14 +149,38 @@ def promise_b(cell: Cell, runs: dict) -> None:
         )
 
 
-def _allowed(cell: Cell) -> dict[str, set[int]]:
-    """The ids each Trainer call's loader (or probe_data) yields, by ``trainer.state.fn``."""
-    own = source(cell.source).allowed
+def batch_limit(cell: Cell, fn: str) -> int | float:
+    """The limit Lightning puts on the batches of the loader that ``fn`` (``trainer.state.fn``) evaluates."""
+    options = {**source(cell.source).trainer, **SCHEDULES[cell.schedule]}
+    if options.get("fast_dev_run"):
+        return 1
+    return options.get("limit_test_batches" if fn == "test" else "limit_val_batches", 1.0)
+
+
+def _kept(batches: list[list[int]], limit: int | float) -> list[list[int]]:
+    """The batches Lightning runs: the first ``limit`` (an int), or that fraction of them, rounded down."""
+    if isinstance(limit, float):
+        return batches if limit >= 1.0 else batches[: int(len(batches) * limit)]
+    return batches[:limit]
+
+
+def _allowed(cell: Cell) -> dict[str, tuple[set[int], int]]:
+    """By ``trainer.state.fn``: the ids that call's loader (or probe_data) yields within Lightning's batch
+    limit of it (``limit_val_batches``, ``limit_test_batches``, ``fast_dev_run``), and how many images that
+    limit lets through. A shuffling sampler draws its first batches at random, so there only the count is
+    known; ``probe_data`` is the user's choice, read whole."""
+    src = source(cell.source)
     stages = {"validate": "validate", "test": "test", "fit_test": "test", "fit_validate": "validate"}
-    allowed = {} if cell.entry in ("validate", "test") else {"fit": own}
+    probe_data = cell.schedule == "noval"
+    loaders = {} if cell.entry in ("validate", "test") else {"fit": (src.allowed, src.batches)}
     if cell.entry in stages:
-        other = cell.entry in ("fit_test", "fit_validate") and cell.schedule != "noval"  # probe_data: the user's choice
-        allowed[stages[cell.entry]] = OTHER if other else own
+        other = cell.entry in ("fit_test", "fit_validate") and not probe_data
+        loaders[stages[cell.entry]] = (OTHER, OTHER_BATCHES) if other else (src.allowed, src.batches)
+    allowed = {}
+    for fn, (yielded, batches) in loaders.items():
+        limit = 1.0 if probe_data else batch_limit(cell, fn)
+        kept = _kept(batches or in_batches(sorted(yielded)), limit)
+        allowed[fn] = ({i for batch in kept for i in batch} if batches else yielded, sum(map(len, kept)))
     return allowed
 
 
@@ -164,11 +190,15 @@ def promise_c(cell: Cell, runs: dict) -> None:
     src = source(cell.source)
     for fn, seen in run.seen:
         assert fn in allowed, f"the callback fed the model images during {fn!r}"
-        assert set(seen) <= allowed[fn], f"{fn}: probe ids {sorted(set(seen) - allowed[fn])} are not in the loader"
+        yielded, _ = allowed[fn]
+        assert set(seen) <= yielded, f"{fn}: probe ids {sorted(set(seen) - yielded)} not in the loader's first batches"
+    for fn, (_, count) in allowed.items():
+        distinct = {i for f, seen in run.seen if f == fn for i in seen}
+        assert len(distinct) <= count * len(run.callbacks), f"{fn}: {len(distinct)} images, the limit lets {count}"
     disabled = any(cb.disabled for cb in run.callbacks)
     for fn in allowed:
         assert disabled or any(f == fn for f, _ in run.seen), f"nothing was scored during {fn!r}"
-    everything = set().union(*allowed.values())
+    everything = set().union(*(yielded for yielded, _ in allowed.values()))
     for cb in run.callbacks:
         if cb.probe_set is None:
             continue
