@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,16 +68,18 @@ DEPTHS = {  # conv maps in depth order, the pooled features, the logits
 }
 
 
-def depth_claims(scores: dict, network: str, se_of) -> dict[str, tuple[str, str]]:
+def depth_claims(
+    scores: dict | None, network: str, se_of: Callable[[str, str], float] | None = None, df: float = ASSUMED_DF
+) -> dict[str, tuple[str, str, str]]:
     """Each depth claim of the spec: name -> (verdict wanted, verdict found, what was measured), by the Welch
-    rule with ``se_of(layer, score)`` and ``se_of.df``; ``scores=None``: the names, nothing measured."""
+    rule with the SE ``se_of(layer, score)`` of each score (``df`` each); ``scores=None``: the names only."""
     convs, pooled, logits = DEPTHS[network]
 
     def verdict(score: str, shallow: str, deep: str) -> tuple[str, str]:
         if scores is None:  # the claims' names only
             return "", ""
         a, b = scores[shallow][score], scores[deep][score]
-        found = difference(a, b, se_of(shallow, score), se_of(deep, score), df=se_of.df)
+        found = difference(a, b, se_of(shallow, score), se_of(deep, score), df=df)
         return found["verdict"], f"{score} {shallow} {a:.3f} -> {deep} {b:.3f} (bar {found['bar']:.3f})"
 
     claims = {
@@ -103,14 +106,6 @@ def failed_claims(claims: dict) -> list[str]:
             if not holds(wanted, verdict)]  # fmt: skip
 
 
-class _AssumedSE:
-    def __init__(self, se: float) -> None:
-        self.se, self.df = se, ASSUMED_DF
-
-    def __call__(self, layer: str, score: str) -> float:
-        return self.se
-
-
 @pytest.mark.slow
 def test_figure2_depth_live(tmp_path):
     """Figure 2 on a small digits CNN trained here (width 16, 4 epochs, 192 probe images, scored once at
@@ -124,11 +119,7 @@ def test_figure2_depth_live(tmp_path):
         torch.set_num_threads(threads)
     scores = history[-1]["scores"]["random_affine"]
 
-    def se_of(layer: str, score: str) -> float:
-        return scores[layer][f"{score}_se"]
-
-    se_of.df = LIVE_GROUPS - 1
-    claims = depth_claims(scores, "digits", se_of)
+    claims = depth_claims(scores, "digits", lambda layer, score: scores[layer][f"{score}_se"], df=LIVE_GROUPS - 1)
     assert len(claims) == 4 + 2 + 3
     assert not failed_claims(claims), failed_claims(claims)
 
@@ -165,7 +156,7 @@ FIGURE2_NOT_HELD: dict[tuple[str, str], str] = {
 
 def _figure2_params():
     for network in ARTEFACTS:
-        names = depth_claims(None, network, None)
+        names = depth_claims(None, network)
         for name in names:
             reason = FIGURE2_NOT_HELD.get((network, name))
             yield pytest.param(network, name, id=f"{network}-{name}", marks=[xfail(reason)] if reason else [])
@@ -176,7 +167,7 @@ def test_figure2_depth_artefacts(network, claim):
     """Figure 2 on the committed artefacts (digits CNN, 12 epochs; ResNet-18 on shapes, 4 epochs), the last
     epoch: each depth claim of the spec by the Welch rule, with the assumed SE of the network's probe set."""
     name, se = ARTEFACTS[network]
-    claims = depth_claims(final_epoch(name), network, _AssumedSE(se))
+    claims = depth_claims(final_epoch(name), network, lambda layer, score: se)
     assert not failed_claims({claim: claims[claim]}), claims[claim]
 
 
