@@ -19,11 +19,12 @@ jackknife SE of a run (``se``, from ``<score>_se``), then the difference of the 
 ``se = sqrt(seed_se**2 + jackknife_se**2)``, and its degrees of freedom ``df`` by Welch-Satterthwaite
 over the four terms ``v``: ``df = (sum v)**2 / sum(v**2 / df_v)``. The verdict: ``|delta| >
 t_{(1 + level)/2, df} * se`` (``bar``, the half-width of the two-sided ``level`` interval of delta) is
-"raised" or "lowered" by the sign of delta, else "within noise". With 3 + 3 seeds and no jackknife,
-``df`` is 2 to 4 and the bar 2.8 to 4.3 standard errors, not a fixed 2. A side with fewer than two
-seeds has no seed spread: the comparison falls back to the two jackknife terms alone (``se_from`` says
-``jackknife``; ``df`` by the same rule, ``2 (G - 1)`` for equal SEs; it then says whether these runs
-differ beyond the probe images' noise, not whether the change would hold over seeds), or, without
+"raised" or "lowered" by the sign of delta, else "within noise" (:func:`welch_verdict`, the one rule,
+shared with the findings tests). With 3 + 3 seeds and no jackknife, ``df`` is 2 to 4 and the bar 2.8 to
+4.3 standard errors, not a fixed 2. A side with fewer than two seeds has no seed spread: the comparison
+falls back to the two jackknife terms alone (``se_from`` says ``jackknife``; ``df`` by the same rule,
+``2 (G - 1)`` for equal SEs; it then says whether these runs differ beyond the probe images' noise, not
+whether the change would hold over seeds), or, without
 jackknife SEs or ``jackknife_groups``, is "not enough seeds".
 """
 
@@ -335,6 +336,35 @@ def _difference(
         return {**out, **dict.fromkeys(("se", "df", "t", "t_critical", "bar"), math.nan), "verdict": "no scores"}
     if not terms:
         return {**out, **dict.fromkeys(("se", "df", "t", "t_critical", "bar"), math.nan), "verdict": "not enough seeds"}
+    return {**out, **welch_verdict(delta, terms, level=level)}
+
+
+def welch_verdict(delta: float, terms: Sequence[tuple[float, float]], *, level: float = 0.95) -> dict[str, Any]:
+    """The verdict on a difference ``delta`` whose variance is a sum of independent ``terms``
+    ``(variance, df)`` (``df = inf``: a term taken as exact): ``se = sqrt(sum variance)``, ``df`` by
+    Welch-Satterthwaite ``(sum v)**2 / sum(v**2 / df_v)``, and "raised" / "lowered" (by the sign of delta)
+    when ``|delta| > t_{(1 + level)/2, df} * se`` (``bar``), else "within noise". The one rule of
+    :func:`compare_runs`, ``seis-lightning compare`` and the findings tests.
+
+    Example:
+        >>> v = welch_verdict(0.1, [(0.01**2 / 3, 2), (0.01**2 / 3, 2)])
+        >>> round(v["df"], 3), round(v["t_critical"], 3), v["verdict"]
+        (4.0, 2.776, 'raised')
+
+    Returns:
+        ``{"se", "df", "t", "t_critical", "bar", "verdict"}``.
+
+    Raises:
+        ValueError: for no terms, a negative or non-finite variance, a df that is not positive, or a
+            ``level`` outside (0, 1).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"welch_verdict(level=...) needs a confidence level in (0, 1), e.g. 0.95; got {level!r}.")
+    if not terms:
+        raise ValueError("welch_verdict needs at least one (variance, df) term.")
+    for variance, df in terms:
+        if not (math.isfinite(variance) and variance >= 0 and df > 0):
+            raise ValueError(f"welch_verdict: each term is (variance >= 0, df > 0), got {(variance, df)!r}.")
     variance = sum(v for v, _ in terms)
     spread = sum(v * v / df for v, df in terms)
     df = variance**2 / spread if spread > 0 else math.inf  # Welch-Satterthwaite; every term exact: the normal
@@ -343,7 +373,7 @@ def _difference(
     bar = t_critical * se
     verdict = "within noise" if abs(delta) <= bar else "raised" if delta > 0 else "lowered"
     t = delta / se if se > 0 else math.copysign(math.inf, delta) if delta else 0.0
-    return {**out, "se": se, "df": df, "t": t, "t_critical": t_critical, "bar": bar, "verdict": verdict}
+    return {"se": se, "df": df, "t": t, "t_critical": t_critical, "bar": bar, "verdict": verdict}
 
 
 # ------------------------------------------------------------------ output

@@ -23,6 +23,7 @@ from seis_lightning.compare import (
     read_scores_csv,
     t_cdf,
     t_quantile,
+    welch_verdict,
 )
 from seis_lightning.functional import SCORES
 from seis_lightning.plotting import score_rows
@@ -205,6 +206,54 @@ def test_score_model_results_compare_directly():
     assert row["a_mean"] == pytest.approx(mean_a, rel=1e-12)
     assert row["verdict"] in ("raised", "lowered", "within noise")
     assert seis_lightning.compare_runs is compare_runs
+
+
+def test_welch_verdict_by_hand():
+    """Two terms of equal variance v and df 2: df = (2v)**2 / (2 v**2 / 2) = 4, t_{0.975,4} = 2.776; a delta
+    just beyond and just within the bar, of either sign; one exact term alone: the normal's 1.960."""
+    terms = [(0.01**2, 2), (0.01**2, 2)]
+    se = math.sqrt(2) * 0.01
+    at = 2.7764451 * se
+    assert welch_verdict(1.001 * at, terms)["verdict"] == "raised"
+    assert welch_verdict(-1.001 * at, terms)["verdict"] == "lowered"
+    assert welch_verdict(0.999 * at, terms)["verdict"] == "within noise"
+    assert welch_verdict(-0.999 * at, terms)["verdict"] == "within noise"
+    verdict = welch_verdict(0.05, terms)
+    assert verdict["df"] == pytest.approx(4.0, rel=1e-12)
+    assert verdict["se"] == pytest.approx(se, rel=1e-12)
+    assert verdict["bar"] == pytest.approx(at, rel=1e-6)
+    assert verdict["t"] == pytest.approx(0.05 / se, rel=1e-12)
+    assert welch_verdict(0.0, [(0.01**2, math.inf)])["bar"] == pytest.approx(1.959964 * 0.01, rel=1e-6)
+
+
+def test_welch_verdict_is_compare_runs_rule():
+    """compare_runs's row is welch_verdict on its four terms (seed terms df n - 1, jackknife terms df G - 1)."""
+    plain, augment = (0.50, 0.53, 0.51), (0.56, 0.55, 0.60)
+    a = [{"t": {"l": {"invariance": v, "invariance_se": s}}} for v, s in zip(plain, (0.01, 0.02, 0.015))]
+    b = [{"t": {"l": {"invariance": v, "invariance_se": s}}} for v, s in zip(augment, (0.01, 0.01, 0.02))]
+    row = compare_runs(a, b, jackknife_groups=10)[0]
+    sd_a, sd_b = (float(torch.tensor(x, dtype=torch.float64).std()) for x in (plain, augment))
+    se_a, se_b = 0.015, (0.01 + 0.01 + 0.02) / 3
+    terms = [(sd_a**2 / 3, 2), (sd_b**2 / 3, 2), (se_a**2, 9), (se_b**2, 9)]
+    expected = welch_verdict(row["delta"], terms)
+    for key in ("se", "df", "t_critical", "bar"):
+        assert row[key] == pytest.approx(expected[key], rel=1e-9), key
+    assert row["verdict"] == expected["verdict"]
+
+
+@pytest.mark.parametrize(
+    ("terms", "level", "message"),
+    [
+        ([], 0.95, "at least one"),
+        ([(-1.0, 2)], 0.95, "variance >= 0"),
+        ([(math.nan, 2)], 0.95, "variance >= 0"),
+        ([(0.1, 0)], 0.95, "df > 0"),
+        ([(0.1, 2)], 1.0, "level"),
+    ],
+)
+def test_welch_verdict_rejects(terms, level, message):
+    with pytest.raises(ValueError, match=message):
+        welch_verdict(0.1, terms, level=level)
 
 
 # ------------------------------------------------------------------ the callback's CSV

@@ -1,16 +1,25 @@
-"""The invariant matrix: every cell (data source x schedule x entry point) against every promise of
-``SEISCallback`` (README, "What the callback promises"):
+"""The invariant matrix: every cell (data source x schedule x entry point) against the promises of
+``SEISCallback`` (README, "What the callback promises"), in the form each cell allows (``promises``):
 
 (a) weights, optimizer state, losses, logged metrics and RNG streams (torch, numpy, random) are
     bit-identical with and without the callback (the same code path twice, so equality is exact);
 (b) SEIS points land on the rows where Lightning logs the validation metrics (plus step 0); without
     validation, on the epoch metrics' rows; ``validate``/``test`` on that call's rows;
 (c) every probe image is one the probed loader yields (its sampler or batch_sampler, its split, its
-    transforms); ``validate``/``test`` score the loader of that call;
+    transforms) within the batches Lightning runs of it (``limit_val_batches``, ``limit_test_batches``,
+    ``fast_dev_run``: the first batches; under a shuffling sampler, no more images than those batches
+    hold); ``validate``/``test`` score the loader of that call;
 (d) with ``strict=False`` nothing the callback does ends training; ``strict=True`` raises at the first
     failure, with its cause;
 (e) one unscorable layer or transformation costs only itself: its reason goes to the history, the CSV
     and one warning; every other layer and transformation is still scored.
+
+Where Lightning logs nothing (``fast_dev_run``) or the callback must step aside (images of several sizes),
+(b) is "b-unlogged": no SEIS point or file, and the scorings made where validation runs (or none); for images
+of several sizes (e) is "e-aside": the faulty run steps aside once, for that cause, and scores nothing, and
+the failing-forward half of (a) does not apply (no forward pass is made). The CUDA RNG stream of (a) is
+checked on a CUDA device by ``test_device_rng_stream_is_the_same_with_and_without_the_callback[cuda]``
+(skipped, with the reason, where there is none).
 
 Each cell runs five times (no callback; a clean callback; a callback with two unscorable layers and a
 transformation that changes the image size next to good ones; the same with ``strict=True``; a clean
@@ -21,19 +30,24 @@ runs are shared by the cell's promises. The setups live in ``tests/setups.py``.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from seis_lightning import SEISCallback
+from tests.lightning_helpers import TinyCNN
 from tests.setups import (
     ENTRIES,
     FAULTS,
     FIT_ENTRIES,
     GOOD_LAYERS,
     OTHER,
+    OTHER_BATCHES,
     SCHEDULES,
     SOURCES,
     Cell,
@@ -42,8 +56,10 @@ from tests.setups import (
     execute,
     ids,
     image,
+    in_batches,
     promises,
     source,
+    train_loader,
 )
 
 VARIANTS = ("none", "clean", "faulty", "strict", "explode")
@@ -147,14 +163,73 @@ def promise_b(cell: Cell, runs: dict) -> None:
         )
 
 
-def _allowed(cell: Cell) -> dict[str, set[int]]:
-    """The ids each Trainer call's loader (or probe_data) yields, by ``trainer.state.fn``."""
-    own = source(cell.source).allowed
+def batch_limit(cell: Cell, fn: str) -> int | float:
+    """The limit Lightning puts on the batches of the loader that ``fn`` (``trainer.state.fn``) evaluates."""
+    options = {**source(cell.source).trainer, **SCHEDULES[cell.schedule]}
+    if options.get("fast_dev_run"):
+        return 1
+    return options.get("limit_test_batches" if fn == "test" else "limit_val_batches", 1.0)
+
+
+def _kept(batches: list[list[int]], limit: int | float) -> list[list[int]]:
+    """The batches Lightning runs: the first ``limit`` (an int), or that fraction of them, rounded down."""
+    if isinstance(limit, float):
+        return batches if limit >= 1.0 else batches[: int(len(batches) * limit)]
+    return batches[:limit]
+
+
+def promise_b_unlogged(cell: Cell, runs: dict) -> None:
+    """(b) where nothing is logged: under fast_dev_run (Lightning logs nothing, the callback neither: no SEIS
+    row, no seis_scores.csv; it still scores where validation runs: before training and after the one step,
+    or once per validate/test call) and where the callback stepped aside (no point, no entry anywhere)."""
+    run = runs["clean"]
+    assert run.error is None, run.error
+    written = sorted(str(path) for path in Path(run.root).rglob("seis_scores.csv"))
+    assert not written, f"the callback wrote {written}"
+    for phase in run.phases:
+        rows = [row for row in phase.metrics or [] if any(k.startswith("seis") and v != "" for k, v in row.items())]
+        assert not rows, f"SEIS points in metrics.csv: {rows[:2]}"
+    history = [entry for cb in run.callbacks for entry in cb.history]
+    evaluations = [entry for cb in run.callbacks for entry in cb.evaluations]
+    if any(cb.disabled for cb in run.callbacks):
+        assert not history and not evaluations, "a callback that stepped aside scored"
+        return
+    assert cell.schedule == "fast_dev_run", "the callback neither logged nor stepped aside"
+    fits = sum(phase.stage == "fit" for phase in run.phases)
+    assert sorted({entry["global_step"] for entry in history}) == ([0, run.global_step] if fits else []), history
+    assert len(evaluations) == len(run.phases) - fits, evaluations
+
+
+def promise_e_aside(cell: Cell, runs: dict) -> None:
+    """(e) where collecting the images fails first (images of several sizes): the faulty run steps aside once,
+    for that cause, before any of its unscorable layers or transformations is reached, and scores nothing."""
+    run = runs["faulty"]
+    assert run.error is None, _chain(run.error)
+    reasons = [cb.disabled for cb in run.callbacks]
+    assert all(reason and "equal size" in reason for reason in reasons), reasons
+    told = [str(w.message) for w in run.warnings if "disabled" in str(w.message)]
+    assert len(told) == len(run.callbacks) and all("equal size" in message for message in told), told
+    assert not any(f"'{fault}'" in str(w.message) for w in run.warnings for fault in FAULTS), run.warnings
+    assert not any(cb.history or cb.evaluations for cb in run.callbacks)
+
+
+def _allowed(cell: Cell) -> dict[str, tuple[set[int], int]]:
+    """By ``trainer.state.fn``: the ids that call's loader (or probe_data) yields within Lightning's batch
+    limit of it (``limit_val_batches``, ``limit_test_batches``, ``fast_dev_run``), and how many images that
+    limit lets through. A shuffling sampler draws its first batches at random, so there only the count is
+    known; ``probe_data`` is the user's choice, read whole."""
+    src = source(cell.source)
     stages = {"validate": "validate", "test": "test", "fit_test": "test", "fit_validate": "validate"}
-    allowed = {} if cell.entry in ("validate", "test") else {"fit": own}
+    probe_data = cell.schedule == "noval"
+    loaders = {} if cell.entry in ("validate", "test") else {"fit": (src.allowed, src.batches)}
     if cell.entry in stages:
-        other = cell.entry in ("fit_test", "fit_validate") and cell.schedule != "noval"  # probe_data: the user's choice
-        allowed[stages[cell.entry]] = OTHER if other else own
+        other = cell.entry in ("fit_test", "fit_validate") and not probe_data
+        loaders[stages[cell.entry]] = (OTHER, OTHER_BATCHES) if other else (src.allowed, src.batches)
+    allowed = {}
+    for fn, (yielded, batches) in loaders.items():
+        limit = 1.0 if probe_data else batch_limit(cell, fn)
+        kept = _kept(batches or in_batches(sorted(yielded)), limit)
+        allowed[fn] = ({i for batch in kept for i in batch} if batches else yielded, sum(map(len, kept)))
     return allowed
 
 
@@ -164,11 +239,15 @@ def promise_c(cell: Cell, runs: dict) -> None:
     src = source(cell.source)
     for fn, seen in run.seen:
         assert fn in allowed, f"the callback fed the model images during {fn!r}"
-        assert set(seen) <= allowed[fn], f"{fn}: probe ids {sorted(set(seen) - allowed[fn])} are not in the loader"
+        yielded, _ = allowed[fn]
+        assert set(seen) <= yielded, f"{fn}: probe ids {sorted(set(seen) - yielded)} not in the loader's first batches"
+    for fn, (_, count) in allowed.items():
+        distinct = {i for f, seen in run.seen if f == fn for i in seen}
+        assert len(distinct) <= count * len(run.callbacks), f"{fn}: {len(distinct)} images, the limit lets {count}"
     disabled = any(cb.disabled for cb in run.callbacks)
     for fn in allowed:
         assert disabled or any(f == fn for f, _ in run.seen), f"nothing was scored during {fn!r}"
-    everything = set().union(*allowed.values())
+    everything = set().union(*(yielded for yielded, _ in allowed.values()))
     for cb in run.callbacks:
         if cb.probe_set is None:
             continue
@@ -245,9 +324,11 @@ PROMISES = {
     "a": promise_a,
     "a-failing": promise_a_failing,
     "b": promise_b,
+    "b-unlogged": promise_b_unlogged,
     "c": promise_c,
     "d": promise_d,
     "e": promise_e,
+    "e-aside": promise_e_aside,
 }
 
 
@@ -364,3 +445,73 @@ def test_two_ranks_keep_every_promise(cell, promise, root):
     for rank, runs in enumerate(_DDP[cell]):
         if rank == 0 or promise not in ("b", "e"):
             PROMISES[promise](cell, runs)
+
+
+# ---------------------------------------------------------------------------------------------- the device's RNG
+
+
+class _DrawingNet(TinyCNN):
+    """``TinyCNN`` (dropout: training draws from the device's RNG) whose forward also draws from the device's
+    RNG in eval mode, as MC dropout would: a probe pass that did not put the RNG state back would move it."""
+
+    def forward(self, x):
+        torch.rand(len(x), device=x.device)
+        return super().forward(x)
+
+
+def _device_rng_after_fit(accelerator: str, callback: bool, root: Path) -> tuple[list, list]:
+    """The RNG states of the device (all CUDA devices' for ``gpu``, torch's for ``cpu``) after seeding and after
+    a 2-epoch fit of :class:`_DrawingNet`, with or without a strict SEISCallback scoring it."""
+
+    def states() -> list:
+        return list(torch.cuda.get_rng_state_all()) if accelerator == "gpu" else [torch.get_rng_state()]
+
+    pl.seed_everything(0, verbose=False)
+    start = states()
+    seis = SEISCallback(layers=GOOD_LAYERS, transforms=["hflip"], num_samples=16, batch_size=8, log_figures=False,
+                        strict=True)  # fmt: skip
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[seis] if callback else [],
+        default_root_dir=root,
+    )
+    trainer.fit(_DrawingNet(), train_loader(), source("random_getitem").val)
+    if callback:
+        assert len(seis.history) == 3, seis.history  # before training and after each epoch: the model ran under SEIS
+    return start, states()
+
+
+@pytest.mark.parametrize(
+    "accelerator",
+    [
+        "cpu",
+        pytest.param(
+            "gpu",
+            id="cuda",
+            marks=pytest.mark.skipif(
+                not torch.cuda.is_available(), reason="the CUDA RNG stream needs a CUDA device; this machine has none"
+            ),
+        ),
+    ],
+)
+def test_device_rng_stream_is_the_same_with_and_without_the_callback(accelerator, tmp_path):
+    """(a) for the device's RNG stream: after a fit whose training and probe passes both draw from it, the
+    CUDA generators (``torch.cuda.get_rng_state_all()``) are where they are without the callback. The ``cpu``
+    case runs the same code on torch's generator, so the test itself is exercised on every machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in tests/setups.py's execute: on these tiny tensors a second thread only spins
+    try:
+        start, without = _device_rng_after_fit(accelerator, False, tmp_path / "without")
+        again, with_callback = _device_rng_after_fit(accelerator, True, tmp_path / "with")
+    finally:
+        torch.set_num_threads(threads)
+    assert all(map(torch.equal, start, again))
+    assert not all(map(torch.equal, start, without)), "the fit drew nothing from the device's RNG: nothing to check"
+    assert len(with_callback) == len(without)
+    assert all(map(torch.equal, without, with_callback)), "the callback moved the device's RNG stream"
