@@ -25,6 +25,16 @@ EIGH_FLOPS = 9  # x n^3: a symmetric eigendecomposition with its vectors (tridia
 class PassCost:
     """The work of one probe pass (on this process), counted from its plan and the layers' map sizes.
 
+    Example:
+        >>> cost = PassCost(images=512, chunks=8, draws=4, sizes={"conv1": (32, 196), "fc": (10, 1)})
+        >>> cost.forward_passes, cost.whiteners, cost.large
+        (40, {196: 5, 32: 5, 10: 5, 1: 5}, True)
+        >>> print(cost)  # doctest: +NORMALIZE_WHITESPACE
+        SEIS probe pass: 512 images in 8 batches x (1 + 4 transformation draws) = 40 forward passes; 2 layers;
+        Gram products 19 GFLOP; 20 covariance eigendecompositions, the largest 196x196 (5 of them, layer
+        'conv1'), about 0.34 GFLOP, and 32 for the CCAs, each at most as large. Counts of operations, not a
+        time estimate.
+
     Attributes:
         images: probe images this process scores.
         chunks: forward passes of the probe images (batches of at most ``batch_size``).

@@ -181,8 +181,15 @@ class SEISProbe:
             layers = self._layers(model, run, chunk_of(plan[0]))
             reduce = MapReduction(model, self.layout, self.num_prefix_tokens, self.options.max_positions)
             progress = progress if rank == 0 else False
+
+            def before_work(cost: PassCost, unscored: dict[str, str]) -> None:
+                if rank == 0:
+                    self._log_cost(cost, unscored)
+                if on_unscored is not None and unscored:
+                    on_unscored(unscored)
+
             metrics, reasons, cost = active._pass(
-                model, run, layers, plan, chunk_of, device, reduce, progress=progress, on_unscored=on_unscored
+                model, run, layers, plan, chunk_of, device, reduce, progress=progress, before_work=before_work
             )
         if world_size > 1:
             agree_across_ranks(metrics, layers.names, reasons, device)
@@ -215,10 +222,11 @@ class SEISProbe:
         device: torch.device,
         reduce: MapReduction,
         progress: bool | None = False,
-        on_unscored: Callable[[dict[str, str]], None] | None = None,
+        before_work: Callable[[PassCost, dict[str, str]], None] | None = None,
     ) -> tuple[dict[str, SEISMetric], dict[str, str], PassCost]:
         """Every chunk of the plan through the model and its transformations; per-layer statistics, and the
-        pass's work as counted after the first forward pass (:meth:`_before_work`).
+        pass's work, counted after the first forward pass and handed to ``before_work`` with the layers that
+        already cannot be scored (``{layer: why}``), before the other passes.
 
         Each transformation's pass is added to the statistics as soon as it has run and then dropped: only
         the reduced maps of the probe images and of one transformation are held at a time."""
@@ -247,9 +255,9 @@ class SEISProbe:
                     for name in live:
                         fail(name, self._problem(name, a, "the probe images") or _shape_change(name, a, chunk, shapes))
                     if index == 0:
-                        cost = self._before_work(plan, a, [name for name in live if name not in reasons], reasons)
-                        if on_unscored is not None and reasons:
-                            on_unscored(dict(reasons))
+                        cost = self._cost(plan, a, [name for name in live if name not in reasons])
+                        if before_work is not None:
+                            before_work(cost, dict(reasons))
                         bar = progress_bar(progress, cost.forward_passes, "SEIS forward passes", "pass", cost.large)
                     _advance(bar, f"batch {index + 1}/{len(plan)}, probe images")
                     for draw, (transform, image_map) in enumerate(self.draws):
@@ -267,21 +275,22 @@ class SEISProbe:
                 bar.close()
         return metrics, reasons, cost
 
-    def _before_work(self, plan: list[Chunk], a: Features, sizes_of: list[str], reasons: dict[str, str]) -> PassCost:
-        """The pass's work, counted from the first chunk's maps ``[N, C, S]`` of the layers ``sizes_of``, and
-        logged at INFO when large (once per message: a callback's passes repeat it)."""
-        cost = PassCost(
+    def _cost(self, plan: list[Chunk], a: Features, names: list[str]) -> PassCost:
+        """The pass's work, counted from the first chunk's maps ``[N, C, S]`` of the layers ``names``."""
+        return PassCost(
             images=sum(chunk.stop - chunk.start for chunk in plan if chunk.counted),
             chunks=len(plan),
             draws=len(self.draws),
-            sizes={name: (int(a[name].shape[1]), int(a[name].shape[2])) for name in sizes_of},
+            sizes={name: (int(a[name].shape[1]), int(a[name].shape[2])) for name in names},
             replicates=1 + half_samples(self.options.jackknife_groups),
         )
-        if cost.large and str(cost) != getattr(self, "_estimated", None):
-            self._estimated = str(cost)
-            unscored = f" Layers that cannot be scored (NaN scores): {sorted(reasons)}." if reasons else ""
-            log.info(str(cost) + unscored)
-        return cost
+
+    def _log_cost(self, cost: PassCost, unscored: Mapping[str, str]) -> None:
+        """A large pass's work at INFO, once per message (a callback's passes repeat it)."""
+        message = str(cost) + (f" Layers that cannot be scored (NaN): {sorted(unscored)}." if unscored else "")
+        if cost.large and message != getattr(self, "_estimated", None):
+            self._estimated = message
+            log.info(message)
 
     def _update(
         self,
@@ -568,8 +577,8 @@ def score_model(
     def name_up_front(reasons: dict[str, str]) -> None:
         for layer, why in reasons.items():
             said.add(f"SEIS layer {layer!r} was not scored: {why}.")  # the result's reason, as _compute words it
-            # stacklevel 5: this function, SEISProbe._pass, SEISProbe.score, score_model, the caller
-            warnings.warn(f"SEIS layer {layer!r} cannot be scored (NaN scores): {why}.", SEISWarning, stacklevel=5)
+            # stacklevel 6: this function, before_work and _pass of SEISProbe.score, score, score_model, the caller
+            warnings.warn(f"SEIS layer {layer!r} cannot be scored (NaN scores): {why}.", SEISWarning, stacklevel=6)
 
     result = probe.score(model, images, progress=progress, on_unscored=name_up_front)
     for reason in [*result.reasons.values(), *result.transform_reasons.values()]:
