@@ -99,9 +99,9 @@ class PassCost:
             (n, count), *_ = self.whiteners.items()
             layer = next(name for name, size in self.sizes.items() if n in size)
             text += (
-                f"; Gram products {_giga(self.gram_flops)} GFLOP; {sum(self.whiteners.values())} covariance"
+                f"; Gram products {_flops(self.gram_flops)}; {sum(self.whiteners.values())} covariance"
                 f" eigendecompositions, the largest {n}x{n} ({count} of them, layer {layer!r}), about"
-                f" {_giga(self.eigen_flops)} GFLOP, and {self.ccas} for the CCAs, each at most as large"
+                f" {_flops(self.eigen_flops)}, and {self.ccas} for the CCAs, each at most as large"
             )
         return text + ". Counts of operations, not a time estimate."
 
@@ -113,8 +113,8 @@ def half_samples(jackknife_groups: int) -> int:
     return min(math.comb(jackknife_groups, -(-jackknife_groups // 2)), HALF_SAMPLES)
 
 
-def _giga(flops: float) -> str:
-    return f"{flops / 1e9:.3g}"
+def _flops(flops: float) -> str:
+    return f"{flops / 1e12:.3g} TFLOP" if flops >= 1e12 else f"{flops / 1e9:.3g} GFLOP"
 
 
 def progress_bar(progress: bool | None, total: int, description: str, unit: str, large: bool = False) -> Any:
