@@ -35,6 +35,7 @@ from seis_lightning.metric import SEISMetric
 from seis_lightning.options import SEISOptions, check_options
 from seis_lightning.pass_plan import Chunk, agree_across_ranks, max_chunk_size, pass_plan, probe_order
 from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
+from seis_lightning.progress import PassCost, half_samples, progress_bar
 from seis_lightning.results import LOGGED, STANDARD_ERRORS, ProbeResult, SEISScores, unscored_with_reasons
 from seis_lightning.sweeps import aliasing_gaps, layer_stride, sweep_summaries, sweep_summary_reasons
 from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
@@ -140,6 +141,8 @@ class SEISProbe:
         world_size: int = 1,
         forward_fn: ForwardFn | None = None,
         forward_context: Callable[[], AbstractContextManager] | None = None,
+        progress: bool | None = False,
+        on_unscored: Callable[[dict[str, str]], None] | None = None,
     ) -> ProbeResult:
         """One probe pass over ``images`` ``[N, C, H, W]``; the model is left as it was.
 
@@ -161,6 +164,15 @@ class SEISProbe:
             forward_fn: overrides the probe's ``forward_fn`` for this pass.
             forward_context: a context manager factory every forward pass runs in (a Trainer's precision
                 plugin's ``forward_context``, for autocast).
+            progress: a progress bar on stderr over the forward passes and the layers' scores: ``True``,
+                ``False``, or ``None``: on a terminal only, for a large pass or one that lasts
+                (:func:`~seis_lightning.progress.progress_bar`); on rank zero only.
+            on_unscored: called once, after the first forward pass of the probe images and before the
+                others, with ``{layer: why}`` for the layers that already cannot be scored (run twice,
+                an output that is not a tensor, not run); not called when there are none.
+
+        Before the passes, a large pass's work is logged at INFO (:class:`~seis_lightning.progress.PassCost`:
+        forward passes, layers, Gram products and eigendecompositions, counted).
 
         Raises:
             ValueError: for images that are not float ``[N, C, H, W]``, or when every transformation
@@ -189,15 +201,39 @@ class SEISProbe:
             run = ForwardRun(model, forward, default_forward, reduce)
             layers = self._layers(model, run, first)
             largest_chunk = max_chunk_size(len(images), self.batch_size, world_size)
-            metrics, reasons = active._pass(model, run, layers, plan, chunk_of, device, reduce, largest_chunk)
+            progress = progress if rank == 0 else False
+
+            def before_work(cost: PassCost, unscored: dict[str, str]) -> None:
+                if rank == 0:
+                    self._log_cost(cost, unscored)
+                if on_unscored is not None and unscored:
+                    on_unscored(unscored)
+
+            metrics, reasons, cost = active._pass(
+                model,
+                run,
+                layers,
+                plan,
+                chunk_of,
+                device,
+                reduce,
+                largest_chunk,
+                progress=progress,
+                before_work=before_work,
+            )
         if world_size > 1:
             agree_across_ranks(metrics, layers.names, reasons, device)
         scored = [name for name in run.order if name in layers.names]
         scored += [name for name in layers.names if name not in run.order and (name in reasons or not layers.auto)]
         if layers.auto:
             self._announce(model, scored, [name for name in layers.names if name not in scored])
-        with record_function("seis.compute"):
-            result = active._compute_each(metrics, scored, reasons, isolate=world_size == 1)
+        bar = progress_bar(progress, len(scored), "SEIS scores", "layer", large=cost.large)
+        try:
+            with record_function("seis.compute"):
+                result = active._compute_each(metrics, scored, reasons, isolate=world_size == 1, bar=bar)
+        finally:
+            if bar is not None:
+                bar.close()
         result.strides = {layer: layer_stride(images.shape[-2:], reduce.map_sizes.get(layer)) for layer in scored}
         result.aliasing = aliasing_gaps(
             result.scores, active.transforms, {k: v.stride for k, v in result.strides.items()}
@@ -216,8 +252,12 @@ class SEISProbe:
         device: torch.device,
         reduce: MapReduction,
         largest_chunk: int,
-    ) -> tuple[dict[str, SEISMetric], dict[str, str]]:
-        """Every chunk of the plan through the model and its transformations; per-layer statistics.
+        progress: bool | None = False,
+        before_work: Callable[[PassCost, dict[str, str]], None] | None = None,
+    ) -> tuple[dict[str, SEISMetric], dict[str, str], PassCost]:
+        """Every chunk of the plan through the model and its transformations; per-layer statistics, and the
+        pass's work, counted after the first forward pass and handed to ``before_work`` with the layers that
+        already cannot be scored (``{layer: why}``), before the other passes.
 
         Each transformation's pass is added to the statistics as soon as it has run and then dropped: only
         the reduced maps of the probe images and of one transformation are held at a time. Each pass runs
@@ -226,38 +266,67 @@ class SEISProbe:
         metrics: dict[str, SEISMetric] = {}
         reasons: dict[str, str] = {}
         shapes: dict[str, tuple[Chunk, list[int]]] = {}
+        cost, bar = PassCost(0, len(plan), len(self.draws), {}), None
 
         def fail(name: str, problem: str | None) -> None:
             if problem is not None:
                 reasons[name] = problem
                 metrics.pop(name, None)  # never partial scores reported as complete
 
-        with capture(
-            model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto, reduce=reduce
-        ) as features:
-            if self.forward_batch_size is None:
-                with record_function("seis.forward"):
-                    run(chunk_of(plan[0])[:2], features, record=False)
-            run.parts = forward_parts(reduce.largest, largest_chunk, self.forward_batch_size)
-            for chunk in plan:
-                x = chunk_of(chunk)
-                with record_function("seis.forward"):
-                    a = run(x, features)
-                # default layers: a block that gives no new map is not one
-                live = [name for name in layers.names if not layers.auto or name in a or name in a.errors]
-                live = [name for name in live if name not in reasons] if chunk.counted else []
-                for name in live:
-                    fail(name, self._problem(name, a, "the probe images") or _shape_change(name, a, chunk, shapes))
-                for draw, (transform, image_map) in enumerate(self.draws):
+        try:
+            with capture(
+                model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto, reduce=reduce
+            ) as features:
+                if self.forward_batch_size is None:
                     with record_function("seis.forward"):
-                        b = run(self._transformed(transform, image_map, x), features)
-                    for name in [name for name in live if name not in reasons]:
-                        problem = self._problem(name, b, f"the images transformed by {transform!r}", a)
-                        if problem is None:
-                            problem = self._update(name, a, b, draw, chunk, metrics, device, reduce.pooled[name])
-                        fail(name, problem)
-                    del b
-        return metrics, reasons
+                        run(chunk_of(plan[0])[:2], features, record=False)
+                run.parts = forward_parts(reduce.largest, largest_chunk, self.forward_batch_size)
+                for index, chunk in enumerate(plan):
+                    x = chunk_of(chunk)
+                    with record_function("seis.forward"):
+                        a = run(x, features)
+                    # default layers: a block that gives no new map is not one
+                    live = [name for name in layers.names if not layers.auto or name in a or name in a.errors]
+                    live = [name for name in live if name not in reasons] if chunk.counted else []
+                    for name in live:
+                        fail(name, self._problem(name, a, "the probe images") or _shape_change(name, a, chunk, shapes))
+                    if index == 0:
+                        cost = self._cost(plan, a, [name for name in live if name not in reasons])
+                        if before_work is not None:
+                            before_work(cost, dict(reasons))
+                        bar = progress_bar(progress, cost.forward_passes, "SEIS forward passes", "pass", cost.large)
+                    _advance(bar, f"batch {index + 1}/{len(plan)}, probe images")
+                    for draw, (transform, image_map) in enumerate(self.draws):
+                        with record_function("seis.forward"):
+                            b = run(self._transformed(transform, image_map, x), features)
+                        for name in [name for name in live if name not in reasons]:
+                            problem = self._problem(name, b, f"the images transformed by {transform!r}", a)
+                            if problem is None:
+                                problem = self._update(name, a, b, draw, chunk, metrics, device, reduce.pooled[name])
+                            fail(name, problem)
+                        del b
+                        _advance(bar, f"batch {index + 1}/{len(plan)}, {transform}")
+        finally:
+            if bar is not None:
+                bar.close()
+        return metrics, reasons, cost
+
+    def _cost(self, plan: list[Chunk], a: Features, names: list[str]) -> PassCost:
+        """The pass's work, counted from the first chunk's maps ``[N, C, S]`` of the layers ``names``."""
+        return PassCost(
+            images=sum(chunk.stop - chunk.start for chunk in plan if chunk.counted),
+            chunks=len(plan),
+            draws=len(self.draws),
+            sizes={name: (int(a[name].shape[1]), int(a[name].shape[2])) for name in names},
+            replicates=1 + half_samples(self.options.jackknife_groups),
+        )
+
+    def _log_cost(self, cost: PassCost, unscored: Mapping[str, str]) -> None:
+        """A large pass's work at INFO, once per message (a callback's passes repeat it)."""
+        message = str(cost) + (f" Layers that cannot be scored (NaN): {sorted(unscored)}." if unscored else "")
+        if cost.large and message != getattr(self, "_estimated", None):
+            self._estimated = message
+            log.info(message)
 
     def _update(
         self,
@@ -284,19 +353,25 @@ class SEISProbe:
         return None
 
     def _compute_each(
-        self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], isolate: bool
+        self,
+        metrics: dict[str, SEISMetric],
+        layers: list[str],
+        reasons: dict[str, str],
+        isolate: bool,
+        bar: Any = None,
     ) -> ProbeResult:
         """:meth:`_compute` layer by layer, so that one layer whose computation fails loses only itself
-        (in one process: across processes computing is a collective that every rank must reach)."""
+        (in one process: across processes computing is a collective that every rank must reach); ``bar``
+        advances by a layer as each is computed."""
         if not isolate:
-            return self._compute(metrics, layers, reasons)
+            return self._compute(metrics, layers, reasons, bar)
         result = ProbeResult({t.name: {} for t in self.transforms}, {t.name: {} for t in self.transforms}, layers)
         for layer in layers:
             try:
-                one = self._compute({k: v for k, v in metrics.items() if k == layer}, [layer], reasons)
+                one = self._compute({k: v for k, v in metrics.items() if k == layer}, [layer], reasons, bar)
             except Exception as error:
                 reasons[layer] = f"computing its scores failed ({type(error).__name__}: {error})"
-                one = self._compute({}, [layer], reasons)
+                one = self._compute({}, [layer], reasons, bar)
             for transform in result.scores:
                 result.scores[transform].update(one.scores[transform])
                 result.draws[transform].update(one.draws[transform])
@@ -402,7 +477,9 @@ class SEISProbe:
             )
         return None
 
-    def _compute(self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str]) -> ProbeResult:
+    def _compute(
+        self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], bar: Any = None
+    ) -> ProbeResult:
         names = LOGGED + (STANDARD_ERRORS if self.options.jackknife_groups else ())
         result = ProbeResult({t.name: {} for t in self.transforms}, {t.name: {} for t in self.transforms}, layers)
         for layer in layers:
@@ -411,6 +488,7 @@ class SEISProbe:
                 result.reasons[layer] = f"SEIS layer {layer!r} was not scored: {why}."
                 for transform in result.scores:
                     result.scores[transform][layer] = {name: math.nan for name in names}
+                _advance(bar, layer)
                 continue
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", SEISWarning)
@@ -426,6 +504,7 @@ class SEISProbe:
                 for score, per_draw_replicates in replicates.get(transform, {}).items():
                     values[f"{score}_se"] = family_se(per_draw_replicates)
                 result.scores[transform][layer] = values
+            _advance(bar, layer)
         return result
 
 
@@ -433,6 +512,13 @@ class SEISProbe:
 class _Layers:
     names: list[str]
     auto: bool  # default layers: blocks that give no new map are left out
+
+
+def _advance(bar: Any, what: str) -> None:
+    """One step of a progress bar (``None``: none), naming what was just done."""
+    if bar is not None:
+        bar.set_postfix_str(what, refresh=False)
+        bar.update()
 
 
 def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[Chunk, list[int]]]) -> str | None:
@@ -456,6 +542,7 @@ def score_model(
     transforms: Sequence[GeometricTransform | str] | GeometricTransform | str | None = None,
     num_samples: int | None = None,
     input_getter: InputGetter = None,
+    progress: bool | None = None,
     **options: Any,
 ) -> SEISScores:
     """SEIS scores of ``model``'s layers on the images of ``data``, with no Trainer.
@@ -486,13 +573,22 @@ def score_model(
             callback's default) from a dataset, dataloader or iterable.
         input_getter: how to take the images from an item or batch: ``None`` (a tensor, the first element
             of a tuple or list, or a dict's ``"image"``-like key), an index, a key, or a callable.
+        progress: a progress bar on stderr over the forward passes and the layers' scores: ``True``,
+            ``False``, or ``None``: on a terminal only, shown from the start for a large pass and otherwise
+            once the pass has lasted 2 s (:func:`~seis_lightning.progress.progress_bar`).
         options: the other options of :class:`SEISProbe` (``batch_size``, ``forward_batch_size``, ``keep``,
             ``max_positions``, ``seed``, ``layout``, ``num_prefix_tokens``, ``output_getter``, ``forward_fn``,
             ``precision``, ``jackknife_groups``).
 
+    Before the long work: the layers that cannot be scored (found by the first forward pass: a module
+    that runs twice, an output that is not a tensor, a layer that does not run) are named in one warning
+    each with the reason, and a large pass's work is logged at INFO (forward passes, layers, Gram products
+    and eigendecompositions, counted; :class:`~seis_lightning.progress.PassCost`).
+
     Returns:
         ``{transform: {layer: {score: value}}}``, the mapping of :attr:`SEISCallback.scores`; layers in
-        forward order. A layer that cannot be read has NaN scores and a warning saying why. As a
+        forward order. A layer that cannot be read has NaN scores and a warning saying why (once: at the
+        start when the first forward pass shows it). As a
         :class:`~seis_lightning.results.SEISScores`, it also carries the sweeps' half-way magnitudes
         (``.sweeps``, ``.sweep_reasons``), each layer's stride (``.strides``) and, with a ``shift`` sweep,
         its aliasing gap (``.aliasing``).
@@ -512,9 +608,18 @@ def score_model(
     else:
         count = num_samples or (len(images) if isinstance(images, Tensor) else 512)
         images = probe_images(images, count, input_getter=input_getter, what=what, batch_size=probe.batch_size)
-    result = probe.score(model, images)
+    said: set[str] = set()
+
+    def name_up_front(reasons: dict[str, str]) -> None:
+        for layer, why in reasons.items():
+            said.add(f"SEIS layer {layer!r} was not scored: {why}.")  # the result's reason, as _compute words it
+            # stacklevel 6: this function, before_work and _pass of SEISProbe.score, score, score_model, the caller
+            warnings.warn(f"SEIS layer {layer!r} cannot be scored (NaN scores): {why}.", SEISWarning, stacklevel=6)
+
+    result = probe.score(model, images, progress=progress, on_unscored=name_up_front)
     for reason in [*result.reasons.values(), *result.transform_reasons.values()]:
-        warnings.warn(reason, SEISWarning, stacklevel=2)
+        if reason not in said:
+            warnings.warn(reason, SEISWarning, stacklevel=2)
     for layer, message in dict.fromkeys(result.warnings):
         warnings.warn(f"SEIS layer {layer!r}: {message}", SEISWarning, stacklevel=2)
     summaries = sweep_summaries("", result.scores, probe.transforms)  # keys "/sweep_<family>/..."

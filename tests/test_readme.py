@@ -78,6 +78,41 @@ def test_the_walk_has_its_score_model_snippet_and_every_other_snippet_compiles()
         compile(block, "README.md", "exec")
 
 
+@pytest.mark.slow
+def test_section_4_runs_as_written_and_reads_the_latest_scores(tmp_path, monkeypatch):
+    """The python block of "## 4." as the README holds it: a 2-epoch fit of the demo's model and data with the
+    callback (about 12 s of CPU on one thread), then the scores read back from ``callback.scores``."""
+    import torch
+
+    section = re.search(r"^## 4\.[^\n]*\n(.*?)^## ", WALK, re.S | re.M)
+    assert section, 'the "## 4." section'
+    [code] = re.findall(r"```python\n(.*?)```", section[1], re.S)
+    assert "max_epochs=" in code and "callback.scores[" in code  # runnable as written, and read back
+    monkeypatch.chdir(tmp_path)
+    namespace, printed, threads = {"__name__": "__readme__"}, io.StringIO(), torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared machine: several threads per process only contend
+    try:
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exec(compile(code, "README.md", "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    callback = namespace["callback"]
+    assert len(callback.history) == 3 and callback.history[0]["step"] == 0  # before training, then 2 epochs
+    assert callback.scores == callback.history[-1]["scores"]
+    assert {t: sorted(by_layer) for t, by_layer in callback.scores.items()} == {
+        "random_affine": ["conv1", "conv2", "conv3"],
+        "rotate30": ["conv1", "conv2", "conv3"],
+    }
+    conv2 = callback.scores["rotate30"]["conv2"]
+    assert 0 <= conv2["equivariance_null"] < conv2["equivariance"] <= 1
+    expected = (
+        f"conv2 under rotate:30: equivariance {conv2['equivariance']:.2f} (null {conv2['equivariance_null']:.2f})"
+    )
+    assert printed.getvalue().endswith(expected + "\n")  # after Lightning's own progress bar
+    assert (tmp_path / "logs" / "lightning_logs" / "version_0" / "seis_scores.csv").is_file()
+
+
 def test_the_demo_table_is_the_score_table_of_the_demo_recipes_layers():
     table = re.search(r"```text\n(SEIS scores after .*?)```", WALK, re.S)
     assert table, "the demo's printed table"
