@@ -44,12 +44,13 @@ class SEISMetric(Metric):
 
     each with a null baseline that pairs image ``n`` with the transformed image ``n - 1`` of its
     batch. Only sums are kept (image count, map sums, Gram sums; float64), so memory does not grow
-    with the number of images, and batches and processes combine by addition; a vector layer
+    with the number of images, and batches and processes combine by addition. A vector layer
     (one position) seen on fewer images than it has channels keeps its vectors instead of its
-    channel Grams and is scored, exactly, from the image side (spec, "Streaming statistics"). The sums are taken
-    about the first batch's mean maps (spec, "Precision"), so that activations with a large common
-    offset lose nothing to cancellation; processes move theirs to the first process's when they
-    are synced, and ``forward``/``merge_state`` to the running total's. The states' shapes are set by
+    channel Grams and is scored, exactly, from the image side (spec, "Streaming statistics"),
+    until as many images as channels are in. The sums are taken about the first batch's mean maps
+    (spec, "Precision"), so that activations with a large common offset lose nothing to
+    cancellation; processes move theirs to the first process's when they are synced, and
+    ``forward``/``merge_state`` to the running total's. The states' shapes are set by
     the first update, so every process must have had one before ``compute`` syncs them (a
     ``DistributedSampler`` gives every rank data; :class:`~seis_lightning.SEISProbe` drops a layer
     that a rank could not score).
