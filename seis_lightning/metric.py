@@ -325,7 +325,7 @@ class SEISMetric(Metric):
         states = self._states()
         rows = torch.tensor(float(_has_rows(states)), dtype=torch.float64, device=states["map_sum_a"].device)
         if not all(bool(flag) for flag in dist_sync_fn(rows, group=group)):
-            states = _rows_to_grams(states)
+            states = _statistics_in(_rows_to_grams(states))  # in the order every rank gathers them
         gathered = {name: dist_sync_fn(value, group=group) for name, value in states.items()}
         total: dict[str, Any] = {name: values[0] for name, values in gathered.items()}
         for rank in range(1, len(gathered["num_images"])):

@@ -249,12 +249,13 @@ def _vector_metric() -> SEISMetric:
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("num_images", [64, 96])
-def test_two_processes_join_their_vectors(num_images, tmp_path):
-    """64 images of 80 channels: each rank keeps vectors and the sync joins them; 96: the joined set
-    has more images than channels, so it becomes Grams. Either way, one process's scores."""
-    a, (b,) = vectors(num_images, 80, 1, seed=8)
-    batches_a, batches_b = list(a.split(BATCH)), list(b.split(BATCH))
+@pytest.mark.parametrize(("dim", "sizes"), [(80, [16, 16, 16, 16]), (40, [48, 16])], ids=["joined", "mixed"])
+def test_two_processes_equal_one(dim, sizes, tmp_path):
+    """Joined: 64 images of 80 channels, each rank keeps its vectors and the sync joins them. Mixed: 40
+    channels, rank 0's 48 images are Grams by then and rank 1's 16 are vectors, which the sync turns into
+    Grams first. Either way, one process's scores and SEs."""
+    a, (b,) = vectors(sum(sizes), dim, 1, seed=8)
+    batches_a, batches_b = list(a.split(sizes)), list(b.split(sizes))
     synced = ddp_scores(_vector_metric, batches_a, batches_b, tmp_path)["scores"]
     expected = one_process_scores(_vector_metric, batches_a, batches_b)
     for name in SCORES_AND_NULLS:
