@@ -101,14 +101,18 @@ def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float, preci
     return _kept_directions(eigenvalues, eigenvectors, cov.diagonal(), second_moment, keep, eps, precision)
 
 
-def _whitener_of_rows(x: Tensor, second_moment: Tensor, keep: float, eps: float, precision: str) -> Tensor | str:
-    """:func:`_whitener` of ``xᵀx / (n - 1)`` for centred vectors ``x`` [n, D], from the image side (n×n).
+def _whitener_of_rows(rows: Tensor, shift: Tensor, keep: float, eps: float, precision: str) -> Tensor | str:
+    """:func:`_whitener` of the covariance of vectors ``rows`` [n, D] taken about ``shift`` [D, 1], from the
+    image side (n×n).
 
-    ``x xᵀ = U Σ² Uᵀ``: the covariance's nonzero eigenvalues are ``σ²/(n - 1)`` with eigenvectors
-    ``xᵀu / ‖xᵀu‖``, and the rest are zero (the covariance has rank below n), so the same directions
-    are kept and the same whitener returned (columns up to sign; spec, "Streaming statistics").
+    With ``x`` the centred vectors, ``x xᵀ = U Σ² Uᵀ``: the covariance ``xᵀx / (n - 1)`` has the nonzero
+    eigenvalues ``σ²/(n - 1)`` with eigenvectors ``xᵀu / ‖xᵀu‖`` and is zero elsewhere (rank at most n - 1),
+    so the same directions are kept and the same whitener returned (columns up to sign; spec, "Streaming
+    statistics").
     """
-    n = x.shape[0]
+    n = rows.shape[0]
+    x = rows - rows.mean(0)
+    second_moment = (rows + shift[:, 0]).square().sum() / (n - 1)
     eigenvalues, u = torch.linalg.eigh(x @ x.mT / (n - 1))
     eigenvalues, u = eigenvalues.flip(0).clamp_min(0), u.flip(1)
     eigenvectors = x.mT @ u
@@ -312,7 +316,6 @@ class _ImageSide(NamedTuple):
     y: Tensor
     x_null: Tensor
     y_null: Tensor
-    y_second_moment: Tensor  # uncentred, the scale of "does not vary" (:data:`CONSTANT_TOLERANCE`)
 
     @property
     def rows(self) -> int:
@@ -332,8 +335,7 @@ def _image_side(stats: Mapping[str, Tensor]) -> _ImageSide:
     rows_a, rows_b, rows_null = (stats[name] for name in ("channel_rows_a", *PAIRED_ROWS))
     x, mean_b = rows_a - rows_a.mean(0), rows_b.mean(0)
     has_null = stats["row_has_null"] > 0
-    second_moment = (rows_b + _shifts(stats)[1][:, 0]).square().sum() / (len(rows_b) - 1)
-    return _ImageSide(x, rows_b - mean_b, x[has_null], rows_null[has_null] - mean_b, second_moment)
+    return _ImageSide(x, rows_b - mean_b, x[has_null], rows_null[has_null] - mean_b)
 
 
 @dataclass
@@ -438,7 +440,7 @@ def _unfolding_scores(
     names = _NAMES[unfolding]
     if unfolding == "channel" and _has_rows(stats):  # a vector layer on fewer images than channels
         side = _image_side(stats)
-        whitener_y = _whitener_of_rows(side.y, side.y_second_moment, keep, eps, precision)
+        whitener_y = _whitener_of_rows(stats["channel_rows_b"], _shifts(stats)[1], keep, eps, precision)
         rows = side.rows
     else:
         cov = _centred_covariances(stats, unfolding)
@@ -585,9 +587,7 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, precision:
         mean_a = sum_a / n
         for unfolding, rows in (("spatial", n * num_channels), ("channel", n * num_positions)):
             if unfolding == "channel" and "channel_rows_a" in reference:  # the image side (S = 1)
-                x = reference["channel_rows_a"]
-                second_moment = (x + shift_a[:, 0]).square().sum() / (rows - 1)
-                whiteners_a[unfolding] = _whitener_of_rows(x - x.mean(0), second_moment, keep, eps, precision)
+                whiteners_a[unfolding] = _whitener_of_rows(reference["channel_rows_a"], shift_a, keep, eps, precision)
                 continue
             gram = stats[f"{unfolding}_gram_aa"]
             centred = gram - n * _outer(mean_a, mean_a, unfolding)
