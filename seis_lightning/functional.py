@@ -34,6 +34,7 @@ from seis_lightning.statistics import (
     REFERENCE_STATISTICS,
     SHIFTS,
     STATISTICS,
+    _bounded,
     _statistics,
     seis_combine_statistics,
     seis_maps,
@@ -116,5 +117,6 @@ def seis_scores(
         jackknife_groups=jackknife_groups,
         precision=precision,
     ).resolved(a.device)
-    stats = _statistics(a, b, options, first_index=0)
+    # Vector layers on fewer images than channels are scored from the image side (spec, "Streaming statistics").
+    stats = _bounded(_statistics(a, b, options, first_index=0, channel_rows=True))
     return seis_from_statistics(stats, keep=options.keep, eps=options.eps, precision=options.precision)

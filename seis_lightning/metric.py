@@ -15,12 +15,18 @@ from seis_lightning._precision import _float64_home
 from seis_lightning.options import Layout, Precision, ResolvedOptions, SEISOptions
 from seis_lightning.scores import SEISResult, seis_from_statistics
 from seis_lightning.statistics import (
+    PAIRED_ROWS,
     PAIRED_STATISTICS,
     REFERENCE_STATISTICS,
+    ROW_STATISTICS,
     SHIFTS,
     STATISTICS,
     _add_statistics,
+    _bounded,
+    _has_rows,
+    _rows_to_grams,
     _statistics,
+    _sum_names,
 )
 
 
@@ -38,10 +44,13 @@ class SEISMetric(Metric):
 
     each with a null baseline that pairs image ``n`` with the transformed image ``n - 1`` of its
     batch. Only sums are kept (image count, map sums, Gram sums; float64), so memory does not grow
-    with the number of images, and batches and processes combine by addition. The sums are taken
-    about the first batch's mean maps (spec, "Precision"), so that activations with a large common
-    offset lose nothing to cancellation; processes move theirs to the first process's when they
-    are synced, and ``forward``/``merge_state`` to the running total's. The states' shapes are set by
+    with the number of images, and batches and processes combine by addition. A vector layer
+    (one position) seen on fewer images than it has channels keeps its vectors instead of its
+    channel Grams and is scored, exactly, from the image side (spec, "Streaming statistics"),
+    until as many images as channels are in. The sums are taken about the first batch's mean maps
+    (spec, "Precision"), so that activations with a large common offset lose nothing to
+    cancellation; processes move theirs to the first process's when they are synced, and
+    ``forward``/``merge_state`` to the running total's. The states' shapes are set by
     the first update, so every process must have had one before ``compute`` syncs them (a
     ``DistributedSampler`` gives every rank data; :class:`~seis_lightning.SEISProbe` drops a layer
     that a rank could not score).
@@ -166,6 +175,10 @@ class SEISMetric(Metric):
         # states are first moved to these (`_sync_dist`, `_reduce_states`).
         for name in SHIFTS:
             self.add_state(name, default=torch.zeros((), dtype=torch.float64, device=home), dist_reduce_fx=None)
+        # A vector layer's image side while it has fewer images than channels (scalar zeros otherwise);
+        # joined, not added (`_sync_dist`, `_reduce_states`).
+        for name in ROW_STATISTICS:
+            self.add_state(name, default=torch.zeros((), dtype=torch.float64, device=home), dist_reduce_fx=None)
 
     # The options, readable by their names (read-only: the options are validated once, in __init__).
     keep = property(lambda self: self.options.keep)
@@ -205,18 +218,25 @@ class SEISMetric(Metric):
             raise ValueError(f"`b` must be a sequence of num_transforms={self.num_transforms} tensors, but got {got}.")
         options = self._resolved or self.options.resolved(a.device)
         first_index = self._images_seen if offset is None else offset
+        # Vector layers keep their image side until they hold channel Grams (spec, "Streaming statistics").
+        channel_rows = not self.channel_gram_aa.ndim
         if draw is None:
             shift = self._states() if self.shift_a.ndim else None
-            stats = _statistics(a, b, options, first_index, shift)
-            for name in STATISTICS:
-                setattr(self, name, getattr(self, name) + stats[name])
+            stats = _statistics(a, b, options, first_index, shift, channel_rows=channel_rows)
             if shift is None:
-                self.shift_a, self.shift_b = stats["shift_a"], stats["shift_b"]
+                self._set_states(stats)
+            elif _has_rows(stats):  # about the same shifts: the sums add, the vectors join
+                self._set_states(_add_statistics(self._states(), stats))
+            else:
+                for name in STATISTICS:
+                    setattr(self, name, getattr(self, name) + stats[name])
         else:
-            stats = self._update_draw(a, b, draw, options, first_index)
+            stats = self._update_draw(a, b, draw, options, first_index, channel_rows)
         self.pooled = stats["pooled"]
         if draw is None or draw == self.num_transforms - 1:
             self._images_seen += a.shape[0]
+            if _has_rows(self._states()):  # a whole batch is in: Grams from here on if they are cheaper
+                self._set_states(_bounded(self._states()))
         self._resolved = options
 
     def _check_draw(self, b: Any, draw: Any) -> None:
@@ -229,18 +249,24 @@ class SEISMetric(Metric):
                 f"With `draw`, `b` must be the one tensor of transformation {draw}, but got {type(b).__name__}."
             )
 
-    def _update_draw(self, a: Tensor, b: Tensor, draw: int, options: ResolvedOptions, first_index: int) -> dict:
+    def _update_draw(
+        self, a: Tensor, b: Tensor, draw: int, options: ResolvedOptions, first_index: int, channel_rows: bool
+    ) -> dict:
         """``update`` for transformation ``draw`` alone: its paired statistics go into its slot of the
-        transformation axis (the statistics of ``a`` are added with draw 0, the shifts set where unset)."""
+        transformation axis (the statistics of ``a`` are added with draw 0, the shifts set where unset;
+        on the image side, draw 0 adds the batch's rows, each draw fills its own)."""
         known = self.shift_a.ndim > 0
         own_shift = not known or draw not in self._drawn
         shift = {"shift_a": self.shift_a, "shift_b": None if own_shift else self.shift_b[draw]} if known else None
-        stats = _statistics(a, b, options, first_index, shift, reference=draw == 0)
+        stats = _statistics(a, b, options, first_index, shift, reference=draw == 0, channel_rows=channel_rows)
         if draw == 0:
             for name in REFERENCE_STATISTICS:
-                setattr(self, name, getattr(self, name) + stats[name])
+                if name in stats:
+                    setattr(self, name, getattr(self, name) + stats[name])
+        if _has_rows(stats):
+            self._add_draw_rows(stats, draw)
         axis = 1 if self.options.jackknife_groups else 0  # the transformation axis, after the group axis
-        for name in PAIRED_STATISTICS:
+        for name in (name for name in PAIRED_STATISTICS if name in stats):
             state = getattr(self, name)
             if not state.ndim:  # the first batch: one slot per transformation
                 shape = list(stats[name].shape)
@@ -257,26 +283,54 @@ class SEISMetric(Metric):
             self._drawn.add(draw)
         return stats
 
+    def _add_draw_rows(self, stats: dict, draw: int) -> None:
+        """The batch's vectors of transformation ``draw`` into its slot; with draw 0, the batch's rows first."""
+        if draw == 0:
+            slots = stats["channel_rows_b"].new_zeros(self.num_transforms, *stats["channel_rows_b"].shape)
+            batch = {
+                **{name: stats[name] for name in ("channel_rows_a", "row_group", "row_has_null")},
+                **dict.fromkeys(PAIRED_ROWS, slots),
+            }
+            for name, value in batch.items():
+                state = getattr(self, name)
+                setattr(
+                    self,
+                    name,
+                    value.clone() if not state.ndim else torch.cat([state, value], dim=-2 if value.ndim == 3 else 0),
+                )
+        num_images = len(stats["channel_rows_b"])
+        for name in PAIRED_ROWS:
+            getattr(self, name)[draw, -num_images:] = stats[name]
+
     def _states(self) -> dict[str, Tensor]:
-        return {name: getattr(self, name) for name in (*STATISTICS, *SHIFTS)}
+        """The states that hold statistics: the sums and shifts, and the image side where it is kept."""
+        return _statistics_in({name: getattr(self, name) for name in self._defaults})
+
+    def _set_states(self, stats: dict[str, Any]) -> None:
+        """Set every state from ``stats``; those it does not hold (the other side's) back to their defaults."""
+        for name in (*STATISTICS, *SHIFTS, *ROW_STATISTICS):
+            value = stats.get(name)
+            setattr(self, name, value if value is not None else torch.zeros_like(self._defaults[name]))
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
         """Add ``incoming_state`` (``forward``'s running total, ``merge_state``) to this batch's states,
         about the incoming shifts (torchmetrics would add sums about different shifts)."""
-        for name, value in _add_statistics(incoming_state, self._states()).items():
-            if name in self._defaults:
-                setattr(self, name, value)
+        self._set_states(_bounded(_add_statistics(_statistics_in(incoming_state), self._states())))
 
     def _sync_dist(self, dist_sync_fn: Callable = gather_all_tensors, process_group: Any | None = None) -> None:
         """Gather every process's states and add them, about the first process's shifts (torchmetrics
-        would add sums about different shifts). Every process must have had an update."""
+        would add sums about different shifts). Every process must have had an update. Image sides are
+        joined if every process has one, else each first becomes channel Grams."""
         group = process_group or self.process_group
-        gathered = {name: dist_sync_fn(value, group=group) for name, value in self._states().items()}
+        states = self._states()
+        rows = torch.tensor(float(_has_rows(states)), dtype=torch.float64, device=states["map_sum_a"].device)
+        if not all(bool(flag) for flag in dist_sync_fn(rows, group=group)):
+            states = _statistics_in(_rows_to_grams(states))  # in the order every rank gathers them
+        gathered = {name: dist_sync_fn(value, group=group) for name, value in states.items()}
         total: dict[str, Any] = {name: values[0] for name, values in gathered.items()}
         for rank in range(1, len(gathered["num_images"])):
             total = _add_statistics(total, {name: values[rank] for name, values in gathered.items()})
-        for name in self._defaults:
-            setattr(self, name, total[name])
+        self._set_states(_bounded(total))
 
     def compute(self) -> SEISResult | list[SEISResult]:
         """SEIS scores of all images seen since the last reset."""
@@ -327,6 +381,13 @@ class SEISMetric(Metric):
             return out if out.dtype == torch.float64 else t.to(out.device)
 
         return super()._apply(keep_float64, exclude_state)
+
+
+def _statistics_in(states: dict[str, Any]) -> dict[str, Any]:
+    """The statistics among a metric's states: sums and shifts, and the image side or the channel Grams,
+    whichever is kept (:func:`~seis_lightning.statistics._sum_names`)."""
+    names = (*_sum_names(states), *SHIFTS, *(ROW_STATISTICS if _has_rows(states) else ()))
+    return {name: states[name] for name in names}
 
 
 def _empty_statistics(num_transforms: int | None, jackknife_groups: int = 0) -> dict[str, Tensor]:

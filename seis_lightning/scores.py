@@ -20,7 +20,18 @@ from torch import Tensor
 
 from seis_lightning._precision import TIE_TOLERANCE, statistics_eps
 from seis_lightning.options import check_options
-from seis_lightning.statistics import PAIRED_STATISTICS, REFERENCE_STATISTICS, SHIFTS, STATISTICS, _outer, _shifts
+from seis_lightning.statistics import (
+    PAIRED_ROWS,
+    PAIRED_STATISTICS,
+    REFERENCE_STATISTICS,
+    ROW_STATISTICS,
+    SHIFTS,
+    _has_rows,
+    _of_groups,
+    _outer,
+    _shifts,
+    _sum_names,
+)
 
 SCORES = ("equivariance", "invariance", "channel_invariance")
 SCORES_AND_NULLS = (*SCORES, *(f"{score}_null" for score in SCORES))
@@ -87,6 +98,40 @@ def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float, preci
     """
     eigenvalues, eigenvectors = torch.linalg.eigh(cov)
     eigenvalues, eigenvectors = eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(1)
+    return _kept_directions(eigenvalues, eigenvectors, cov.diagonal(), second_moment, keep, eps, precision)
+
+
+def _whitener_of_rows(rows: Tensor, shift: Tensor, keep: float, eps: float, precision: str) -> Tensor | str:
+    """:func:`_whitener` of the covariance of vectors ``rows`` [n, D] taken about ``shift`` [D, 1], from the
+    image side (n×n).
+
+    With ``x`` the centred vectors, ``x xᵀ = U Σ² Uᵀ``: the covariance ``xᵀx / (n - 1)`` has the nonzero
+    eigenvalues ``σ²/(n - 1)`` with eigenvectors ``xᵀu / ‖xᵀu‖`` and is zero elsewhere (rank at most n - 1),
+    so the same directions are kept and the same whitener returned (columns up to sign; spec, "Streaming
+    statistics").
+    """
+    n = rows.shape[0]
+    x = rows - rows.mean(0)
+    second_moment = (rows + shift[:, 0]).square().sum() / (n - 1)
+    eigenvalues, u = torch.linalg.eigh(x @ x.mT / (n - 1))
+    eigenvalues, u = eigenvalues.flip(0).clamp_min(0), u.flip(1)
+    eigenvectors = x.mT @ u
+    eigenvectors = eigenvectors / eigenvectors.norm(dim=0).clamp_min(torch.finfo(x.dtype).tiny)
+    diagonal = x.square().sum(0) / (n - 1)
+    return _kept_directions(eigenvalues, eigenvectors, diagonal, second_moment, keep, eps, precision)
+
+
+def _kept_directions(
+    eigenvalues: Tensor,
+    eigenvectors: Tensor,
+    diagonal: Tensor,
+    second_moment: Tensor,
+    keep: float,
+    eps: float,
+    precision: str,
+) -> Tensor | str:
+    """The whitener (or the reason) of :func:`_whitener` from the covariance's eigenvalues (decreasing,
+    non-negative), unit eigenvectors and diagonal."""
     total = eigenvalues.sum()
     if not total > 0:
         return "do not vary across images (a dead or constant layer)"
@@ -99,11 +144,9 @@ def _whitener(cov: Tensor, second_moment: Tensor, keep: float, eps: float, preci
     # The tolerance lets keep=1 keep exactly the non-negligible directions despite rounding.
     held = eigenvalues.cumsum(0) / total
     k_keep = int((held < keep - 1e-12).sum()) + 1
-    if precision == "float32":
-        floor = eps * (eigenvectors.square() * cov.diagonal()[:, None]).sum(0)
-    else:
-        floor = eps * eigenvalues[0]
-    kept = (eigenvalues > floor) & (torch.arange(len(eigenvalues), device=cov.device) < k_keep)
+    per_direction = precision == "float32"
+    floor = eps * (eigenvectors.square() * diagonal[:, None]).sum(0) if per_direction else eps * eigenvalues[0]
+    kept = (eigenvalues > floor) & (torch.arange(len(eigenvalues), device=eigenvalues.device) < k_keep)
     kept[0] = True
     return eigenvectors[:, kept] / eigenvalues[kept].sqrt()
 
@@ -192,9 +235,7 @@ def _cca(
     """
     m = whitener_x.mT @ cross @ whitener_y
     if overlap is None:
-        with contextlib.suppress(torch.linalg.LinAlgError):
-            return torch.linalg.svdvals(m).clamp(0, 1), None
-        return _svd(m)[1].clamp(0, 1), None
+        return _canonical_correlations(m), None
     u, rho, z = _svd(m)
     for start, stop in _tied_blocks(rho, tie_tolerance):
         if not rho[start] > tie_tolerance:
@@ -211,6 +252,13 @@ def _cca(
     alignment = inner / (norm_w * norm_v).sqrt()
     # A zero correlation's v is zero from the eigh route: no alignment, and it counts 0 either way.
     return rho.clamp(0, 1), alignment.nan_to_num(0.0).clamp(0, 1)
+
+
+def _canonical_correlations(m: Tensor) -> Tensor:
+    """The singular values of ``m``, clipped to [0, 1] (the channel unfolding reads ρ only)."""
+    with contextlib.suppress(torch.linalg.LinAlgError):
+        return torch.linalg.svdvals(m).clamp(0, 1)
+    return _svd(m)[1].clamp(0, 1)
 
 
 def _second_moment(gram: Tensor, map_sum: Tensor, shift: Tensor, n: Tensor) -> Tensor:
@@ -257,6 +305,37 @@ def _centred_covariances(stats: Mapping[str, Tensor], unfolding: str) -> _Covari
         xy_null=null_cross / (n_null * per_image - 1) if n_null >= 2 else None,
         rows=int(n * per_image),
     )
+
+
+class _ImageSide(NamedTuple):
+    """A vector layer's channel unfolding for one transformation, as its centred vectors (the image
+    side, :data:`~seis_lightning.statistics.ROW_STATISTICS`): A's and B's, A's that have a null
+    partner and their partners' (centred on the means of all images, as the Gram route's null)."""
+
+    x: Tensor
+    y: Tensor
+    x_null: Tensor
+    y_null: Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.x.shape[0]
+
+    def whitened_cross(self, whitener_x: Tensor, whitener_y: Tensor, null: bool) -> Tensor | None:
+        """``M = Wxᵀ Cxy Wy = (X Wx)ᵀ(Y Wy) / (n - 1)`` (the null's over its pairs), never forming ``Cxy``;
+        ``None`` for the null when fewer than 2 images have a partner."""
+        x, y = (self.x_null, self.y_null) if null else (self.x, self.y)
+        if len(x) < 2:
+            return None
+        return (x @ whitener_x).mT @ (y @ whitener_y) / (len(x) - 1)
+
+
+def _image_side(stats: Mapping[str, Tensor]) -> _ImageSide:
+    """The :class:`_ImageSide` of statistics holding one transformation's vectors."""
+    rows_a, rows_b, rows_null = (stats[name] for name in ("channel_rows_a", *PAIRED_ROWS))
+    x, mean_b = rows_a - rows_a.mean(0), rows_b.mean(0)
+    has_null = stats["row_has_null"] > 0
+    return _ImageSide(x, rows_b - mean_b, x[has_null], rows_null[has_null] - mean_b)
 
 
 @dataclass
@@ -340,7 +419,7 @@ def _non_finite_reason(stats: Mapping[str, Tensor], precision: str) -> str:
     The map sums and shifts are float64 sums of the activations themselves: finite there and not in
     the Grams, the products overflowed (float32 above about 1e19).
     """
-    if all(bool(torch.isfinite(stats[name]).all()) for name in STATISTICS):
+    if all(bool(torch.isfinite(stats[name]).all()) for name in (*_sum_names(stats), *ROW_STATISTICS) if name in stats):
         return ""
     sums = ("map_sum_a", "map_sum_b", "null_map_sum_a", "null_map_sum_b", *SHIFTS)
     if all(bool(torch.isfinite(stats[name]).all()) for name in sums if name in stats):
@@ -359,8 +438,14 @@ def _unfolding_scores(
 ) -> _UnfoldingScores:
     """Steps 2-5 of the spec for one unfolding."""
     names = _NAMES[unfolding]
-    cov = _centred_covariances(stats, unfolding)
-    whitener_y = _whitener(cov.yy, cov.yy_second_moment, keep, eps, precision)
+    if unfolding == "channel" and _has_rows(stats):  # a vector layer on fewer images than channels
+        side = _image_side(stats)
+        whitener_y = _whitener_of_rows(stats["channel_rows_b"], _shifts(stats)[1], keep, eps, precision)
+        rows = side.rows
+    else:
+        cov = _centred_covariances(stats, unfolding)
+        whitener_y = _whitener(cov.yy, cov.yy_second_moment, keep, eps, precision)
+        rows = cov.rows
     tie_tolerance = TIE_TOLERANCE[precision]
     out = _UnfoldingScores()
     if isinstance(whitener_x, str) or isinstance(whitener_y, str):
@@ -368,9 +453,9 @@ def _unfolding_scores(
         out.reasons = dict.fromkeys(names.values(), f"the {side} activations {reason}")
         return out
     out.kx, out.ky = whitener_x.shape[1], whitener_y.shape[1]
-    if cov.rows < 10 * max(out.kx, out.ky):
+    if rows < 10 * max(out.kx, out.ky):
         warnings.warn(
-            f"SEIS {unfolding} unfolding has {cov.rows} rows for {max(out.kx, out.ky)} retained dimensions"
+            f"SEIS {unfolding} unfolding has {rows} rows for {max(out.kx, out.ky)} retained dimensions"
             f" (fewer than 10 per dimension): {names['score']} is biased upwards; compare it with its null"
             " or use more probe images.",
             SEISWarning,
@@ -378,15 +463,24 @@ def _unfolding_scores(
         )
     # Invariance reads the canonical vectors; the channel score, ρ only.
     overlap = whitener_x.mT @ whitener_y if unfolding == "spatial" else None
-    rho, alignment = _cca(whitener_x, cov.xy, whitener_y, tie_tolerance, overlap)
+
+    def correlations(null: bool) -> tuple[Tensor, Tensor | None] | None:
+        if unfolding == "channel" and _has_rows(stats):
+            m = side.whitened_cross(whitener_x, whitener_y, null)
+            return None if m is None else (_canonical_correlations(m), None)
+        cross = cov.xy_null if null else cov.xy
+        return None if cross is None else _cca(whitener_x, cross, whitener_y, tie_tolerance, overlap)
+
+    rho, alignment = correlations(null=False)
     out.rho, out.score = rho, float(rho.mean())
     if alignment is not None:
         out.invariance = float((rho * alignment).mean())
-    if cov.xy_null is None:
+    null = correlations(null=True)
+    if null is None:
         reason = "the null pairing needs batches of at least 2 images"
         out.reasons = {name: reason for role, name in names.items() if role.endswith("_null")}
         return out
-    rho, alignment = _cca(whitener_x, cov.xy_null, whitener_y, tie_tolerance, overlap)
+    rho, alignment = null
     out.rho_null, out.score_null = rho, float(rho.mean())
     if alignment is not None:
         out.invariance_null = float((rho * alignment).mean())
@@ -431,7 +525,8 @@ def seis_from_statistics(
     check_options(keep=keep, eps=eps)
     if precision not in TIE_TOLERANCE:
         raise ValueError(f"Expected `precision` to be one of {tuple(TIE_TOLERANCE)}, but got {precision!r}.")
-    missing = [name for name in STATISTICS if name not in stats]
+    required = (*_sum_names(stats), *(ROW_STATISTICS if _has_rows(stats) else ()))
+    missing = [name for name in required if name not in stats]
     if missing:
         raise ValueError(f"Statistics are missing {missing}; build them with `seis_statistics`.")
     num_groups = stats["num_images"].shape[0] if stats["num_images"].ndim else 0
@@ -440,8 +535,7 @@ def seis_from_statistics(
             f"Expected `jackknife_groups` at most the number of probe images, but got jackknife_groups={num_groups}"
             f" for {int(stats['num_images'].sum())} images; use fewer groups or more probe images."
         )
-    shifts = dict(zip(SHIFTS, _shifts(stats)))
-    total = {**{name: stats[name].sum(0) for name in STATISTICS}, **shifts} if num_groups else stats
+    total = _of_groups(stats) if num_groups else stats
     many = total["map_sum_b"].ndim == 3
     eps = statistics_eps(eps, precision)
     results = _scores_of_set(total, keep, eps, precision)
@@ -457,15 +551,7 @@ def seis_from_statistics(
         kept_groups, scale = _half_samples(num_groups)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SEISWarning)
-            halves = [
-                _scores_of_set(
-                    {**{name: stats[name][list(kept)].sum(0) for name in STATISTICS}, **shifts},
-                    keep,
-                    eps,
-                    precision,
-                )
-                for kept in kept_groups
-            ]
+            halves = [_scores_of_set(_of_groups(stats, kept), keep, eps, precision) for kept in kept_groups]
         for k, result in enumerate(results):
             replicates = {}
             for name in SCORES_AND_NULLS:
@@ -489,7 +575,10 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, precision:
     many = stats["map_sum_b"].ndim == 3
     num_channels, num_positions = stats["map_sum_a"].shape
     shift_a, shift_b = _shifts(stats)
-    reference = {name: stats[name] for name in REFERENCE_STATISTICS}
+    reference_names = [name for name in REFERENCE_STATISTICS if name in stats]
+    if _has_rows(stats):
+        reference_names += ["channel_rows_a", "row_group", "row_has_null"]
+    reference = {name: stats[name] for name in reference_names}
     # Read only when A's statistics are finite and count 2 images or more (_scores_of_one says why not).
     whiteners_a: dict[str, Tensor | str] = {"spatial": "", "channel": ""}
     if int(stats["num_images"]) >= 2 and all(bool(torch.isfinite(t).all()) for t in reference.values()):
@@ -497,6 +586,9 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, precision:
         sum_a = stats["map_sum_a"]
         mean_a = sum_a / n
         for unfolding, rows in (("spatial", n * num_channels), ("channel", n * num_positions)):
+            if unfolding == "channel" and "channel_rows_a" in reference:  # the image side (S = 1)
+                whiteners_a[unfolding] = _whitener_of_rows(reference["channel_rows_a"], shift_a, keep, eps, precision)
+                continue
             gram = stats[f"{unfolding}_gram_aa"]
             centred = gram - n * _outer(mean_a, mean_a, unfolding)
             second_moment = _second_moment(gram, sum_a, shift_a, n) / (rows - 1)
@@ -506,7 +598,11 @@ def _scores_of_set(stats: Mapping[str, Any], keep: float, eps: float, precision:
         _scores_of_one(
             {
                 **reference,
-                **{name: stats[name][k] if many else stats[name] for name in PAIRED_STATISTICS},
+                **{
+                    name: stats[name][k] if many else stats[name]
+                    for name in (*PAIRED_STATISTICS, *PAIRED_ROWS)
+                    if name in stats
+                },
                 "shift_b": shift_b[k] if many and shift_b.ndim == 3 else shift_b,
             },
             whiteners_a,

@@ -45,6 +45,13 @@ PAIRED_STATISTICS = (
     "channel_gram_ab_null",
 )
 STATISTICS = REFERENCE_STATISTICS + PAIRED_STATISTICS
+CHANNEL_GRAMS = ("channel_gram_aa", "channel_gram_bb", "channel_gram_ab", "channel_gram_ab_null")
+# Vector layers (S = 1) seen on fewer images than channels keep, instead of CHANNEL_GRAMS, the vectors
+# themselves about the shifts (the image side; spec, "Streaming statistics"): ``channel_rows_a`` [R, C],
+# ``channel_rows_b`` and the null partners' ``channel_rows_b_null`` [K, R, C] (zero rows where an image
+# has no partner), and per row its jackknife group (0 without groups) and whether it has a null partner.
+ROW_STATISTICS = ("channel_rows_a", "channel_rows_b", "channel_rows_b_null", "row_group", "row_has_null")
+PAIRED_ROWS = ("channel_rows_b", "channel_rows_b_null")
 # The mean maps the sums are taken about: ``[C, S]`` for ``a``, one per transformation for ``b``
 # (no group axis: every jackknife group shares them).
 SHIFTS = ("shift_a", "shift_b")
@@ -248,14 +255,20 @@ def _add_centres(grams: Tensor, sum_x: Tensor, sum_y: Tensor, n: int, unfolding:
 
 
 def _reference_statistics(
-    a: Tensor, precision: str, shift_a: Tensor | None, unfolded: tuple[Tensor, Tensor, Tensor] | None = None
+    a: Tensor,
+    precision: str,
+    shift_a: Tensor | None,
+    unfolded: tuple[Tensor, Tensor, Tensor] | None = None,
+    channel: bool = True,
 ) -> dict[str, Tensor]:
     """Statistics of the original maps ``a`` [N, C, S] about ``shift_a`` [C, S] (spec, "Streaming statistics").
 
     ``shift_a``: ``None`` for the batch's own mean map (returned as ``shift_a``). ``unfolded``:
-    ``_unfold([a], precision)`` when the caller has it already.
+    ``_unfold([a], precision)`` when the caller has it already. ``channel=False`` leaves out the
+    channel Gram (the image side keeps the vectors instead: :func:`_rows`).
     """
     n = a.shape[0]
+    channel_gram = channel
     spatial, channel, means = unfolded or _unfold([a], precision)
     shift_a = means[0] if shift_a is None else shift_a
     sums = n * (means[:1] - shift_a)
@@ -264,7 +277,7 @@ def _reference_statistics(
         "map_sum_a": sums[0],
         "shift_a": shift_a,
     }
-    for unfolding, x in (("spatial", spatial[0]), ("channel", channel)):
+    for unfolding, x in (("spatial", spatial[0]), ("channel", channel))[: 2 if channel_gram else 1]:
         with _ieee_float32():
             gram = _gram(x).to(sums.device, torch.float64)
         _add_centres(gram[None], sums, sums, n, unfolding)
@@ -280,6 +293,7 @@ def _paired_statistics(
     shift_b: Tensor | None,
     b_null: Sequence[Tensor] | None = None,
     unfolded_a: tuple[Tensor, Tensor, Tensor] | None = None,
+    channel: bool = True,
 ) -> dict[str, Tensor]:
     """Statistics of ``a`` [N, C, S] against ``b`` [K, N, C, S], one entry per transformation, about the shifts.
 
@@ -287,7 +301,8 @@ def _paired_statistics(
     ``None`` for each transformation's own mean map (returned as ``shift_b``).
     ``b_null`` [K, N, C, S], when given, holds each image's null partner already gathered (the
     jackknife's groups take theirs from the whole batch); without it, image n meets n - 1.
-    ``unfolded_a``: ``_unfold([a], precision)`` when the caller has it already.
+    ``unfolded_a``: ``_unfold([a], precision)`` when the caller has it already. ``channel=False``
+    leaves out the channel Grams (:data:`CHANNEL_GRAMS`).
 
     Every map is centred on its own mean map and ``n·(m̄-K)ᵀ(m̄-K)`` added back in float64 (spec,
     "Precision"). The channel cross Grams of all K transformations come from one wide product
@@ -317,16 +332,10 @@ def _paired_statistics(
             else:
                 torch.mm(x.mT, spatial_b[num_transforms + k], out=null[k])
         spatial = [p.to(home, torch.float64) for p in (gram, cross, null)]
-        ys = _column_blocks(channel_b, len(maps_b))
-        channel_gram = channel_a.new_empty(num_transforms, c, c)
-        for k in range(num_transforms):
-            _gram(ys[k], out=channel_gram[k])
-        if b_null is None:
-            channel_cross, channel_null = channel_a.mT @ channel_b, _rolled_cross(channel_a, channel_b, s)
-        else:
-            channel_cross, channel_null = (channel_a.mT @ channel_b).tensor_split(2, dim=1)
-        channel = [channel_gram.to(home, torch.float64), _per_map(channel_cross, home), _per_map(channel_null, home)]
-    for unfolding, (gram, cross, null) in (("spatial", spatial), ("channel", channel)):
+    unfoldings = {"spatial": spatial}
+    if channel:
+        unfoldings["channel"] = _channel_grams(channel_a, channel_b, len(maps_b), num_transforms, s, b_null, home)
+    for unfolding, (gram, cross, null) in unfoldings.items():
         _add_centres(gram, sum_b, sum_b, n, unfolding)
         _add_centres(cross, sum_a, sum_b, n, unfolding)
         _add_centres(null, sum_a, null_sum_b, n, unfolding)
@@ -338,9 +347,118 @@ def _paired_statistics(
         # Null pairing (spec, "Null baseline"): image n against another transformed image of the
         # batch (roll by one: n against n-1). A single image has no derangement and adds nothing.
         for name in PAIRED_STATISTICS:
-            if "null" in name:
+            if "null" in name and name in stats:
                 stats[name].zero_()
-    return {name: stats[name] for name in (*PAIRED_STATISTICS, "shift_b")}
+    return {name: stats[name] for name in (*PAIRED_STATISTICS, "shift_b") if name in stats}
+
+
+def _channel_grams(
+    channel_a: Tensor,
+    channel_b: Tensor,
+    num_maps: int,
+    num_transforms: int,
+    num_positions: int,
+    b_null: Sequence[Tensor] | None,
+    home: torch.device,
+) -> list[Tensor]:
+    """The channel Grams ``B_kᵀB_k``, ``AᵀB_k`` and the null's ``AᵀB_π,k`` [K, C, C] of the channel
+    unfoldings (``channel_b`` holds the ``num_maps`` maps of B side by side, the null partners after
+    the transformations when ``b_null`` is given), float64 on ``home``."""
+    c = channel_a.shape[1]
+    with _ieee_float32():
+        ys = _column_blocks(channel_b, num_maps)
+        channel_gram = channel_a.new_empty(num_transforms, c, c)
+        for k in range(num_transforms):
+            _gram(ys[k], out=channel_gram[k])
+        if b_null is None:
+            channel_cross, channel_null = channel_a.mT @ channel_b, _rolled_cross(channel_a, channel_b, num_positions)
+        else:
+            channel_cross, channel_null = (channel_a.mT @ channel_b).tensor_split(2, dim=1)
+    return [channel_gram.to(home, torch.float64), _per_map(channel_cross, home), _per_map(channel_null, home)]
+
+
+def _rows(
+    maps_a: Tensor, maps_b: Sequence[Tensor], shift_a: Tensor, shift_b: Tensor, groups: int, first_index: int
+) -> dict[str, Tensor]:
+    """The image side of vector maps ``[N, C, 1]`` (:data:`ROW_STATISTICS`): the vectors about the shifts,
+    float64, with each image's null partner (image n - 1 of the batch; none in a batch of one image)
+    and jackknife group ``(first_index + n) mod G``."""
+    n, home = maps_a.shape[0], shift_a.device
+    rows_a = maps_a[:, :, 0].to(home, torch.float64) - shift_a[:, 0]
+    rows_b = torch.stack([x[:, :, 0].to(home, torch.float64) for x in maps_b]) - shift_b[:, None, :, 0]
+    index = torch.arange(first_index, first_index + n, dtype=torch.float64, device=home)
+    return {
+        "channel_rows_a": rows_a,
+        "channel_rows_b": rows_b,
+        "channel_rows_b_null": rows_b.roll(1, dims=1) if n >= 2 else torch.zeros_like(rows_b),
+        "row_group": index % groups if groups else torch.zeros_like(index),
+        "row_has_null": torch.full((n,), float(n >= 2), dtype=torch.float64, device=home),
+    }
+
+
+def _has_rows(stats: Mapping[str, Any]) -> bool:
+    """Whether ``stats`` keep a vector layer's image side (:data:`ROW_STATISTICS`) instead of channel Grams."""
+    rows = stats.get("channel_rows_a")
+    return rows is not None and rows.ndim > 0
+
+
+def _sum_names(stats: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the summed statistics in ``stats``: :data:`STATISTICS`, less the channel Grams on the image side."""
+    return tuple(name for name in STATISTICS if name not in CHANNEL_GRAMS) if _has_rows(stats) else STATISTICS
+
+
+def _rows_to_grams(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """The image side of ``stats`` turned into the channel Gram sums it stands for (per group), exactly:
+    the vectors are about the shifts, so their products are the Gram sums about the shifts."""
+    if not _has_rows(stats):
+        return dict(stats)
+    rows_a, rows_b, rows_null = (stats[name] for name in ("channel_rows_a", "channel_rows_b", "channel_rows_b_null"))
+    many = rows_b.ndim == 3
+    rows_b, rows_null = (rows_b, rows_null) if many else (rows_b[None], rows_null[None])
+    groups = stats["num_images"].shape[0] if stats["num_images"].ndim else 0
+
+    def grams(x: Tensor, ys: Tensor, nulls: Tensor) -> dict[str, Tensor]:
+        out = {
+            "channel_gram_aa": x.mT @ x,
+            "channel_gram_bb": ys.mT @ ys,
+            "channel_gram_ab": x.mT @ ys,
+            "channel_gram_ab_null": x.mT @ nulls,  # rows without a partner are zero
+        }
+        return out if many else {**out, **{name: out[name][0] for name in CHANNEL_GRAMS[1:]}}
+
+    if groups:
+        per_group = []
+        for group in range(groups):
+            kept = stats["row_group"] == group
+            per_group.append(grams(rows_a[kept], rows_b[:, kept], rows_null[:, kept]))
+        channel = {name: torch.stack([one[name] for one in per_group]) for name in CHANNEL_GRAMS}
+    else:
+        channel = grams(rows_a, rows_b, rows_null)
+    return {**{name: value for name, value in stats.items() if name not in ROW_STATISTICS}, **channel}
+
+
+def _bounded(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """``stats`` on the cheaper side: the image side only while there are fewer images than channels."""
+    if _has_rows(stats) and stats["channel_rows_a"].shape[0] >= stats["channel_rows_a"].shape[1]:
+        return _rows_to_grams(stats)
+    return dict(stats)
+
+
+def _of_groups(stats: Mapping[str, Any], kept: Sequence[int] | None = None) -> dict[str, Any]:
+    """The statistics of the images of jackknife groups ``kept`` (all: ``None``) of grouped ``stats``:
+    their sums added, their vectors selected (the image side), about the same shifts."""
+    out = {name: (stats[name] if kept is None else stats[name][list(kept)]).sum(0) for name in _sum_names(stats)}
+    out.update(zip(SHIFTS, _shifts(stats)))
+    if _has_rows(stats):
+        group = stats["row_group"]
+        rows = (
+            torch.ones_like(group, dtype=torch.bool)
+            if kept is None
+            else torch.isin(group, torch.tensor(kept, dtype=group.dtype, device=group.device))
+        )
+        out.update({name: stats[name][..., rows, :] for name in ("channel_rows_a", *PAIRED_ROWS)})
+        out.update({name: stats[name][rows] for name in ("row_group", "row_has_null")})
+    return out
 
 
 def _rolled_cross(x: Tensor, y: Tensor, rows_per_image: int) -> Tensor:
@@ -365,13 +483,20 @@ def _rolled_spatial_cross(x: Tensor, y: Tensor, num_images: int) -> Tensor:
 
 
 def _group_statistics(
-    a: Tensor, b: Tensor, groups: int, first_index: int, precision: str, shift_a: Tensor, shift_b: Tensor
+    a: Tensor,
+    b: Tensor,
+    groups: int,
+    first_index: int,
+    precision: str,
+    shift_a: Tensor,
+    shift_b: Tensor,
+    channel: bool = True,
 ) -> dict[str, Tensor]:
     """Statistics of ``a`` [N, C, S] and ``b`` [K, N, C, S] per jackknife group, stacked first (spec, "Uncertainty").
 
     Image n of the batch, global index ``first_index + n``, goes to group ``(first_index + n) mod G``
     with its null pair (image n against transformed image n - 1 of the batch). Every group's sums
-    are about the same shifts, so that the groups add up.
+    are about the same shifts, so that the groups add up. ``channel=False``: without the channel Grams.
     """
     n = a.shape[0]
     per_group: dict[int, dict[str, Tensor]] = {}
@@ -383,11 +508,14 @@ def _group_statistics(
         b_null = b[:, partners] if n >= 2 else None
         a_group = a[start::groups]
         per_group[group] = {
-            **_reference_statistics(a_group, precision, shift_a),
-            **_paired_statistics(a_group, b[:, start::groups], precision, shift_a, shift_b, b_null=b_null),
+            **_reference_statistics(a_group, precision, shift_a, channel=channel),
+            **_paired_statistics(
+                a_group, b[:, start::groups], precision, shift_a, shift_b, b_null=b_null, channel=channel
+            ),
         }
     zeros = {name: torch.zeros_like(value) for name, value in next(iter(per_group.values())).items()}
-    stats = {name: torch.stack([per_group.get(g, zeros)[name] for g in range(groups)]) for name in STATISTICS}
+    names = STATISTICS if channel else tuple(name for name in STATISTICS if name not in CHANNEL_GRAMS)
+    stats = {name: torch.stack([per_group.get(g, zeros)[name] for g in range(groups)]) for name in names}
     return {**stats, "shift_a": shift_a, "shift_b": shift_b}
 
 
@@ -455,12 +583,15 @@ def _statistics(
     first_index: int,
     shift: Mapping[str, Any] | None = None,
     reference: bool = True,
+    channel_rows: bool = False,
 ) -> dict:
     """:func:`seis_statistics` with validated, resolved options (:meth:`SEISOptions.resolved`).
 
     ``shift["shift_b"]`` may be ``None``: each transformation's own mean maps. ``reference=False``
     (with ``shift_a`` given) leaves out the statistics of ``a`` alone (:data:`REFERENCE_STATISTICS`),
     for a caller that has them already and adds one more transformation's statistics.
+    ``channel_rows``: vector maps (one position) keep their image side (:data:`ROW_STATISTICS`)
+    instead of the channel Grams (spec, "Streaming statistics"); other maps ignore it.
 
     Raises:
         ValueError: as :func:`seis_statistics`, and if the maps' channels and positions differ from
@@ -501,19 +632,31 @@ def _statistics(
             shift_b = shift_b if many else shift_b[None]
             if len(shift_b) != len(bs):
                 raise ValueError(f"Expected {len(shift_b)} transformations, as earlier batches had, but got {len(bs)}.")
+    rows = channel_rows and maps_a.shape[2] == 1
     if groups:
         shift_a = _mean_map(maps_a) if shift_a is None else shift_a
         shift_b = torch.stack([_mean_map(x) for x in maps_b]) if shift_b is None else shift_b
-        stats = _group_statistics(maps_a, torch.stack(maps_b), groups, first_index, precision, shift_a, shift_b)
+        stats = _group_statistics(
+            maps_a, torch.stack(maps_b), groups, first_index, precision, shift_a, shift_b, channel=not rows
+        )
         lead = (slice(None), 0)
     else:
         unfolded_a = _unfold([maps_a], precision)
-        own = _reference_statistics(maps_a, precision, shift_a, unfolded_a) if reference else {"shift_a": shift_a}
-        paired = _paired_statistics(maps_a, maps_b, precision, own["shift_a"], shift_b, unfolded_a=unfolded_a)
+        own = (
+            _reference_statistics(maps_a, precision, shift_a, unfolded_a, channel=not rows)
+            if reference
+            else {"shift_a": shift_a}
+        )
+        paired = _paired_statistics(
+            maps_a, maps_b, precision, own["shift_a"], shift_b, unfolded_a=unfolded_a, channel=not rows
+        )
         stats = {**own, **paired}
         lead = (0,)
+    if rows:
+        stats.update(_rows(maps_a, maps_b, stats["shift_a"], stats["shift_b"], groups, first_index))
     if not many:
-        stats.update({name: stats[name][lead] for name in PAIRED_STATISTICS})
+        stats.update({name: stats[name][lead] for name in PAIRED_STATISTICS if name in stats})
+        stats.update({name: stats[name][0] for name in PAIRED_ROWS if name in stats})
         stats["shift_b"] = stats["shift_b"][0]
     stats["pooled"] = pooled
     return stats
@@ -532,7 +675,7 @@ def seis_combine_statistics(*stats: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError("Expected statistics of at least one batch, but got none.")
     total = dict(stats[0])
     for other in stats[1:]:
-        for name in STATISTICS:
+        for name in set(_sum_names(total)) & set(_sum_names(other)):
             if total[name].shape != other[name].shape:
                 raise ValueError(
                     f"Cannot combine statistics `{name}` of shapes {list(total[name].shape)} and"
@@ -549,14 +692,23 @@ def _is_empty(stats: Mapping[str, Any]) -> bool:
 
 
 def _add_statistics(total: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
-    """``total + other`` about ``total``'s shifts (``other``'s if ``total`` is empty)."""
+    """``total + other`` about ``total``'s shifts (``other``'s if ``total`` is empty).
+
+    Image sides (:data:`ROW_STATISTICS`) are joined; beside channel Grams, they become Grams first.
+    """
     if _is_empty(other):
         return dict(total)
     if _is_empty(total):
         return dict(other)
+    if _has_rows(total) != _has_rows(other):
+        total, other = _rows_to_grams(total), _rows_to_grams(other)
     shift_a, shift_b = _shifts(total)
     other = _reshift(other, shift_a, shift_b)
-    return {**total, **{name: total[name] + other[name] for name in STATISTICS}, "shift_a": shift_a, "shift_b": shift_b}
+    out = {**total, **{name: total[name] + other[name] for name in _sum_names(total)}}
+    if _has_rows(total):
+        out.update({name: torch.cat([total[name], other[name]], dim=-2) for name in ("channel_rows_a", *PAIRED_ROWS)})
+        out.update({name: torch.cat([total[name], other[name]]) for name in ("row_group", "row_has_null")})
+    return {**out, "shift_a": shift_a, "shift_b": shift_b}
 
 
 def _shifts(stats: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
@@ -598,7 +750,8 @@ def _reshift(stats: Mapping[str, Any], shift_a: Tensor, shift_b: Tensor) -> dict
         "ab": ((s_a_paired, d_a), (s_b, d_b), n_b),
         "ab_null": ((null_a, d_a), (null_b, d_b), n_null),
     }
-    for unfolding in ("spatial", "channel"):
+    rows = _has_rows(stats)
+    for unfolding in ("spatial",) if rows else ("spatial", "channel"):
         for pair, ((s_x, d_x), (s_y, d_y), n) in sides.items():
             name = f"{unfolding}_gram_{pair}"
             moved = _outer(s_x, d_y, unfolding) + _outer(d_x, s_y, unfolding) + n * _outer(d_x, d_y, unfolding)
@@ -607,5 +760,10 @@ def _reshift(stats: Mapping[str, Any], shift_a: Tensor, shift_b: Tensor) -> dict
     out["map_sum_b"] = s_b + n_b * d_b
     out["null_map_sum_a"] = null_a + n_null * d_a
     out["null_map_sum_b"] = null_b + n_null * d_b
+    if rows:  # vectors [.., R, C] about the shifts [.., C, 1]: each moves by d, partners only where they exist
+        move_b = d_b[..., None, :, 0] if paired_lead else d_b[None, :, 0]
+        out["channel_rows_a"] = stats["channel_rows_a"] + d_a[None, :, 0]
+        out["channel_rows_b"] = stats["channel_rows_b"] + move_b
+        out["channel_rows_b_null"] = stats["channel_rows_b_null"] + stats["row_has_null"][:, None] * move_b
     out["shift_a"], out["shift_b"] = shift_a, shift_b
     return out

@@ -86,8 +86,9 @@ def test_state_does_not_grow_with_images(generator):
     metric.update(a, a)
     size = state_bytes(metric)
     s, c = 28 * 28, 64
-    # map sums (4 of C x S) and the 2 shifts they are about, Grams (4 spatial S x S, 4 channel C x C), counts: float64.
-    assert size == 8 * (6 * c * s + 4 * s * s + 4 * c * c + 2)
+    # map sums (4 of C x S) and the 2 shifts they are about, Grams (4 spatial S x S, 4 channel C x C), counts,
+    # and the 5 scalar defaults of the image side (kept by vector layers only): float64.
+    assert size == 8 * (6 * c * s + 4 * s * s + 4 * c * c + 2 + 5)
     for _ in range(3):
         metric.update(a, a)
     assert state_bytes(metric) == size

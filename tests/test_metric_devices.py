@@ -18,11 +18,13 @@ import seis_lightning._precision
 import seis_lightning.metric
 from seis_lightning import SEISMetric
 from seis_lightning.functional import SHIFTS, STATISTICS
+from seis_lightning.statistics import ROW_STATISTICS
 from tests.reference import reference_scores
 from tests.test_functional import ALL_SCORES, assert_matches_reference, warped
 from tests.test_metric import ddp_scores
 
-STATES = STATISTICS + SHIFTS  # the sums and the mean maps they are taken about
+# the sums, the mean maps they are taken about, and a vector layer's image side (scalar zeros here)
+STATES = STATISTICS + SHIFTS + ROW_STATISTICS
 
 CPU, META = torch.device("cpu"), torch.device("meta")
 
