@@ -1,0 +1,174 @@
+"""The manifest of the committed artefacts: ``docs/figures/MANIFEST.json`` says, per file, how it was built.
+
+Every artefact script starts a :class:`Build` when it starts and calls :meth:`Build.record` with the files it
+wrote; the entry of each file gets the command line, the commit it was built from (``HEAD`` at build time, with
+the files of ``seis_lightning/`` that differed from it), the seeds, the machine (CPU model, cores, torch and
+Python versions, torch threads), the wall and CPU time of the whole build and its date. The manifest sits in the
+folder of the files (``<out>/MANIFEST.json``); recording a file replaces its entry and keeps the others.
+
+A file built partly from the content of an earlier build (the runs CSVs of ``figure3_seeds`` and
+``blurpool_aliasing``, which skip the runs they already hold) keeps the commits of that content in
+``earlier_commits``: ``tests/test_artefacts.py`` holds every commit an artefact came from against the last
+change of the math (:data:`MATH`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = "MANIFEST.json"
+# The modules whose change can change a number in an artefact: the math (statistics, scores, their front and the
+# precision rules), the metric that sums it, what the pass reads (layers, layouts, the forward passes, the probe
+# images, their order and the pass plan), the transformations, the pass itself, and the summaries the artefacts
+# tabulate (sweeps: half-way angles and aliasing gaps; compare: the verdicts; synthetic: Figure 1).
+MATH = tuple(
+    f"seis_lightning/{name}.py"
+    for name in (
+        "_precision",
+        "statistics",
+        "scores",
+        "functional",
+        "metric",
+        "layers",
+        "layouts",
+        "forward",
+        "probe",
+        "pass_plan",
+        "transforms",
+        "scoring",
+        "sweeps",
+        "compare",
+        "synthetic",
+    )
+)
+UNKNOWN = "unknown"  # the commit of content whose build was not recorded
+
+
+def git(*args: str, root: Path = ROOT) -> str | None:
+    """The output of ``git <args>`` in ``root`` (stripped), or ``None`` where git or the repository is missing."""
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def commit(root: Path = ROOT) -> dict:
+    """``HEAD`` and the files of ``seis_lightning/`` that differ from it (staged, unstaged or untracked)."""
+    status = git("status", "--porcelain", "--", "seis_lightning", root=root)
+    dirty = sorted(line[3:].split(" -> ")[-1] for line in (status or "").splitlines() if line.strip())
+    return {"commit": git("rev-parse", "HEAD", root=root) or UNKNOWN, "dirty": dirty}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def command(argv: Sequence[str] | None = None, module: str | None = None) -> str:
+    """The command line that ran this process, as typed from the repository root: ``python -m <module> ...`` for
+    a module run (``module``, else the one ``python -m`` ran), else ``python <path> ...`` with the script's path
+    relative to the root."""
+    argv = list(sys.argv if argv is None else argv)
+    if module is None:
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name.removesuffix(".__main__") if spec is not None else None
+    if module:
+        head = ["python", "-m", module]
+    else:
+        script = Path(argv[0]).resolve()
+        head = ["python", script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else argv[0]]
+    return shlex.join([*head, *argv[1:]])
+
+
+def read(folder: Path) -> dict:
+    """The manifest of ``folder`` (``{"artefacts": {}}`` when there is none)."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return {"artefacts": {}}
+    return json.loads(path.read_text())
+
+
+class Build:
+    """One build of some artefacts: started when made, its entries written by :meth:`record`."""
+
+    def __init__(self, seeds: Iterable[int] | dict | None = None, argv: Sequence[str] | None = None) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.started = datetime.datetime.now(datetime.timezone.utc)
+        self.seeds = seeds if isinstance(seeds, dict) or seeds is None else list(seeds)
+        self.command = command(argv)
+        self.source = commit()
+
+    def record(
+        self,
+        folder: Path,
+        files: Iterable[Path | str],
+        *,
+        seeds: Iterable[int] | dict | None = None,
+        reused: Iterable[Path | str] = (),
+        note: str | None = None,
+    ) -> dict:
+        """Write the entries of ``files`` (paths in ``folder``) into ``folder/MANIFEST.json`` and return it.
+
+        ``reused``: files among ``files`` that keep content of an earlier build; their entries carry the commits
+        of that content (``earlier_commits``, from their previous entries, ``"unknown"`` where none).
+        """
+        folder = Path(folder)
+        manifest = read(folder)
+        entries = manifest.setdefault("artefacts", {})
+        now = datetime.datetime.now(datetime.timezone.utc)
+        common = {
+            "command": self.command,
+            **self.source,
+            "seeds": self.seeds if seeds is None else (seeds if isinstance(seeds, dict) else list(seeds)),
+            "machine": machine(),
+            "wall_s": round(time.perf_counter() - self.wall, 1),
+            "cpu_s": round(time.process_time() - self.cpu, 1),
+            "started": self.started.isoformat(timespec="seconds"),
+            "finished": now.isoformat(timespec="seconds"),
+        }
+        reused_names = {Path(name).name for name in reused}
+        for file in files:
+            name = Path(file).name
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"manifest: {folder / name} was not written by this build; nothing recorded.")
+            entry = dict(common)
+            if name in reused_names:
+                previous = entries.get(name)
+                earlier = [UNKNOWN] if previous is None else [previous["commit"], *previous.get("earlier_commits", [])]
+                entry["earlier_commits"] = sorted(set(earlier) - {self.source["commit"]})
+            if note:
+                entry["note"] = note
+            entries[name] = entry
+        manifest["artefacts"] = dict(sorted(entries.items()))
+        manifest["math_modules"] = list(MATH)
+        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        return manifest
