@@ -2,9 +2,10 @@
 
 Every artefact script starts a :class:`Build` when it starts and calls :meth:`Build.record` with the files it
 wrote; the entry of each file gets the command line, the commit it was built from (``HEAD`` at build time, with
-the files of ``seis_lightning/`` that differed from it), the seeds, the machine (CPU model, cores, torch and
-Python versions, torch threads), the wall and CPU time of the whole build and its date. The manifest sits in the
-folder of the files (``<out>/MANIFEST.json``); recording a file replaces its entry and keeps the others.
+the files of ``seis_lightning/`` that differed from it), the file's SHA-256, the seeds, the machine (CPU model,
+cores, torch and Python versions, torch threads), the wall and CPU time of the whole build and its date. The
+manifest sits in the folder of the files (``<out>/MANIFEST.json``); recording a file replaces its entry and keeps
+the others.
 
 A file built partly from the content of an earlier build (the runs CSVs of ``figure3_seeds`` and
 ``blurpool_aliasing``, which skip the runs they already hold) keeps the commits of that content in
@@ -15,6 +16,7 @@ change of the math (:data:`MATH`).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -109,6 +111,10 @@ def command(argv: Sequence[str] | None = None, module: str | None = None) -> str
     return shlex.join([*head, *argv[1:]])
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def read(folder: Path) -> dict:
     """The manifest of ``folder`` (``{"artefacts": {}}`` when there is none)."""
     path = Path(folder) / MANIFEST
@@ -160,7 +166,7 @@ class Build:
             name = Path(file).name
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"manifest: {folder / name} was not written by this build; nothing recorded.")
-            entry = dict(common)
+            entry = {**common, "sha256": sha256(folder / name)}
             if name in reused_names:
                 previous = entries.get(name)
                 earlier = [UNKNOWN] if previous is None else [previous["commit"], *previous.get("earlier_commits", [])]
@@ -172,3 +178,57 @@ class Build:
         manifest["math_modules"] = list(MATH)
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         return manifest
+
+
+def history_available(root: Path = ROOT) -> str | None:
+    """``None`` where git and the repository's whole history are at hand, else why not (no git, no repository,
+    a shallow clone)."""
+    shallow = git("rev-parse", "--is-shallow-repository", root=root)
+    if shallow is None:
+        return f"no git repository at {root} (or no git)"
+    if shallow == "true":
+        return "a shallow clone: the commits the artefacts were built from may be missing (git fetch --unshallow)"
+    return None
+
+
+def stale(folder: Path, root: Path = ROOT, math: Sequence[str] = MATH) -> list[str]:
+    """What makes the artefacts of ``folder`` not what their manifest says, or older than the math: files without
+    an entry (or entries without a file), content that differs from the recorded SHA-256, math files that differed
+    from the build's commit, and commits an artefact came from that are not in ``HEAD``'s history or that a later
+    commit touching :data:`MATH` follows. Needs the repository's history (:func:`history_available`)."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        return [f"no {MANIFEST} in {folder}: rebuild the artefacts with `make figures`"]
+    entries = read(folder)["artefacts"]
+    files = {path.name for path in folder.iterdir() if path.is_file() and path.name != MANIFEST}
+    problems = [f"{name}: no entry in {MANIFEST} (no recorded build)" for name in sorted(files - set(entries))]
+    problems += [f"{name}: in {MANIFEST} but not in {folder}" for name in sorted(set(entries) - files)]
+    later: dict[str, str | None] = {}
+    for name in sorted(files & set(entries)):
+        entry = entries[name]
+        if entry.get("sha256") != sha256(folder / name):
+            problems.append(f"{name}: its content is not what `{entry.get('command')}` wrote (SHA-256 differs)")
+        dirty = sorted(set(entry.get("dirty", [])) & set(math))
+        if dirty:
+            problems.append(f"{name}: built with uncommitted changes to {', '.join(dirty)}")
+        for commit_ in [entry.get("commit", UNKNOWN), *entry.get("earlier_commits", [])]:
+            if commit_ not in later:
+                later[commit_] = _math_after(commit_, root, math)
+            if later[commit_]:
+                problems.append(f"{name}: built from {commit_[:12]}, {later[commit_]}")
+    return problems
+
+
+def _math_after(commit_: str, root: Path, math: Sequence[str]) -> str | None:
+    """Why artefacts built from ``commit_`` are older than the math of ``HEAD``, or ``None`` when they are not."""
+    if commit_ == UNKNOWN:
+        return "a commit that was not recorded (content kept from an unrecorded build)"
+    if git("cat-file", "-e", f"{commit_}^{{commit}}", root=root) is None:
+        return "a commit that is not in this repository"
+    if git("merge-base", "--is-ancestor", commit_, "HEAD", root=root) is None:
+        return "a commit that is not in HEAD's history"
+    changed = git("log", "--format=%h %s", f"{commit_}..HEAD", "--", *math, root=root)
+    if changed:
+        lines = changed.splitlines()
+        return f"before {len(lines)} commit(s) that changed the math: " + "; ".join(line[:80] for line in lines[:3])
+    return None
