@@ -3,7 +3,8 @@
 Every artefact script starts a :class:`Build` when it starts and calls :meth:`Build.record` with the files it
 wrote; the entry of each file gets the command line, the commit it was built from (``HEAD`` at build time, with
 the files of ``seis_lightning/`` that differed from it), the file's SHA-256, the seeds, the machine (CPU model,
-cores, torch and Python versions, torch threads), the wall and CPU time of the whole build and its date. The
+cores, torch and Python versions, torch threads), the wall and CPU time of its step (since the build's previous
+record) and of the whole build so far, and the dates. The
 manifest sits in the folder of the files (``<out>/MANIFEST.json``); recording a file replaces its entry and keeps
 the others.
 
@@ -128,6 +129,7 @@ class Build:
 
     def __init__(self, seeds: Iterable[int] | dict | None = None, argv: Sequence[str] | None = None) -> None:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
+        self.step = (self.wall, self.cpu)  # the end of the last record: each entry times its own step
         self.started = datetime.datetime.now(datetime.timezone.utc)
         self.seeds = seeds if isinstance(seeds, dict) or seeds is None else list(seeds)
         self.command = command(argv)
@@ -151,13 +153,16 @@ class Build:
         manifest = read(folder)
         entries = manifest.setdefault("artefacts", {})
         now = datetime.datetime.now(datetime.timezone.utc)
+        wall, cpu = time.perf_counter(), time.process_time()
         common = {
             "command": self.command,
             **self.source,
             "seeds": self.seeds if seeds is None else (seeds if isinstance(seeds, dict) else list(seeds)),
             "machine": machine(),
-            "wall_s": round(time.perf_counter() - self.wall, 1),
-            "cpu_s": round(time.process_time() - self.cpu, 1),
+            "wall_s": round(wall - self.step[0], 1),  # since the previous record of this build (or its start)
+            "cpu_s": round(cpu - self.step[1], 1),  # of the whole process, every thread
+            "build_wall_s": round(wall - self.wall, 1),  # since the build started
+            "build_cpu_s": round(cpu - self.cpu, 1),
             "started": self.started.isoformat(timespec="seconds"),
             "finished": now.isoformat(timespec="seconds"),
         }
@@ -177,6 +182,7 @@ class Build:
         manifest["artefacts"] = dict(sorted(entries.items()))
         manifest["math_modules"] = list(MATH)
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        self.step = (wall, cpu)
         return manifest
 
 

@@ -25,7 +25,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from scripts._manifest import Build
+try:
+    from scripts._manifest import Build
+except ModuleNotFoundError:  # run as `python scripts/reproduce_figures.py`
+    from _manifest import Build
 from seis_lightning.cli import SEISLightningCLI
 from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning
 from seis_lightning.plotting import COLOURS

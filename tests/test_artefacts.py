@@ -40,7 +40,8 @@ def test_a_build_records_each_file_with_its_command_commit_seeds_machine_and_tim
     assert entry["commit"] == (manifest.git("rev-parse", "HEAD") or manifest.UNKNOWN)
     assert all(path.startswith("seis_lightning/") for path in entry["dirty"])
     assert entry["machine"]["cores"] >= 1 and entry["machine"]["torch"] and entry["machine"]["cpu"]
-    assert entry["wall_s"] >= 0 and entry["cpu_s"] >= 0 and entry["started"] <= entry["finished"]
+    assert 0 <= entry["wall_s"] <= entry["build_wall_s"] and 0 <= entry["cpu_s"] <= entry["build_cpu_s"]
+    assert entry["started"] <= entry["finished"]
     assert entry["command"].endswith("--fresh") and "earlier_commits" not in entry
     assert on_disk["math_modules"] == list(manifest.MATH)
 
@@ -48,8 +49,15 @@ def test_a_build_records_each_file_with_its_command_commit_seeds_machine_and_tim
 def test_recording_one_file_keeps_the_others_entries(tmp_path):
     for name in ("a.csv", "b.csv"):
         (tmp_path / name).write_text(name)
-    manifest.Build(seeds=[0]).record(tmp_path, ["a.csv", "b.csv"])
+    build = manifest.Build(seeds=[0])
+    build.record(tmp_path, ["a.csv"])
+    sum(i * i for i in range(300_000))  # some CPU time for the second step
+    build.record(tmp_path, ["b.csv"])
     first = manifest.read(tmp_path)["artefacts"]
+    assert first["b.csv"]["build_cpu_s"] >= first["a.csv"]["build_cpu_s"]  # each step timed, the build in total
+    assert first["b.csv"]["build_wall_s"] == pytest.approx(
+        first["a.csv"]["build_wall_s"] + first["b.csv"]["wall_s"], abs=0.2
+    )
     (tmp_path / "b.csv").write_text("b again")
     manifest.Build(seeds={"seed_everything": 7}).record(tmp_path, ["b.csv"], note="again")
     second = manifest.read(tmp_path)["artefacts"]
