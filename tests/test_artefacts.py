@@ -229,6 +229,14 @@ def test_the_position_cap_table_marks_readings_beyond_2_se_and_0_02_and_maps_tha
     )
 
 
+def test_the_blurpool_table_renders_the_gaps_their_difference_and_verdict():
+    lines = readme_tables.blurpool_aliasing(FIGURES).splitlines()
+    assert lines[3] == (
+        "| conv1 (2) | 0.062 ± 0.011 (0.004) | 0.001 ± 0.000 (0.003) | \u22120.061 | 0.042 | lowered |"
+    )  # the numbers notes/blur.md proposes for the README, from docs/figures/blurpool_aliasing.csv
+    assert lines[2].startswith("| conv1.1 (1), ReLU before any pooling | 0.002 ± 0.001 (0.002) |")
+
+
 def test_the_check_names_tables_and_numbers_that_differ_and_write_renders_the_tables(tmp_path):
     _write(tmp_path / "t.csv", [{"layer": "conv1", "value": "0.5049"}, {"layer": "conv2", "value": "0.25"}])
 
