@@ -65,7 +65,7 @@ figures-fast: install
 
 # MNIST (Figure 1 on MNIST, the Figure 3 seeds), BlurPool, MobileNetV2 and the position-cap study; real-data first.
 figures-full: install real-data
-	$(PY) scripts/reproduce_figures.py --out docs/figures --only 1 --mnist required
+	$(PY) scripts/reproduce_figures.py --out docs/figures --only 1 --mnist only
 	$(PY) -m scripts.figure3_seeds --fresh
 	$(PY) -m scripts.blurpool_aliasing --fresh
 	TORCH_HOME=$(REAL_TORCH_HOME) $(PY) -m scripts.reference_networks --foolbox $(FOOLBOX)

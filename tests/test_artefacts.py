@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import shutil
 import subprocess
 from pathlib import Path
@@ -81,6 +82,26 @@ def test_recording_a_file_that_was_not_written_fails_and_records_nothing(tmp_pat
     with pytest.raises(FileNotFoundError, match=r"missing\.csv was not written by this build"):
         manifest.Build().record(tmp_path, ["missing.csv"])
     assert not (tmp_path / "MANIFEST.json").exists()
+
+
+def _record_each(folder: Path, names: list[str]) -> None:
+    build = manifest.Build()
+    for name in names:
+        build.record(folder, [name])
+
+
+def test_builds_side_by_side_keep_each_others_entries(tmp_path):
+    names = [f"{side}{k}.csv" for side in "ab" for k in range(40)]
+    for name in names:
+        (tmp_path / name).write_text(name)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_record_each, args=(tmp_path, names[k::2])) for k in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert sorted(manifest.read(tmp_path)["artefacts"]) == sorted(names)
 
 
 def test_the_command_is_the_one_typed_from_the_root():
