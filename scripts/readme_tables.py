@@ -161,11 +161,28 @@ def blurpool_aliasing(figures: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The README's worked example: rows of the digits recipe's run with the jackknife on, invariance.
+DIFFERENCE_ROWS = (("12", "conv2"), ("12", "conv3"), ("11", "conv3"), ("2", "conv3"))
+
+
+def difference_example(figures: Path) -> str:
+    """Invariance of some scorings of the digits recipe with 8 jackknife groups: value, SE and null
+    (``difference_example.csv``; ``scripts/difference_example``)."""
+    rows = read_csv(figures, "difference_example.csv")
+    lines = ["| row (epoch, global step, layer) | value | se | null |", "|---|---|---|---|"]
+    for epoch, layer in DIFFERENCE_ROWS:
+        r = pick(rows, {"epochs_trained": epoch, "layer": layer, "score": "invariance"}, "difference_example.csv")
+        cells = " | ".join(number(r[column], 4) for column in ("value", "se", "null"))
+        lines.append(f"| {epoch}, {r['global_step']}, {layer} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 TABLES: dict[str, Callable[[Path], str]] = {
     "fig3_seeds_mnist": fig3_seeds_mnist,
     "ref_mobilenet": ref_mobilenet,
     "position_cap": position_cap,
     "blurpool_aliasing": blurpool_aliasing,
+    "difference_example": difference_example,
 }
 # The tables the README must hold between markers (blurpool_aliasing: once notes/blur.md's section is merged).
 REQUIRED = ("fig3_seeds_mnist", "ref_mobilenet", "position_cap")
@@ -186,9 +203,31 @@ class Held:
     digits: int = 3
     sign: bool = False
 
-    def expected(self, figures: Path) -> str:
-        row = pick(read_csv(figures, self.csv), self.where, self.csv)
-        return self.phrase.format(number(row[self.column], self.digits, self.sign))
+    def value(self, figures: Path) -> float:
+        return float(pick(read_csv(figures, self.csv), self.where, self.csv)[self.column])
+
+    def source(self) -> str:
+        return f"{self.csv} {self.where} {self.column}"
+
+    def expected(self, figures: Path, value: float | None = None) -> str:
+        """The phrase with the CSV's number (or ``value``) at the stated rounding."""
+        value = self.value(figures) if value is None else value
+        return self.phrase.format(number(value, self.digits, self.sign))
+
+
+@dataclass(frozen=True)
+class Derived(Held):
+    """A number the README derives from several cells of ``csv`` (a difference, its noise): ``compute`` takes the
+    function that picks a row's ``column`` value by ``where`` (``cell(column, **where)``) and returns it."""
+
+    compute: Callable = field(default=None, hash=False)
+
+    def value(self, figures: Path) -> float:
+        rows = read_csv(figures, self.csv)
+        return float(self.compute(lambda column, **where: float(pick(rows, where, self.csv)[column])))
+
+    def source(self) -> str:
+        return f"{self.csv} ({self.column})"
 
 
 def _h(phrase: str, csv_name: str, column: str, digits: int = 3, sign: bool = False, **where: str) -> Held:
@@ -365,10 +404,7 @@ def check(
             problems.append(f"{number_.phrase!r}: {error}")
             continue
         if expected not in text:
-            problems.append(
-                f"{number_.phrase!r}: the README does not say {expected!r}, which {number_.csv}"
-                f" {number_.where} {number_.column} gives"
-            )
+            problems.append(f"{number_.phrase!r}: the README does not say {expected!r}, which {number_.source()} gives")
     return problems
 
 

@@ -318,10 +318,9 @@ def test_each_held_number_would_fail_the_check_one_unit_off(held):
     the README (so a changed CSV fails the check)."""
     if any(known == repr(held.phrase) for known in STATED_OTHERWISE):
         pytest.skip("the README states this number otherwise (STATED_OTHERWISE)")
-    row = readme_tables.pick(readme_tables.read_csv(FIGURES, held.csv), held.where, held.csv)
+    value = held.value(FIGURES)
     for step in (-1, 1):
-        shifted = float(row[held.column]) + step * 10**-held.digits
-        assert held.phrase.format(number(shifted, held.digits, held.sign)) not in README
+        assert held.expected(FIGURES, value + step * 10**-held.digits) not in README
 
 
 @pytest.mark.xfail(
