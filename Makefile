@@ -53,10 +53,12 @@ MOBILENET := $(REAL_TORCH_HOME)/hub/checkpoints/mobilenet_v2-b0353104.pth
 figures: figures-fast figures-full
 	$(PY) scripts/readme_tables.py --check
 
-# The embedded-data figures: Figures 1 (digits) to 4, the rotation sweep, the TensorBoard screenshot (Chromium).
+# The embedded-data figures: Figures 1 (digits) to 4, the rotation sweep, the worked example of "Is a difference
+# real?", the TensorBoard screenshot (Chromium).
 figures-fast: install
 	$(PY) scripts/reproduce_figures.py --out docs/figures --mnist skip
 	$(PY) -m scripts.sweep_figure --trainer.max_epochs=6
+	$(PY) -m scripts.difference_example
 	rm -rf logs/figures-tensorboard
 	$(VENV)/bin/seis-lightning fit --config recipes/digits_cnn.yaml --trainer.max_epochs=3 \
 		--trainer.logger.init_args.save_dir=logs/figures-tensorboard

@@ -357,6 +357,52 @@ HELD: list[Held] = [
 ]
 
 
+def _difference(epoch_a: str, layer_a: str, epoch_b: str, layer_b: str, noise: bool = False) -> Callable:
+    """Invariance at (epoch_a, layer_a) minus at (epoch_b, layer_b), or with ``noise`` twice the SE of that
+    difference as the README computes it, ``2·sqrt(se_a² + se_b²)``."""
+
+    def compute(cell: Callable) -> float:
+        a = {"epochs_trained": epoch_a, "layer": layer_a, "score": "invariance"}
+        b = {"epochs_trained": epoch_b, "layer": layer_b, "score": "invariance"}
+        if noise:
+            return 2 * (cell("se", **a) ** 2 + cell("se", **b) ** 2) ** 0.5
+        return cell("value", **a) - cell("value", **b)
+
+    return compute
+
+
+def _d(phrase: str, compute: Callable, what: str, digits: int = 3) -> Derived:
+    return Derived(phrase, DIFFERENCE, {}, what, digits, False, compute)
+
+
+DIFFERENCE = "difference_example.csv"
+_INV12 = {"epochs_trained": "12", "score": "invariance"}
+# "Is a difference real?": held once difference_example.csv is among the artefacts (make figures-fast builds it).
+HELD_DIFFERENCE: list[Held] = [
+    _d("conv3 − conv2 = {}, against", _difference("12", "conv3", "12", "conv2"), "conv3 - conv2 at 12"),
+    _h("`2·sqrt({}² +", DIFFERENCE, "se", 4, layer="conv3", **_INV12),
+    _h("² + {}²)` =", DIFFERENCE, "se", 4, layer="conv2", **_INV12),
+    _d("` = {}:\n  conv3 is more", _difference("12", "conv3", "12", "conv2", True), "2 SE of conv3 - conv2"),
+    _d(
+        "by about {} standard errors",
+        lambda cell: (
+            _difference("12", "conv3", "12", "conv2")(cell)
+            / (_difference("12", "conv3", "12", "conv2", True)(cell) / 2)
+        ),
+        "the difference over its SE",
+        0,
+    ),
+    _d("epoch 2 − epoch 12 = {} against", _difference("2", "conv3", "12", "conv3"), "conv3 at 2 - at 12"),
+    _d("against {}: conv3's", _difference("2", "conv3", "12", "conv3", True), "2 SE of conv3 at 2 - at 12"),
+    _d("epoch 12 − epoch 11 = {} against", _difference("12", "conv3", "11", "conv3"), "conv3 at 12 - at 11"),
+    _d("against {}: no change", _difference("12", "conv3", "11", "conv3", True), "2 SE of conv3 at 12 - at 11"),
+    _h("**Against the null**: {} against", DIFFERENCE, "value", 2, layer="conv3", **_INV12),
+    _h("against a null of {}: far", DIFFERENCE, "null", 3, layer="conv3", **_INV12),
+]
+# Tables and numbers the README must hold once their CSV is among the artefacts.
+WHEN_PRESENT = {DIFFERENCE: (("difference_example",), HELD_DIFFERENCE)}
+
+
 # ---- the check -------------------------------------------------------------------------------------------------
 
 
@@ -380,11 +426,17 @@ def check(
 ) -> list[str]:
     """What in ``text`` differs from the CSVs in ``figures``: generated tables that render otherwise, tables of
     ``required`` (:data:`REQUIRED`; default all ``tables`` when those are given) with no markers, and numbers of
-    ``held`` (:data:`HELD`) whose phrase, rendered from its CSV, is not there."""
+    ``held`` (:data:`HELD`) whose phrase, rendered from its CSV, is not there; by default also the tables and
+    numbers of :data:`WHEN_PRESENT` whose CSV is in ``figures``."""
     problems = []
     found = {match["name"]: match for match in BLOCK.finditer(text)}
     if required is None:
         required = REQUIRED if tables is TABLES else tuple(tables)
+    if held is None:
+        held = list(HELD)
+        for csv_name, (names, numbers) in WHEN_PRESENT.items():
+            if (Path(figures) / csv_name).exists():
+                required, held = (*required, *names), held + numbers
     for name in required:
         if name not in found:
             problems.append(f"table {name}: no <!-- figures:{name} --> ... <!-- /figures:{name} --> block")
@@ -397,7 +449,7 @@ def check(
             pairs = zip(match["body"].splitlines(), rendered.splitlines())
             differ = [f"    README: {a}\n    CSV:    {b}" for a, b in pairs if a != b]
             problems.append(f"table {name} differs from its CSV (`--write` renders it):\n" + "\n".join(differ[:5]))
-    for number_ in HELD if held is None else held:
+    for number_ in held:
         try:
             expected = number_.expected(figures)
         except (LookupError, OSError, ValueError) as error:

@@ -296,6 +296,31 @@ def test_write_rewrites_the_readme_tables_and_check_exits_1_on_a_difference(tmp_
     assert "| fc | 0.934 ± 0.004 (0.003)" in readme.read_text()
 
 
+def test_once_the_worked_example_is_an_artefact_the_readme_must_hold_its_table_and_differences(tmp_path):
+    figures = tmp_path / "figures"
+    shutil.copytree(FIGURES, figures, ignore=shutil.ignore_patterns("*.png"))
+    assert check(README, figures) == check(README, FIGURES)  # no difference_example.csv: not asked for yet
+    rows = [  # the README's worked example, as its run's seis_scores.csv gave it
+        ("2", 90, "conv3", 0.62094, 0.00312, 0.01563),
+        ("11", 495, "conv3", 0.58289, 0.00271, 0.01126),
+        ("12", 540, "conv2", 0.54094, 0.00262, 0.01749),
+        ("12", 540, "conv3", 0.58514, 0.00276, 0.01168),
+    ]
+    names = ("epochs_trained", "global_step", "layer", "value", "se", "null")
+    _write(figures / "difference_example.csv", [dict(zip(names, r)) | {"score": "invariance"} for r in rows])
+    problems = check(README, figures)
+    assert "table difference_example: no <!-- figures:difference_example -->" in problems[0]
+    table = README[README.index("| row (epoch, global step, layer)") :]
+    table = table[: table.index("\n\n") + 1]
+    wrapped = README.replace(
+        table, f"<!-- figures:difference_example -->\n{table}<!-- /figures:difference_example -->\n"
+    )
+    assert [p for p in check(wrapped, figures) if not p.startswith(tuple(STATED_OTHERWISE))] == []
+    moved = wrapped.replace("epoch 12 − epoch 11 = 0.002", "epoch 12 − epoch 11 = 0.003")
+    (problem,) = [p for p in check(moved, figures) if not p.startswith(tuple(STATED_OTHERWISE))]
+    assert "the README does not say 'epoch 12 − epoch 11 = 0.002 against'" in problem
+
+
 # ---- the committed README and artefacts --------------------------------------------------------------------------
 
 # Numbers the README states otherwise than its CSV, left to the lead (notes/manifest.md); empty once corrected.
