@@ -162,20 +162,22 @@ class Build:
         seeds: Iterable[int] | dict | None = None,
         reused: Iterable[Path | str] = (),
         note: str | None = None,
+        measured: dict | None = None,
     ) -> dict:
         """Write the entries of ``files`` (paths in ``folder``) into ``folder/MANIFEST.json`` and return it.
 
         ``reused``: files among ``files`` that keep content of an earlier build; their entries carry the commits
         of that content (``earlier_commits``, from their previous entries, ``"unknown"`` where none).
+        ``measured``: numbers the build measured beside its files (a validation accuracy), kept in each entry.
         """
         folder, names = Path(folder), [Path(file).name for file in files]
         for name in names:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"manifest: {folder / name} was not written by this build; nothing recorded.")
         with _locked(folder / MANIFEST):
-            return self._record(folder, names, seeds, reused, note)
+            return self._record(folder, names, seeds, reused, note, measured)
 
-    def _record(self, folder: Path, names: list[str], seeds, reused, note) -> dict:
+    def _record(self, folder: Path, names: list[str], seeds, reused, note, measured) -> dict:
         manifest = read(folder)
         entries = manifest.setdefault("artefacts", {})
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -201,6 +203,8 @@ class Build:
                 entry["earlier_commits"] = sorted(set(earlier) - {self.source["commit"]})
             if note:
                 entry["note"] = note
+            if measured:
+                entry["measured"] = dict(measured)
             entries[name] = entry
         manifest["artefacts"] = dict(sorted(entries.items()))
         manifest["math_modules"] = list(MATH)

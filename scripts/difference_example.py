@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     args, overrides = parser.parse_known_args(argv)  # the rest: recipe overrides, e.g. --trainer.max_epochs=2
     torch.set_num_threads(args.threads)
     build = Build(seeds={"seed_everything": 0})  # the recipe's
-    history = run_recipe(
-        "digits_cnn", "--seis.jackknife_groups=8", *overrides, log_dir=ROOT / "logs" / "difference_example"
-    )
+    metrics: dict = {}
+    log_dir = ROOT / "logs" / "difference_example"
+    history = run_recipe("digits_cnn", "--seis.jackknife_groups=8", *overrides, log_dir=log_dir, metrics=metrics)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "difference_example.csv"
     with path.open("w", newline="") as handle:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
                     writer.writerow(
                         [f"{entry['epoch']:g}", entry["global_step"], layer, score, *(f"{v:.6f}" for v in numbers)]
                     )
-    build.record(args.out, [path])
+    build.record(args.out, [path], measured=metrics)
     print(f"{path}: {len(history)} scorings")
 
 

@@ -226,8 +226,9 @@ def photographs_probe(foolbox: Path, crops: int, size: int) -> Tensor:
     return images
 
 
-def digits_cnn(epochs: int) -> tuple[nn.Module, Tensor]:
-    """A DigitsCNN trained for ``epochs`` on the first 1536 digits, and the 256 held-out digits as probe images."""
+def digits_cnn(epochs: int) -> tuple[nn.Module, Tensor, float]:
+    """A DigitsCNN trained for ``epochs`` on the first 1536 digits, the 256 held-out digits as probe images, and its
+    accuracy on them."""
     from seis_lightning.data.digits import load_digits_images
     from seis_lightning.models.cnn import DigitsCNN
 
@@ -248,7 +249,7 @@ def digits_cnn(epochs: int) -> tuple[nn.Module, Tensor]:
     with torch.no_grad():
         accuracy = (model(images[probe]).argmax(1) == labels[probe]).float().mean().item()
     print(f"DigitsCNN: held-out accuracy {accuracy:.3f} after {epochs} epochs", flush=True)
-    return model, images[probe]
+    return model, images[probe], accuracy
 
 
 def _within(cell: dict, full: dict) -> bool:
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     build = Build(seeds={"crops": 0, "subset": 0, "untrained": 0, "digits_cnn": 0})
     photo_names = ["rotate30", f"shift{args.shift}px"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    measured: dict = {}
     with args.out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(FIELDS)
@@ -337,10 +339,11 @@ def main(argv: list[str] | None = None) -> None:
             transforms = [rotate(30), translate(args.shift / size)]
             study(network, activations(make(), layers, images, transforms), photo_names, 11, writer, handle)
         if "digits_cnn" in networks:
-            model, digits = digits_cnn(epochs=10)
+            model, digits, accuracy = digits_cnn(epochs=10)
+            measured["digits_cnn_heldout_accuracy"] = round(accuracy, 4)
             maps = activations(model, ["conv1.0"], digits, [rotate(30), flip("horizontal"), translate(4 / 28)])
             study("digits_cnn", maps, ["rotate30", "hflip", "shift4px"], 8, writer, handle)
-    build.record(args.out.parent, [args.out])
+    build.record(args.out.parent, [args.out], measured=measured)
     print(table(args.out))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -403,6 +404,37 @@ HELD_DIFFERENCE: list[Held] = [
 WHEN_PRESENT = {DIFFERENCE: (("difference_example",), HELD_DIFFERENCE)}
 
 
+@dataclass(frozen=True)
+class Measured(Held):
+    """A number the README takes from the manifest: what the build of artefact ``csv`` measured beside it
+    (``MANIFEST.json``, its entry's ``measured[column]``), e.g. a validation accuracy."""
+
+    def value(self, figures: Path) -> float:
+        entry = _manifest_entry(figures, self.csv)
+        if entry is None or self.column not in entry.get("measured", {}):
+            raise LookupError(f"MANIFEST.json: the entry of {self.csv} has no measured {self.column!r}")
+        return float(entry["measured"][self.column])
+
+    def source(self) -> str:
+        return f"MANIFEST.json {self.csv} measured {self.column!r}"
+
+
+def _manifest_entry(figures: Path, name: str) -> dict | None:
+    path = Path(figures) / "MANIFEST.json"
+    return json.loads(path.read_text()).get("artefacts", {}).get(name) if path.exists() else None
+
+
+# Numbers measured by the builds (in MANIFEST.json), held once the manifest has an entry for their artefact.
+MEASURED: list[Held] = [
+    Measured("6 epochs, validation accuracy {}) scored", SW, {}, "val_acc", 2),
+    Measured("(12 epochs, val_acc {}), run from", DIFFERENCE, {}, "val_acc", 3),
+    Measured("top-1 {} on the 20 labelled", REF, {}, "pretrained_top1", 2),
+    Measured("(held-out accuracy {}) on 256", "position_cap_study.csv", {}, "digits_cnn_heldout_accuracy", 2),
+    Measured("(validation mIoU {} vs", F4, {}, "segmentation (U-Net): val_miou", 2),
+    Measured("vs {}). The small test", F4, {}, "segmentation (FCN): val_miou", 2),
+]
+
+
 # ---- the check -------------------------------------------------------------------------------------------------
 
 
@@ -427,7 +459,8 @@ def check(
     """What in ``text`` differs from the CSVs in ``figures``: generated tables that render otherwise, tables of
     ``required`` (:data:`REQUIRED`; default all ``tables`` when those are given) with no markers, and numbers of
     ``held`` (:data:`HELD`) whose phrase, rendered from its CSV, is not there; by default also the tables and
-    numbers of :data:`WHEN_PRESENT` whose CSV is in ``figures``."""
+    numbers of :data:`WHEN_PRESENT` whose CSV is in ``figures`` and those of :data:`MEASURED` whose artefact has
+    an entry in the manifest."""
     problems = []
     found = {match["name"]: match for match in BLOCK.finditer(text)}
     if required is None:
@@ -437,6 +470,7 @@ def check(
         for csv_name, (names, numbers) in WHEN_PRESENT.items():
             if (Path(figures) / csv_name).exists():
                 required, held = (*required, *names), held + numbers
+        held += [number_ for number_ in MEASURED if _manifest_entry(figures, number_.csv) is not None]
     for name in required:
         if name not in found:
             problems.append(f"table {name}: no <!-- figures:{name} --> ... <!-- /figures:{name} --> block")

@@ -205,10 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     images, _ = probe_set(photos, args.crops, args.size, seed=0)
     print(f"{len(photos)} photographs, {len(images)} probe crops of {args.size}x{args.size}")
     pretrained = pretrained_mobilenet()
-    print(
-        f"pretrained top-1 on the {sum(label >= 0 for label in labels)} labelled photographs:"
-        f" {check_pretrained(pretrained, photos, labels):.2f}"
-    )
+    top1 = check_pretrained(pretrained, photos, labels)
+    print(f"pretrained top-1 on the {sum(label >= 0 for label in labels)} labelled photographs: {top1:.2f}")
     torch.manual_seed(0)
     untrained = torchvision.models.mobilenet_v2(weights=None)
     results = {
@@ -227,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
                         writer.writerow([model, transform, layer, name, *(f"{v:.6f}" for v in row)])
     depth_figure(results).savefig(args.out / "ref_mobilenet_depth.png", dpi=100)
     sweep_figure(results).savefig(args.out / "ref_mobilenet_rotation.png", dpi=100)
-    build.record(args.out, ["ref_mobilenet.csv", "ref_mobilenet_depth.png", "ref_mobilenet_rotation.png"])
+    files = ["ref_mobilenet.csv", "ref_mobilenet_depth.png", "ref_mobilenet_rotation.png"]
+    build.record(args.out, files, measured={"pretrained_top1": round(top1, 4)})
     members = next(iter(sweep_families(parse_transforms(SWEEP)).values()))
     for model, scores in results.items():
         print(f"\n{model}: random affine, value ± SE (null)")

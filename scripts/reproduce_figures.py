@@ -39,9 +39,14 @@ RECIPES = ROOT / "recipes"
 
 
 def run_recipe(
-    name: str, *overrides: str, quick: bool = False, log_dir: Path = ROOT / "logs" / "figures"
+    name: str,
+    *overrides: str,
+    quick: bool = False,
+    log_dir: Path = ROOT / "logs" / "figures",
+    metrics: dict | None = None,
 ) -> list[dict]:
-    """Fit a recipe in-process and return its SEIS history (one entry per scored epoch)."""
+    """Fit a recipe in-process and return its SEIS history (one entry per scored epoch); ``metrics``, when given,
+    receives the run's last validation metrics (``val_acc``, ``val_miou``, ...)."""
     args = [
         "fit",
         "--config",
@@ -57,8 +62,10 @@ def run_recipe(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SEISWarning)
         cli = SEISLightningCLI(args=args)
-    metrics = {k: round(float(v), 4) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val")}
-    print(f"{name} {' '.join(overrides)}: {metrics}", flush=True)
+    values = {k: round(float(v), 4) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val")}
+    print(f"{name} {' '.join(overrides)}: {values}", flush=True)
+    if metrics is not None:
+        metrics.update(values)
     return cli.seis.history
 
 
@@ -182,13 +189,22 @@ SHAPES_RUNS = {
 }
 
 
-def figure4(out: Path, quick: bool, width: int = 16, epochs: int = 4) -> dict[str, list[dict]]:
+def figure4(
+    out: Path, quick: bool, width: int = 16, epochs: int = 4, measured: dict | None = None
+) -> dict[str, list[dict]]:
     """Shapes: classification vs segmentation vs multitask at the bottleneck; equivariance over depth, FCN vs U-Net.
 
     The classification run's history also gives the ResNet-18 version of Figure 2 (``fig2b_resnet_shapes``).
+    ``measured``, when given, receives each run's last validation metrics as ``"<run>: <metric>"``.
     """
     common = [f"--model.width={width}", f"--trainer.max_epochs={epochs}"]
-    runs = {label: run_recipe(recipe, *extra, *common, quick=quick) for label, (recipe, extra) in SHAPES_RUNS.items()}
+    runs, metrics = {}, {}
+    for label, (recipe, extra) in SHAPES_RUNS.items():
+        runs[label] = run_recipe(recipe, *extra, *common, quick=quick, metrics=metrics.setdefault(label, {}))
+    if measured is not None:
+        measured.update(
+            {f"{label}: {key}": value for label, values in metrics.items() for key, value in values.items()}
+        )
     classification = runs["classification"]
     depth_epoch_heatmaps(classification, "ResNet-18 on shapes", out / "fig2b_resnet_shapes.png")
     write_csv(out / "fig2b_resnet_shapes.csv", HISTORY_HEADER, history_rows(classification))
@@ -260,9 +276,10 @@ def main(argv: list[str] | None = None) -> None:
         figure3(args.out, args.quick, plain)
         build.record(args.out, ["fig3_augmentation.png", "fig3_augmentation.csv"], seeds={"seed_everything": 0})
     if 4 in args.only:
-        figure4(args.out, args.quick)
+        measured: dict = {}
+        figure4(args.out, args.quick, measured=measured)
         files = ["fig2b_resnet_shapes.png", "fig2b_resnet_shapes.csv", "fig4_tasks_decoders.png"]
-        build.record(args.out, [*files, "fig4_tasks_decoders.csv"], seeds={"seed_everything": 0})
+        build.record(args.out, [*files, "fig4_tasks_decoders.csv"], seeds={"seed_everything": 0}, measured=measured)
     print(f"figures and numbers: {args.out}")
 
 

@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     build = Build(seeds={"seed_everything": 0})  # the recipe's
     options = [f"--seis.transforms=[{SWEEP}]", "--seis.score_before_training=false", "--seis.every_n_epochs=1000"]
-    history = run_recipe("digits_cnn", *options, *overrides, log_dir=ROOT / "logs" / "sweep")
+    metrics: dict = {}
+    history = run_recipe("digits_cnn", *options, *overrides, log_dir=ROOT / "logs" / "sweep", metrics=metrics)
     scores, transforms = history[-1]["scores"], parse_transforms(SWEEP)
     args.out.mkdir(parents=True, exist_ok=True)
     when = f"digits_cnn after {history[-1]['epoch']:g} epochs"
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                 for score in SCORES:
                     numbers = (values[score], values[f"{score}_null"], half)
                     writer.writerow([f"{transform.magnitude:g}", layer, score, *(f"{v:.6f}" for v in numbers)])
-    build.record(args.out, [*written, "sweep_digits_rotate.csv"])
+    build.record(args.out, [*written, "sweep_digits_rotate.csv"], measured=metrics)
     for layer in scores[transforms[0].name]:
         curve = " ".join(f"{scores[t.name][layer]['invariance']:.2f}" for t in transforms)
         half = halfway[f"seis/sweep_rotate/equivariance_halfway/{layer}"]

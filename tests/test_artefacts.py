@@ -321,6 +321,31 @@ def test_once_the_worked_example_is_an_artefact_the_readme_must_hold_its_table_a
     assert "the README does not say 'epoch 12 − epoch 11 = 0.002 against'" in problem
 
 
+def test_numbers_a_build_measured_are_held_once_its_manifest_entry_exists(tmp_path):
+    figures = tmp_path / "figures"
+    shutil.copytree(FIGURES, figures, ignore=shutil.ignore_patterns("*.png", "MANIFEST.json"))
+    measured = {  # what the README states, as the builds would record it
+        "sweep_digits_rotate.csv": {"val_acc": 0.8914},
+        "ref_mobilenet.csv": {"pretrained_top1": 0.9},
+        "position_cap_study.csv": {"digits_cnn_heldout_accuracy": 0.8398},
+        "fig4_tasks_decoders.csv": {"segmentation (U-Net): val_miou": 0.9912, "segmentation (FCN): val_miou": 0.6011},
+    }
+    for name, values in measured.items():
+        manifest.Build().record(figures, [name], measured=values)
+    assert [p for p in check(README, figures) if not p.startswith(tuple(STATED_OTHERWISE))] == []
+    entries = json.loads((figures / "MANIFEST.json").read_text())
+    entries["artefacts"]["fig4_tasks_decoders.csv"]["measured"]["segmentation (FCN): val_miou"] = 0.7
+    del entries["artefacts"]["ref_mobilenet.csv"]["measured"]
+    (figures / "MANIFEST.json").write_text(json.dumps(entries))
+    problems = [p for p in check(README, figures) if not p.startswith(tuple(STATED_OTHERWISE))]
+    assert problems == [
+        "'top-1 {} on the 20 labelled': MANIFEST.json: the entry of ref_mobilenet.csv has no measured"
+        " 'pretrained_top1'",
+        "'vs {}). The small test': the README does not say 'vs 0.70). The small test', which MANIFEST.json"
+        " fig4_tasks_decoders.csv measured 'segmentation (FCN): val_miou' gives",
+    ]
+
+
 # ---- the committed README and artefacts --------------------------------------------------------------------------
 
 # Numbers the README states otherwise than its CSV, left to the lead (notes/manifest.md); empty once corrected.
