@@ -7,8 +7,12 @@ are read from them.
 A generated table sits between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->`` in ``README.md``, ``NAME``
 a key of :data:`TABLES`, whose function renders it from the CSVs. A number in prose is a :class:`Held`: a phrase
 of the README with ``{}`` where the number goes, the CSV, the row (column values that pick exactly one row), the
-column and the digits it is rounded to; the check renders the phrase from the CSV and finds it in the README.
-``tests/test_artefacts.py`` runs the check on the committed README and artefacts.
+column and the digits it is rounded to; the check renders the phrase from the CSV and finds it in the README. A
+:class:`Derived` number is computed from several cells (a difference and its noise), a :class:`Measured` one is
+read from what a build recorded beside its files in ``docs/figures/MANIFEST.json`` (a validation accuracy).
+Tables and numbers of an artefact that does not exist yet (:data:`WHEN_PRESENT`, :data:`MEASURED` before the
+manifest has their entry) are held from the build that makes it. ``tests/test_artefacts.py`` runs the check on the
+committed README and artefacts.
 """
 
 from __future__ import annotations
