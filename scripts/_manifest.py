@@ -99,12 +99,13 @@ def machine() -> dict:
 
 def command(argv: Sequence[str] | None = None, module: str | None = None) -> str:
     """The command line that ran this process, as typed from the repository root: ``python -m <module> ...`` for
-    a module run (``module``, else the one ``python -m`` ran), else ``python <path> ...`` with the script's path
-    relative to the root."""
-    argv = list(sys.argv if argv is None else argv)
-    if module is None:
+    a module run (``module``; for this process's own ``argv``, the one ``python -m`` ran), else ``python <path> ...``
+    with the script's path relative to the root."""
+    if argv is None:  # this process: a module run shows in __main__'s spec
+        argv = list(sys.argv)
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        module = spec.name.removesuffix(".__main__") if spec is not None else None
+        if module is None and spec is not None:
+            module = spec.name.removesuffix(".__main__")
     if module:
         head = ["python", "-m", module]
     else:

@@ -43,7 +43,7 @@ def test_a_build_records_each_file_with_its_command_commit_seeds_machine_and_tim
     assert entry["machine"]["cores"] >= 1 and entry["machine"]["torch"] and entry["machine"]["cpu"]
     assert 0 <= entry["wall_s"] <= entry["build_wall_s"] and 0 <= entry["cpu_s"] <= entry["build_cpu_s"]
     assert entry["started"] <= entry["finished"]
-    assert entry["command"].endswith("--fresh") and "earlier_commits" not in entry
+    assert entry["command"] == "python scripts/figure3_seeds.py --fresh" and "earlier_commits" not in entry
     assert on_disk["math_modules"] == list(manifest.MATH)
 
 
