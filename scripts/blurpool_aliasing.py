@@ -2,6 +2,7 @@
 
     python -m scripts.blurpool_aliasing               # 2 recipes x 3 seeds: train (or load), score, table, figure
     python -m scripts.blurpool_aliasing --table-only  # the table and figure again from the runs CSV
+    python -m scripts.blurpool_aliasing --fresh       # every run trained and scored again (`make figures-full`)
 
 Zhang 2019 ("Making convolutional networks shift-invariant again") blurs each max pooling (max at stride 1, then
 a binomial blur at stride 2) and finds the network's outputs follow small shifts more consistently. Here that is
@@ -29,7 +30,7 @@ jackknife SE, and "lowered" when blurring lowers the gap beyond ``t_{0.975, df} 
 Runs go to ``docs/figures/blurpool_aliasing_runs.csv`` (one row per run, layer and shift; a run already there is
 not repeated), the table to ``docs/figures/blurpool_aliasing.csv`` and, as Markdown, to standard output, the
 figure (equivariance against the shift per layer, the stride's multiples marked) to
-``docs/figures/blurpool_aliasing.png``.
+``docs/figures/blurpool_aliasing.png``; each file's build is recorded in ``docs/figures/MANIFEST.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
+from scripts._manifest import Build
 from scripts.reproduce_figures import ROOT
 from seis_lightning import score_model
 from seis_lightning.compare import compare_runs
@@ -81,15 +83,16 @@ def sweep(config: dict) -> list:
     return parse_transforms(specs)
 
 
-def trained_model(kind: str, seed: int, weights_dir: Path) -> tuple[DigitsCNN, DigitsDataModule]:
-    """The recipe's model trained with ``seed`` (loaded from ``weights_dir`` when there), and its data."""
+def trained_model(kind: str, seed: int, weights_dir: Path, fresh: bool = False) -> tuple[DigitsCNN, DigitsDataModule]:
+    """The recipe's model trained with ``seed`` (loaded from ``weights_dir`` when there, unless ``fresh``), and its
+    data."""
     config = recipe(kind)
     datamodule = DigitsDataModule(**config["data"]["init_args"])
     datamodule.setup("fit")
     pl.seed_everything(seed, verbose=False)
     model = DigitsCNN(**config["model"]["init_args"])
     path = weights_dir / f"digits_cnn_{kind}_seed{seed}.pt"
-    if path.exists():
+    if path.exists() and not fresh:
         model.load_state_dict(torch.load(path))
         return model.eval(), datamodule
     trainer = pl.Trainer(
@@ -109,10 +112,10 @@ def trained_model(kind: str, seed: int, weights_dir: Path) -> tuple[DigitsCNN, D
     return model.eval(), datamodule
 
 
-def score_run(kind: str, seed: int, weights_dir: Path) -> list[dict]:
+def score_run(kind: str, seed: int, weights_dir: Path, fresh: bool = False) -> list[dict]:
     """One trained model's equivariance along the shift sweep, per layer: rows of :data:`RUN_COLUMNS`."""
     config = recipe(kind)
-    model, datamodule = trained_model(kind, seed, weights_dir)
+    model, datamodule = trained_model(kind, seed, weights_dir, fresh)
     images = datamodule.val_set.images  # [0, 1]; the normalisation is applied in forward_fn
     normalize = datamodule.val_set.transform
     mean, std = float(normalize.mean[0]), float(normalize.std[0])
@@ -279,16 +282,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", type=Path, default=ROOT / "logs" / "blurpool_aliasing")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU)")
     parser.add_argument("--table-only", action="store_true", help="no training or scoring: from the runs CSV")
+    parser.add_argument("--fresh", action="store_true", help="forget the runs CSV and the kept weights: redo all")
     args = parser.parse_args(argv)
+    if args.fresh and args.table_only:
+        parser.error("--fresh redoes every run; --table-only none: give one of them")
     torch.set_num_threads(args.threads)
+    build = Build(seeds=args.seeds)
     start = time.process_time()
+    args.out.mkdir(parents=True, exist_ok=True)
     runs_path = args.out / "blurpool_aliasing_runs.csv"
+    if args.fresh:
+        runs_path.unlink(missing_ok=True)
     runs = read_runs(runs_path)
+    kept = bool(runs)
     for seed in args.seeds if not args.table_only else ():
         for kind in KINDS:
             if (kind, str(seed)) in {(r["downsample"], r["seed"]) for r in runs}:
                 continue
-            new = score_run(kind, seed, args.weights)
+            new = score_run(kind, seed, args.weights, args.fresh)
             with runs_path.open("a", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=RUN_COLUMNS)
                 if not runs:
@@ -296,12 +307,16 @@ def main(argv: list[str] | None = None) -> None:
                 writer.writerows(new)
             runs = read_runs(runs_path)
             print(f"{kind} seed {seed} scored; CPU {time.process_time() - start:.0f} s", flush=True)
+    seeds = sorted({int(r["seed"]) for r in runs})
+    if not args.table_only:  # --table-only leaves the runs CSV and its entry as they were
+        build.record(args.out, [runs_path], seeds=seeds, reused=[runs_path] * kept)
     rows = table(runs, recipe(KINDS[0])["seis"]["jackknife_groups"])
     with (args.out / "blurpool_aliasing.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
         writer.writerows([{k: f"{v:.6f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows])
     figure(runs).savefig(args.out / "blurpool_aliasing.png", dpi=120)
+    build.record(args.out, ["blurpool_aliasing.csv", "blurpool_aliasing.png"], seeds=seeds)
     print(markdown(rows))
     print(f"CPU time {time.process_time() - start:.0f} s ({args.threads} torch thread(s))")
 

@@ -3,6 +3,7 @@
     python -m scripts.figure3_seeds                       # MNIST and digits, seeds 0 1 2 (about 30 min on 2 CPU cores)
     python -m scripts.figure3_seeds --datasets digits     # one pair of recipes
     python -m scripts.figure3_seeds --table-only          # the table again from the runs already in the CSV
+    python -m scripts.figure3_seeds --fresh               # every run again (what `make figures-full` does)
 
 Each pair of recipes (``mnist_cnn`` / ``mnist_cnn_augment``, ``digits_cnn`` / ``digits_cnn_augment``) is
 trained once per training seed (``seed_everything``: weights, batch order, augmentation draws; the data
@@ -22,7 +23,9 @@ set is the same in every run, so its noise does not average out over seeds), com
 :mod:`seis_lightning.compare`). Until the compare module, the bar was a fixed ``2 * se``.
 
 Runs go to ``docs/figures/fig3_seeds_runs.csv`` (one row per run, layer and score; a run already there
-is not repeated), the table to ``docs/figures/fig3_seeds.csv`` and, as Markdown, to standard output.
+is not repeated, unless ``--fresh``), the table to ``docs/figures/fig3_seeds.csv`` and, as Markdown, to standard
+output; each file's build is recorded in ``docs/figures/MANIFEST.json`` (runs kept from an earlier build keep its
+commit there). The MNIST runs need ``data/MNIST/raw/`` (``make real-data``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from scripts.reproduce_figures import ROOT, run_recipe
+from scripts._manifest import Build
+from scripts.reproduce_figures import MNIST_MISSING, ROOT, run_recipe
 from seis_lightning.compare import columns, compare_runs, comparison_figure, write_comparison_csv
 from seis_lightning.functional import SCORES
 
@@ -134,10 +138,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-dir", type=Path, default=ROOT / "logs" / "figure3_seeds")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (CPU)")
     parser.add_argument("--table-only", action="store_true", help="no training: the table from the runs CSV")
+    parser.add_argument("--fresh", action="store_true", help="forget the runs in the runs CSV: train every run")
     args = parser.parse_args(argv)
+    if args.fresh and args.table_only:
+        parser.error("--fresh trains every run again; --table-only trains none: give one of them")
+    if "mnist" in args.datasets and not args.table_only and not (ROOT / "data" / "MNIST" / "raw").is_dir():
+        raise SystemExit(f"figure3_seeds: {MNIST_MISSING}\n(or leave MNIST out: --datasets digits)")
     torch.set_num_threads(args.threads)
+    build = Build(seeds=args.seeds)
+    args.out.mkdir(parents=True, exist_ok=True)
     runs_path = args.out / "fig3_seeds_runs.csv"
+    if args.fresh:
+        runs_path.unlink(missing_ok=True)
     runs = read_runs(runs_path)
+    kept = bool(runs)
     for dataset in args.datasets if not args.table_only else ():
         for seed in args.seeds:
             for augment in (False, True):
@@ -151,10 +165,13 @@ def main(argv: list[str] | None = None) -> None:
                         writer.writeheader()
                     writer.writerows(new)
                 runs = read_runs(runs_path)
+    if not args.table_only:  # --table-only leaves the runs CSV and its entry as they were
+        build.record(args.out, [runs_path], seeds=sorted({int(r["seed"]) for r in runs}), reused=[runs_path] * kept)
     rows = table(runs)
     write_comparison_csv(rows, args.out / "fig3_seeds.csv", NAMES)
     figure = comparison_figure([{**r, "transform": r["dataset"]} for r in rows], NAMES)
     figure.savefig(args.out / "fig3_seeds.png", dpi=120)
+    build.record(args.out, ["fig3_seeds.csv", "fig3_seeds.png"], seeds=sorted({int(r["seed"]) for r in runs}))
     for score in SCORES:
         print(f"\n{score}\n{markdown(rows, score)}")
 

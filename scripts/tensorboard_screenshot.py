@@ -2,12 +2,14 @@
 
     python scripts/tensorboard_screenshot.py logs/digits_cnn docs/figures/tensorboard.png --tab images
     python scripts/tensorboard_screenshot.py logs/browser-check shots/ --tab scalars,custom_scalars,images --check
+    python scripts/tensorboard_screenshot.py logs/figures-tensorboard docs/figures/tensorboard.png --manifest
 
 Starts TensorBoard (this environment's) on a free local port, loads the page in headless Chromium, saves a
 PNG per tab (several tabs: ``OUTPUT/<tab>.png``), stops both. With ``--check``, asks TensorBoard's HTTP API
 (what the page itself reads) whether every layer of every run's ``seis_scores.csv`` has its SEIS series
 (score and null), its custom-scalar charts and its figures. Fails loudly (exit status 1, TensorBoard's own
-output printed) when TensorBoard does not start, a screenshot is not written, or a check fails.
+output printed) when TensorBoard does not start, a screenshot is not written, or a check fails. With
+``--manifest``, the screenshots' build is recorded in ``MANIFEST.json`` beside them (``scripts/_manifest.py``).
 """
 
 from __future__ import annotations
@@ -86,7 +88,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag-filter", default="", help="regex for the tab's tag filter")
     parser.add_argument("--size", default="1400,1000", help="window width,height")
     parser.add_argument("--check", action="store_true", help="check every layer's series and figures are served")
+    parser.add_argument("--manifest", action="store_true", help="record the screenshots in MANIFEST.json beside them")
     args = parser.parse_args(argv)
+    if args.manifest:
+        try:
+            from scripts._manifest import Build
+        except ModuleNotFoundError:  # run as `python scripts/tensorboard_screenshot.py`
+            from _manifest import Build
+        build = Build(seeds={"seed_everything": 0})  # the demo recipe's
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         fail("no Chromium found: install it (Debian: apt-get install chromium).")
@@ -159,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
                 if done.returncode != 0 or not output.is_file() or output.stat().st_size == 0:
                     fail(f"Chromium wrote no screenshot of {url} (status {done.returncode}): {done.stderr[-2000:]}")
                 print(f"screenshot of {url}: {output}")
+                if args.manifest:
+                    build.record(output.parent, [output], note=f"TensorBoard of {args.logdir} (its run built it)")
         finally:
             board.terminate()
             board.wait(timeout=30)
