@@ -15,7 +15,7 @@ from matplotlib.container import ErrorbarContainer
 from torch import nn
 
 from seis_lightning import SEISCallback, score_model
-from seis_lightning.compare import compare_runs, read_scores_csv
+from seis_lightning.compare import compare_runs, comparison_figure, read_scores_csv
 from seis_lightning.options import check_options
 from seis_lightning.plotting import CSV_COLUMNS, aliasing_figure
 from seis_lightning.sweeps import Stride
@@ -164,9 +164,13 @@ def test_compare_runs_takes_the_aliasing_gaps_of_score_model_results():
             score_model(_unpadded_cnn(), images * scale, layers=["2"], transforms="shift:0:3:1", strides={"2": 2})
             for scale in (1.0, 0.5)
         ]
-    (row,) = [r for r in compare_runs(runs[0], runs[1]) if r["score"] == "aliasing_gap"]
+    rows = compare_runs(runs[0], runs[1])
+    (row,) = [r for r in rows if r["score"] == "aliasing_gap"]
     assert row["transform"] == "sweep_shift" and row["layer"] == "2"
     assert row["delta"] == pytest.approx(runs[1].aliasing["2"].gap - runs[0].aliasing["2"].gap, abs=1e-15)
+    titles = [axes.get_title() for axes in comparison_figure(rows).axes]
+    assert titles == ["equivariance", "invariance", "channel_invariance", "aliasing_gap"]
+    assert len(comparison_figure(rows[:3]).axes) == 3  # no gaps compared: the three scores' panels
 
 
 # ------------------------------------------------------------------ the figure
