@@ -17,7 +17,7 @@ from typing_extensions import override
 
 from seis_lightning.forward import ForwardFn
 from seis_lightning.functional import SEISWarning
-from seis_lightning.layers import OutputGetter, resolve_layers
+from seis_lightning.layers import OutputGetter, check_layer_keys, layer_names, resolve_layers
 from seis_lightning.options import check_options
 from seis_lightning.probe import InputGetter, ProbeError
 from seis_lightning.results import ProbeResult, Scores, warning_kind
@@ -51,6 +51,8 @@ class HistoryEntry(TypedDict):
     draws: dict[str, dict[str, list[dict[str, float]]]]  # {transform: {layer: [scores of each draw]}}
     reasons: dict[str, str]  # why a layer has NaN scores
     transform_reasons: dict[str, str]  # why a transformation has NaN scores
+    strides: dict[str, float | None]  # each layer's total stride in input pixels (None: none)
+    aliasing: dict[str, dict[str, Any]]  # with a shift sweep: {layer: {"gap", "se", "reason"}} (AliasingGap)
     order: int  # over history and evaluations together: the highest is the latest
 
 
@@ -71,8 +73,11 @@ class SEISCallback(Callback):
     the results go. A magnitude sweep (``"rotate:0:60:20"``) adds, per score, a figure of the score
     against the magnitude (``seis/sweep_<family>/<score>``) and, per layer, the magnitude where
     equivariance falls half-way to its null (``seis/sweep_<family>/equivariance_halfway/<layer>``, see
-    :mod:`seis_lightning.sweeps`). It never changes weights, modes, gradients or RNG streams, and a failure only
-    warns unless ``strict=True``.
+    :mod:`seis_lightning.sweeps`). A ``shift`` sweep (``"shift:0:4:0.5"``, pixels) adds each layer's aliasing
+    gap (``seis/aliasing/<layer>``; in ``seis_scores.csv`` a row per layer, transform ``sweep_shift``, score
+    ``aliasing_gap``, with its SE and the layer's stride) and a figure of equivariance against the shift with
+    the multiples of each layer's stride marked (``seis/sweep_shift/aliasing``). It never changes weights,
+    modes, gradients or RNG streams, and a failure only warns unless ``strict=True``.
 
     When: before training (``score_before_training``, step 0), at every validation during fit in
     every ``every_n_epochs``-th epoch (mid-epoch validations included), at each epoch end when the
@@ -87,9 +92,10 @@ class SEISCallback(Callback):
         probe: the :class:`SEISProbe` (``layers``, ``transforms``, ``draws``).
         probe_set: the probe images of the latest scoring.
         history: the fit's scorings, each a :class:`HistoryEntry` ``{"stage", "epoch", "global_step", "step",
-            "scores", "draws", "reasons", "transform_reasons", "order"}`` (``epoch`` fractional for mid-epoch
-            validation; ``step`` the logged step; ``reasons`` why a layer, ``transform_reasons`` why a
-            transformation, has NaN scores).
+            "scores", "draws", "reasons", "transform_reasons", "strides", "aliasing", "order"}`` (``epoch``
+            fractional for mid-epoch validation; ``step`` the logged step; ``reasons`` why a layer,
+            ``transform_reasons`` why a transformation, has NaN scores; ``strides`` each layer's total stride;
+            ``aliasing`` each layer's aliasing gap ``{"gap", "se", "reason"}`` with a ``shift`` sweep).
         evaluations: this Trainer's ``validate``/``test`` scorings, the same way.
         scores: the latest scores, ``{transform: {layer: {score: value}}}``.
 
@@ -101,7 +107,8 @@ class SEISCallback(Callback):
 
     Args:
         layers, transforms, batch_size, forward_batch_size, keep, max_positions, seed, layout,
-            num_prefix_tokens, output_getter, forward_fn, precision, jackknife_groups: see :class:`SEISProbe`.
+            num_prefix_tokens, output_getter, forward_fn, precision, jackknife_groups, strides: see
+            :class:`SEISProbe`.
         num_samples: probe images, spread evenly over what the validation loader yields (through its own
             sampler or batch_sampler, collate function and dataset transforms; or ``probe_data``), taken
             once per loader and kept; bounded like validation by ``limit_val_batches`` and ``fast_dev_run``.
@@ -134,7 +141,7 @@ class SEISCallback(Callback):
 
     Raises:
         ValueError: for an argument out of range, an unknown transformation, or (at setup) a layer
-            name that matches no module, listing the closest names.
+            name that matches no module or a declared stride of a layer not scored, listing the closest names.
     """
 
     def __init__(
@@ -161,6 +168,7 @@ class SEISCallback(Callback):
         log_figures: bool = True,
         dataloader_idx: int = 0,
         max_overhead: float | None = None,
+        strides: Mapping[str, float] | None = None,
     ) -> None:
         check_options(num_samples=num_samples, every_n_epochs=every_n_epochs)
         if isinstance(dataloader_idx, bool) or not isinstance(dataloader_idx, int) or dataloader_idx < 0:
@@ -183,6 +191,7 @@ class SEISCallback(Callback):
             forward_fn=forward_fn,
             precision=precision,
             jackknife_groups=jackknife_groups,
+            strides=strides,
         )
         self.num_samples = num_samples
         self.every_n_epochs = every_n_epochs
@@ -251,8 +260,10 @@ class SEISCallback(Callback):
         if stage == "fit" and self._fit_id != id(trainer):  # a new fit: a fresh history
             self._fit_id = id(trainer)
             self.history = []
-        if self.probe.layers is not None:
-            resolve_layers(pl_module, self.probe.layers)
+        if self.probe.layers is not None:  # a declared stride must name a layer scored (default layers: a module)
+            check_layer_keys("strides", self.probe.strides, resolve_layers(pl_module, self.probe.layers))
+        else:
+            check_layer_keys("strides", self.probe.strides, list(layer_names(pl_module)), what="model's modules")
         if stage == "fit":
             check_monitors(trainer, [t.name for t in self.probe.transforms], self.every_n_epochs, self.max_overhead)
 
@@ -429,6 +440,8 @@ class SEISCallback(Callback):
             draws=result.draws,
             reasons=dict(result.reasons),
             transform_reasons=dict(result.transform_reasons),
+            strides={layer: stride.stride for layer, stride in result.strides.items()},
+            aliasing={layer: gap._asdict() for layer, gap in result.aliasing.items()},
             order=max([e["order"] for e in self.history + self.evaluations], default=-1) + 1,  # the latest
         )
         (self.history if stage == "fit" else self.evaluations).append(entry)

@@ -4,7 +4,8 @@ recipe) raise or lower a score beyond the noise of training seeds and probe imag
 A run is a folder holding the callback's ``seis_scores.csv`` (or the file itself, or a folder with
 runs below it, e.g. ``logs/digits_cnn`` with ``version_0``, ``version_1``, ...) or a
 :func:`~seis_lightning.score_model` result ``{transform: {layer: {score: value}}}``; the runs of a
-group are its seeds, pooled. Per transformation, layer and score, :func:`compare_runs` gives each
+group are its seeds, pooled. Per transformation, layer and score (and, with a ``shift`` sweep, the
+aliasing gap per layer: transform ``sweep_shift``, score ``aliasing_gap``), :func:`compare_runs` gives each
 side's mean over seeds, the spread between seeds (``sd``, sample standard deviation) and the mean
 jackknife SE of a run (``se``, from ``<score>_se``), then the difference of the means
 ``delta = mean_b - mean_a`` and its standard error, from two sources of noise:
@@ -42,11 +43,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from seis_lightning.functional import SCORES
+from seis_lightning.sweeps import ALIASING, SHIFT_FAMILY
 from seis_lightning.trainer_io import CSV_NAME
 
 Scores = Mapping[str, Mapping[str, Mapping[str, float]]]  # transform -> layer -> score -> value
 Run = str | os.PathLike | Scores
 VERDICTS = ("raised", "lowered", "within noise", "not enough seeds", "no scores")
+COMPARED = (*SCORES, ALIASING)  # the scores, and the aliasing gap of a shift sweep (under ``sweep_shift``)
 _SIDE = ("seeds", "mean", "sd", "se")  # a side's columns, after its name
 _BOTH = ("delta", "seed_se", "jackknife_se", "se", "df", "t", "t_critical", "bar", "verdict", "se_from")
 
@@ -197,7 +200,7 @@ def load_runs(
     runs = []
     for run in group:
         if isinstance(run, Mapping):
-            runs.append((f"scores {len(runs)}", run))
+            runs.append((f"scores {len(runs)}", _with_aliasing(run)))
             continue
         path = Path(run)
         files = [path] if path.is_file() else [path / CSV_NAME] if (path / CSV_NAME).is_file() else []
@@ -211,6 +214,16 @@ def load_runs(
             label, scores = read_scores_csv(file, stage=stage, epoch=epoch, step=step)
             runs.append((f"{file.parent} ({label})", scores))
     return runs
+
+
+def _with_aliasing(scores: Scores) -> Scores:
+    """A ``score_model`` result with its aliasing gaps (``.aliasing``) as the CSV holds them: transform
+    ``sweep_shift``, score ``aliasing_gap`` and its ``_se``; other mappings as they are."""
+    aliasing = getattr(scores, "aliasing", None)
+    if not aliasing:
+        return scores
+    gaps = {layer: {ALIASING: gap.gap, f"{ALIASING}_se": gap.se} for layer, gap in aliasing.items()}
+    return {**scores, f"sweep_{SHIFT_FAMILY}": gaps}
 
 
 # ------------------------------------------------------------------ the comparison
@@ -277,7 +290,7 @@ def compare_runs(
         for scores in runs
         for transform, by_layer in scores.items()
         for layer, values in by_layer.items()
-        for score in SCORES
+        for score in COMPARED
         if score in values
     )
     jackknife_df = math.inf if jackknife_groups is None else jackknife_groups - 1
@@ -424,16 +437,18 @@ def comparison_figure(
     rows: Sequence[Mapping[str, Any]], names: tuple[str, str] = ("a", "b"), level: float = 0.95
 ) -> Figure:
     """Delta per layer (depth order) with its bar (``t_critical * se``) as error bars, one panel per score
-    and a series per transformation: filled where the verdict is raised or lowered, open within noise."""
+    (and one for the aliasing gap when compared) and a series per transformation: filled where the verdict is
+    raised or lowered, open within noise."""
     from matplotlib import colormaps
     from matplotlib.lines import Line2D
 
     transforms = list(dict.fromkeys(r["transform"] for r in rows))
     layers = list(dict.fromkeys(r["layer"] for r in rows))
-    figure = Figure(figsize=(max(9.0, 0.6 * len(layers) * len(SCORES) + 2), 3.4), layout="constrained")
-    panels = figure.subplots(1, len(SCORES), sharey=True, squeeze=False)[0]
+    shown = [score for score in COMPARED if score in SCORES or any(r["score"] == score for r in rows)]
+    figure = Figure(figsize=(max(9.0, 0.6 * len(layers) * len(shown) + 2), 3.4), layout="constrained")
+    panels = figure.subplots(1, len(shown), sharey=True, squeeze=False)[0]
     width = 0.6 / max(len(transforms), 1)
-    for axes, score in zip(panels, SCORES):
+    for axes, score in zip(panels, shown):
         for k, transform in enumerate(transforms):
             colour = colormaps["tab10"](k % 10)
             picked = [r for r in rows if r["score"] == score and r["transform"] == transform]

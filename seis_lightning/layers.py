@@ -75,6 +75,28 @@ def resolve_layers(model: nn.Module, patterns: Sequence[str] | str) -> list[str]
     return resolved
 
 
+def check_layer_keys(
+    option: str, per_layer: Mapping[str, Any], layers: Sequence[str], what: str = "scored layers"
+) -> None:
+    """Refuse a key of the per-layer mapping ``option`` (``strides={"blocks.3": 16}``) that is not among
+    ``layers`` (``what`` they are, for the message).
+
+    Raises:
+        ValueError: naming the option, the layer, the closest names and the layers there are.
+    """
+    layers = list(layers)
+    for name in per_layer:
+        if name in layers:
+            continue
+        close = difflib.get_close_matches(str(name), layers, n=3, cutoff=0.4)
+        hint = f" Closest names: {close}." if close else ""
+        shown = layers if len(layers) <= 40 else [*layers[:40], "..."]
+        raise ValueError(
+            f"`{option}` names layer {name!r}, which is not one of the {what}.{hint} Give it for one of them,"
+            f" by its module name: {shown}."
+        )
+
+
 def default_layers(model: nn.Module) -> list[str]:
     """The model's ``seis_layers`` attribute, else its top-level blocks.
 

@@ -42,25 +42,36 @@ RULES = {
     "forward_batch_size": ("None or a positive integer", _integer(1)),
     "num_samples": ("an integer >= 2", _integer(2)),
     "every_n_epochs": ("a positive integer", _integer(1)),
+    "strides": ("a positive number, the layer's total stride in input pixels", lambda v: _number(v) and v > 0),
 }
-_PER_LAYER = ("layout", "num_prefix_tokens")
+_PER_LAYER = ("layout", "num_prefix_tokens", "strides")
+_ONLY_PER_LAYER = ("strides",)  # a mapping from layer name to value, never one value for all layers
 
 
 def check_options(**options: Any) -> None:
     """Raise ``ValueError`` naming the option and its allowed values for any option out of range.
 
     Options given as ``None`` are not checked; ``layout`` and ``num_prefix_tokens`` may be mappings
-    per layer, whose values are checked.
+    per layer, and ``strides`` must be one (``{"blocks.3": 16}``), whose values are checked (an error
+    names the layer).
     """
     for name, value in options.items():
         if value is None:
             continue
-        values = list(value.values()) if isinstance(value, Mapping) and name in _PER_LAYER else [value]
         allowed, check = RULES[name]
-        for item in values:
-            if not check(item):
-                per_layer = " (or a mapping per layer)" if name in _PER_LAYER else ""
-                raise ValueError(f"Expected `{name}` to be {allowed}{per_layer}, but got {item!r}.")
+        if name in _ONLY_PER_LAYER and not isinstance(value, Mapping):
+            raise ValueError(
+                f"Expected `{name}` to be a mapping from layer name to {allowed}, e.g. {{'blocks.3': 16}},"
+                f" but got {value!r}."
+            )
+        if isinstance(value, Mapping) and name in _PER_LAYER:
+            for layer, item in value.items():
+                if not isinstance(layer, str) or not check(item):
+                    raise ValueError(f"Expected `{name}[{layer!r}]` to be {allowed}, but got {item!r}.")
+            continue
+        if not check(value):
+            per_layer = " (or a mapping per layer)" if name in _PER_LAYER else ""
+            raise ValueError(f"Expected `{name}` to be {allowed}{per_layer}, but got {value!r}.")
 
 
 @dataclass(frozen=True)

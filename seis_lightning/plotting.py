@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from seis_lightning.functional import SCORES
-from seis_lightning.sweeps import sweep_families
+from seis_lightning.sweeps import ALIASING, SHIFT_FAMILY, AliasingGap, Stride, aliasing_gap, sweep_families
 
 Scores = Mapping[str, Mapping[str, float]]
 COLOURS = {"equivariance": "tab:blue", "invariance": "tab:red", "channel_invariance": "tab:green"}
@@ -37,6 +37,7 @@ CSV_COLUMNS = (
     "null",
     "se",
     "reason",
+    "stride",
 )
 
 
@@ -145,6 +146,135 @@ def sweep_figures(prefix: str, scores: Mapping[str, Scores], transforms: Sequenc
     return tagged
 
 
+def aliasing_figure(
+    scores: Mapping[str, Scores],
+    transforms: Sequence[Any] | None = None,
+    strides: Mapping[str, int | float | Stride | None] | None = None,
+    title: str = "",
+    gaps: Mapping[str, AliasingGap] | None = None,
+) -> Figure:
+    """Equivariance against the shift in pixels of a ``shift`` sweep, one panel per layer (depth order; each
+    at the shifts where it is scored): ±2 SE
+    bars when known, the null dashed, and dotted vertical lines at the non-zero multiples of the layer's stride,
+    the shifts its map follows by whole positions. Each panel's title gives the stride, the aliasing gap ± SE
+    and the mean null (spec, "Aliasing gap"); the vertical range fits the curve, so a null far below it is
+    out of view but stated.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from seis_lightning import score_model
+        >>> from seis_lightning.plotting import aliasing_figure
+        >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2))
+        >>> images = torch.rand(32, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+        >>> scores = score_model(model, images, layers=["1"], transforms="shift:0:5:1", precision="float64")
+        >>> figure = aliasing_figure(scores)  # figure.savefig("aliasing.png")
+        >>> figure.axes[0].get_title().splitlines()[0]
+        '1 (stride 2)'
+        >>> [float(line.get_xdata()[0]) for line in figure.axes[0].lines if line.get_linestyle() == ":"]
+        [2.0, 4.0]
+
+    Args:
+        scores: ``{transform: {layer: {score: value}}}`` with a ``shift`` sweep among the transformations; a
+            :func:`~seis_lightning.score_model` result brings its own ``transforms`` and ``strides``.
+        transforms: the scored transformations (default: ``scores.transforms``).
+        strides: ``{layer: total stride}`` in input pixels (``None``: none), or the result's ``Stride``
+            records (default: ``scores.strides``; a layer without one has no marks and no gap).
+        title: the figure's title.
+        gaps: ``{layer: AliasingGap}`` for the titles (default: ``scores.aliasing``, else each layer's
+            :func:`~seis_lightning.sweeps.aliasing_gap` over the shifts where it is scored, SEs from
+            ``equivariance_se``).
+
+    Raises:
+        ValueError: when ``transforms`` hold no ``shift`` sweep scored in ``scores``.
+    """
+    transforms = getattr(scores, "transforms", ()) if transforms is None else transforms
+    gaps = getattr(scores, "aliasing", None) if gaps is None else gaps
+    strides = getattr(scores, "strides", {}) if strides is None else strides
+    strides = {layer: s.stride if isinstance(s, Stride) else s for layer, s in strides.items()}
+    members = [(shift, name) for shift, name in sweep_families(transforms).get(SHIFT_FAMILY, []) if name in scores]
+    if len(members) < 2:
+        raise ValueError(
+            "aliasing_figure needs a `shift` sweep (two or more horizontal shifts in pixels, e.g. 'shift:0:4:0.5')"
+            f" among the scored transformations, but got {[getattr(t, 'name', t) for t in transforms]}; pass"
+            " `transforms` when `scores` is a plain mapping."
+        )
+    from matplotlib import colormaps
+
+    layers = list(dict.fromkeys(layer for _, name in members for layer in scores[name]))
+    columns = min(len(layers), 3)
+    rows = math.ceil(len(layers) / columns)
+    figure = Figure(figsize=(3.4 * columns, 2.5 * rows + 0.5), layout="constrained")
+    panels = figure.subplots(rows, columns, sharex=True, squeeze=False).ravel()
+    for k, (axes, layer) in enumerate(zip(panels, layers)):
+        colour = colormaps["viridis"](0.9 * k / max(len(layers) - 1, 1))
+        scored = [(shift, scores[name][layer]) for shift, name in members if layer in scores[name]]
+        shifts = [shift for shift, _ in scored]
+        values = [v["equivariance"] for _, v in scored]
+        errors = [2 * v.get("equivariance_se", math.nan) for _, v in scored]
+        if any(math.isfinite(e) for e in errors):
+            axes.errorbar(shifts, values, yerr=errors, fmt="o-", color=colour, markersize=3, capsize=2)
+        else:
+            axes.plot(shifts, values, "o-", color=colour, markersize=3)
+        low, high = _curve_range(values, errors)
+        nulls = [v.get("equivariance_null", math.nan) for _, v in scored]
+        axes.plot(shifts, nulls, "--", color="grey", linewidth=1)
+        stride = strides.get(layer)
+        if stride:
+            first, last = math.ceil(min(shifts) / stride), math.floor(max(shifts) / stride)
+            for multiple in range(first, last + 1):
+                if multiple:
+                    axes.axvline(multiple * stride, color="black", linestyle=":", linewidth=1)
+        gap = gaps.get(layer) if gaps is not None else None
+        if gap is None:
+            ses = [v["equivariance_se"] for _, v in scored] if all("equivariance_se" in v for _, v in scored) else None
+            gap = aliasing_gap(shifts, values, stride, se=ses)
+        said = "" if gap.reason else f"gap {gap.gap:.3f}" + (f" ± {gap.se:.3f}" if math.isfinite(gap.se) else "")
+        finite_nulls = [n for n in nulls if math.isfinite(n)]
+        null = f"null {sum(finite_nulls) / len(finite_nulls):.2f}" if finite_nulls else ""
+        heading = f"{layer} (stride {stride:g})" if stride else f"{layer} (no stride)"
+        axes.set_title(heading + "\n" + ", ".join(part for part in (said, null) if part), fontsize="small")
+        axes.set_ylim(low, high)
+        axes.grid(alpha=0.3)
+    for axes in panels[len(layers) :]:
+        axes.set_visible(False)
+    for axes in panels[(rows - 1) * columns :]:
+        axes.set_xlabel("shift (pixels)")
+    for axes in panels[::columns]:
+        axes.set_ylabel("equivariance")
+    figure.suptitle(
+        title or "equivariance against shift; dotted: multiples of the layer's stride, dashed: null", fontsize="medium"
+    )
+    return figure
+
+
+def _curve_range(values: Sequence[float], errors: Sequence[float]) -> tuple[float, float]:
+    """Vertical limits that fit a curve and its error bars, with a margin (``[0, 1]`` when nothing is finite)."""
+    ends = [v + sign * (e if math.isfinite(e) else 0) for v, e in zip(values, errors) for sign in (-1, 1)]
+    ends = [end for end in ends if math.isfinite(end)]
+    if not ends:
+        return -0.02, 1.02
+    low, high = min(ends), max(ends)
+    margin = max(0.08 * (high - low), 0.005)
+    return low - margin, high + margin
+
+
+def aliasing_figures(
+    prefix: str,
+    scores: Mapping[str, Scores],
+    transforms: Sequence[Any],
+    strides: Mapping[str, int | float | None],
+    when: str,
+) -> dict[str, Figure]:
+    """``{<prefix>/sweep_shift/aliasing: figure}``: the :func:`aliasing_figure` of a ``shift`` sweep among
+    ``transforms`` scored in ``scores``; ``{}`` without one."""
+    members = [name for _, name in sweep_families(transforms).get(SHIFT_FAMILY, []) if name in scores]
+    if len(members) < 2:
+        return {}
+    title = f"equivariance against shift, {when}; dotted: multiples of the stride, dashed: null"
+    return {f"{prefix}/sweep_{SHIFT_FAMILY}/aliasing": aliasing_figure(scores, transforms, strides, title)}
+
+
 def custom_scalars_layout(
     transforms: Sequence[str],
     prefix: str = "seis",
@@ -207,16 +337,18 @@ def format_score_table(scores: Mapping[str, Scores]) -> str:
 
 
 def score_rows(entry: Mapping[str, Any], transforms: Sequence[Any] = ()) -> list[dict[str, Any]]:
-    """One row per transformation × layer × score of a history entry (columns :data:`CSV_COLUMNS`): the
-    ``family`` and ``magnitude`` of each transformation come from ``transforms`` (its ``GeometricTransform``
-    objects; blank for those without); ``reason`` says why a transformation or layer has NaN scores."""
+    """The CSV rows (columns :data:`CSV_COLUMNS`) of a history entry: one per transformation × layer × score,
+    then, with a ``shift`` sweep, one per layer for its aliasing gap (``transform`` ``sweep_shift``, ``score``
+    ``aliasing_gap``, ``se`` its SE, no ``null``, ``reason`` why it is NaN). The ``family`` and ``magnitude`` of
+    each transformation come from ``transforms`` (its ``GeometricTransform`` objects; blank for those without);
+    ``stride`` is the layer's total stride in input pixels (blank without one); ``reason`` says why a
+    transformation or layer has NaN scores."""
     kinds = {t.name: (t.family, t.magnitude) for t in transforms if getattr(t, "family", None) is not None}
-    return [
+    strides = entry.get("strides", {})
+    progress = {name: entry[name] for name in ("stage", "epoch", "global_step", "step")}
+    rows = [
         {
-            "stage": entry["stage"],
-            "epoch": entry["epoch"],
-            "global_step": entry["global_step"],
-            "step": entry["step"],
+            **progress,
             "transform": transform,
             "family": kinds.get(transform, ("", ""))[0],
             "magnitude": kinds.get(transform, ("", ""))[1],
@@ -226,8 +358,30 @@ def score_rows(entry: Mapping[str, Any], transforms: Sequence[Any] = ()) -> list
             "null": values.get(f"{score}_null", math.nan),
             "se": values.get(f"{score}_se", ""),
             "reason": entry.get("transform_reasons", {}).get(transform) or entry.get("reasons", {}).get(layer, ""),
+            "stride": _blank_if_none(strides.get(layer)),
         }
         for transform, by_layer in entry["scores"].items()
         for layer, values in by_layer.items()
         for score in SCORES
     ]
+    rows += [
+        {
+            **progress,
+            "transform": f"sweep_{SHIFT_FAMILY}",
+            "family": SHIFT_FAMILY,
+            "magnitude": "",
+            "layer": layer,
+            "score": ALIASING,
+            "value": gap["gap"],
+            "null": "",
+            "se": gap["se"] if math.isfinite(gap["se"]) else "",
+            "reason": gap["reason"],
+            "stride": _blank_if_none(strides.get(layer)),
+        }
+        for layer, gap in entry.get("aliasing", {}).items()
+    ]
+    return rows
+
+
+def _blank_if_none(value: Any) -> Any:
+    return "" if value is None else value

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from seis_lightning.functional import SCORES, SCORES_AND_NULLS
 from seis_lightning.sweeps import AliasingGap, Stride
+from seis_lightning.transforms import GeometricTransform
 
 Scores = dict[str, dict[str, dict[str, float]]]  # transform -> layer -> score -> value
 LOGGED = SCORES_AND_NULLS
@@ -109,9 +110,18 @@ class SEISScores(dict):
         sweep_reasons: why each NaN half-way magnitude is NaN.
         aliasing: ``{layer: AliasingGap(gap, se, reason)}`` from a ``shift`` sweep (spec, "Aliasing gap").
         strides: ``{layer: Stride(stride, reason)}``.
+        transforms: the scored transformations (their families and magnitudes: the sweeps' curves).
     """
 
-    def __init__(self, scores: Scores, result: ProbeResult, sweeps: dict, sweep_reasons: dict) -> None:
+    def __init__(
+        self,
+        scores: Scores,
+        result: ProbeResult,
+        sweeps: dict,
+        sweep_reasons: dict,
+        transforms: Sequence[GeometricTransform] = (),
+    ) -> None:
         super().__init__(scores)
         self.sweeps, self.sweep_reasons = sweeps, sweep_reasons
         self.aliasing, self.strides = result.aliasing, result.strides
+        self.transforms = list(transforms)

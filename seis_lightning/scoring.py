@@ -30,14 +30,22 @@ from seis_lightning.forward import (
     in_context,
 )
 from seis_lightning.functional import SCORES, SEISWarning, family_se
-from seis_lightning.layers import Features, OutputGetter, blocks_of, capture, default_layers, resolve_layers
+from seis_lightning.layers import (
+    Features,
+    OutputGetter,
+    blocks_of,
+    capture,
+    check_layer_keys,
+    default_layers,
+    resolve_layers,
+)
 from seis_lightning.metric import SEISMetric
 from seis_lightning.options import SEISOptions, check_options
 from seis_lightning.pass_plan import Chunk, agree_across_ranks, max_chunk_size, pass_plan, probe_order
 from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
 from seis_lightning.progress import PassCost, half_samples, progress_bar
 from seis_lightning.results import LOGGED, STANDARD_ERRORS, ProbeResult, SEISScores, unscored_with_reasons
-from seis_lightning.sweeps import aliasing_gaps, layer_stride, sweep_summaries, sweep_summary_reasons
+from seis_lightning.sweeps import Stride, aliasing_gaps, layer_stride, sweep_summaries, sweep_summary_reasons
 from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
 
 log = logging.getLogger("seis_lightning")
@@ -72,9 +80,14 @@ class SEISProbe:
         precision: ``"float64"``, ``"float32"`` or ``"auto"`` Gram products (``SEIS_SPEC.md``, "Precision").
         jackknife_groups: 0 (off) or the number of groups of probe images (at least 2) for the delete-half
             jackknife's standard errors ``<score>_se`` (spec, "Uncertainty").
+        strides: ``{layer: total stride}`` in input pixels per map position, declared where input width over
+            map width does not give it (unpadded convolutions, odd sizes, tokens ``[N, T, D]``, pooled
+            vectors), e.g. ``{"blocks.3": 16}``; a declared stride replaces the computed one. For the
+            aliasing gap of a ``shift`` sweep (spec, "Aliasing gap"); the scores do not use it.
 
     Raises:
-        ValueError: for an option out of range or an unknown transformation.
+        ValueError: for an option out of range, an unknown transformation, or (at scoring) a declared
+            stride of a layer that is not scored.
     """
 
     def __init__(
@@ -93,12 +106,14 @@ class SEISProbe:
         forward_fn: ForwardFn | None = None,
         precision: str = "auto",
         jackknife_groups: int = 0,
+        strides: Mapping[str, float] | None = None,
     ) -> None:
         check_options(
             batch_size=batch_size,
             forward_batch_size=forward_batch_size,
             layout=layout,
             num_prefix_tokens=num_prefix_tokens,
+            strides=strides,
         )
         # The numerics options, validated once; layout and prefix tokens may vary per layer (_metric).
         self.options = SEISOptions(
@@ -128,6 +143,7 @@ class SEISProbe:
         self.num_prefix_tokens = num_prefix_tokens
         self.output_getter = output_getter
         self.forward_fn = forward_fn
+        self.strides = dict(strides or {})
         generator = torch.Generator().manual_seed(seed)
         # Each draw of each transformation: (transform name, fixed map), sampled once.
         self.draws: list[tuple[str, ImageMap]] = [(t.name, g) for t in self.transforms for g in t.draw(generator)]
@@ -200,6 +216,7 @@ class SEISProbe:
             reduce = MapReduction(model, self.layout, self.num_prefix_tokens, self.options.max_positions)
             run = ForwardRun(model, forward, default_forward, reduce)
             layers = self._layers(model, run, first)
+            check_layer_keys("strides", self.strides, layers.names)
             largest_chunk = max_chunk_size(len(images), self.batch_size, world_size)
             progress = progress if rank == 0 else False
 
@@ -234,7 +251,9 @@ class SEISProbe:
         finally:
             if bar is not None:
                 bar.close()
-        result.strides = {layer: layer_stride(images.shape[-2:], reduce.map_sizes.get(layer)) for layer in scored}
+        declared = {layer: Stride(stride, "") for layer, stride in self.strides.items()}
+        computed = {layer: layer_stride(images.shape[-2:], reduce.map_sizes.get(layer)) for layer in scored}
+        result.strides = {layer: declared.get(layer, computed[layer]) for layer in scored}
         result.aliasing = aliasing_gaps(
             result.scores, active.transforms, {k: v.stride for k, v in result.strides.items()}
         )
@@ -578,7 +597,7 @@ def score_model(
             once the pass has lasted 2 s (:func:`~seis_lightning.progress.progress_bar`).
         options: the other options of :class:`SEISProbe` (``batch_size``, ``forward_batch_size``, ``keep``,
             ``max_positions``, ``seed``, ``layout``, ``num_prefix_tokens``, ``output_getter``, ``forward_fn``,
-            ``precision``, ``jackknife_groups``).
+            ``precision``, ``jackknife_groups``, ``strides``).
 
     Before the long work: the layers that cannot be scored (found by the first forward pass: a module
     that runs twice, an output that is not a tensor, a layer that does not run) are named in one warning
@@ -590,8 +609,9 @@ def score_model(
         forward order. A layer that cannot be read has NaN scores and a warning saying why (once: at the
         start when the first forward pass shows it). As a
         :class:`~seis_lightning.results.SEISScores`, it also carries the sweeps' half-way magnitudes
-        (``.sweeps``, ``.sweep_reasons``), each layer's stride (``.strides``) and, with a ``shift`` sweep,
-        its aliasing gap (``.aliasing``).
+        (``.sweeps``, ``.sweep_reasons``), each layer's stride (``.strides``), the transformations scored
+        (``.transforms``) and, with a ``shift`` sweep, its aliasing gap (``.aliasing``; drawn by
+        :func:`~seis_lightning.plotting.aliasing_figure`).
 
     Raises:
         ProbeError: (a ``ValueError``) when the images cannot be taken from ``data`` or are not float
@@ -629,4 +649,5 @@ def score_model(
         result,
         {key.lstrip("/"): value for key, value in summaries.items()},
         {key.lstrip("/"): value for key, value in reasons.items()},
+        probe.transforms,
     )

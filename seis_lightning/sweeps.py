@@ -26,6 +26,7 @@ from seis_lightning.transforms import GeometricTransform
 Scores = Mapping[str, Mapping[str, Mapping[str, float]]]  # transform -> layer -> score -> value
 SUMMARY = "equivariance_halfway"
 SHIFT_FAMILY = "shift"  # the sweep in pixels, whose curve the aliasing gap sums up
+ALIASING = "aliasing_gap"  # its name next to the scores: rows of seis_scores.csv, comparisons
 _ON_GRID = 1e-6  # a shift is a multiple of the stride when shift / stride is this close to a whole number
 
 

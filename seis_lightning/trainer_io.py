@@ -27,6 +27,7 @@ from torch import Tensor
 from seis_lightning.functional import SCORES
 from seis_lightning.plotting import (
     CSV_COLUMNS,
+    aliasing_figures,
     custom_scalars_layout,
     depth_figure,
     heatmap_figure,
@@ -269,7 +270,7 @@ def log_results(
     TensorBoard logger the custom-scalars layout and, with the jackknife, the ends of its margin charts
     (:func:`margin_scalars`); with ``figures``, draw the figures for every logger that takes them
     (TensorBoard, Weights & Biases, MLflow), a :func:`sweep_figure` per score for every sweep among
-    ``transforms`` included. Rank zero only."""
+    ``transforms`` and, with a ``shift`` sweep, the :func:`aliasing_figure` included. Rank zero only."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
     if not trainer.is_global_zero:
@@ -303,8 +304,10 @@ def log_results(
                 )
         for logger in trainer.loggers:
             _log_figures(logger, tagged, step)
+    sweeps = sweep_figures(prefix, entry["scores"], transforms, label)
+    sweeps |= aliasing_figures(prefix, entry["scores"], transforms, entry.get("strides", {}), label)
     for logger in trainer.loggers:
-        _log_figures(logger, sweep_figures(prefix, entry["scores"], transforms, label), step)
+        _log_figures(logger, sweeps, step)
 
 
 def log_folder(trainer: Any) -> str:

@@ -288,7 +288,7 @@ def write_run(folder: Path, finals: dict[str, float], se: float | None = 0.003) 
 def test_reads_the_callback_csv_last_scoring_by_default(tmp_path):
     path = write_run(tmp_path, {"conv1": 0.4, "pool": 0.9})
     lines = path.read_text().splitlines()
-    assert lines[0] == "stage,epoch,global_step,step,transform,family,magnitude,layer,score,value,null,se,reason"
+    assert lines[0] == "stage,epoch,global_step,step,transform,family,magnitude,layer,score,value,null,se,reason,stride"
     assert lines[1].startswith("fit,0.0,0,0,random_affine,,,conv1,equivariance,")
     label, scores = read_scores_csv(path)
     assert label == "fit, epoch 2, step 90"
