@@ -71,6 +71,7 @@ figures-full: install real-data
 	$(PY) -m scripts.figure3_seeds --fresh
 	$(PY) -m scripts.blurpool_aliasing --fresh
 	TORCH_HOME=$(REAL_TORCH_HOME) $(PY) -m scripts.reference_networks --foolbox $(FOOLBOX)
+	TORCH_HOME=$(REAL_TORCH_HOME) $(PY) -m scripts.mobilenet_aliasing --foolbox $(FOOLBOX)
 	TORCH_HOME=$(REAL_TORCH_HOME) $(PY) -m scripts.position_cap_study --foolbox $(FOOLBOX)
 	-$(PY) scripts/readme_tables.py --write
 

@@ -35,6 +35,10 @@ from pathlib import Path
 
 import torch
 
+try:
+    from scripts._manifest import Build
+except ModuleNotFoundError:  # run as `python scripts/mobilenet_aliasing.py`
+    from _manifest import Build
 from seis_lightning.functional import SEISWarning
 from seis_lightning.plotting import aliasing_figure
 from seis_lightning.sweeps import SHIFT_FAMILY, AliasingGap, aliasing_gap, sweep_families
@@ -208,10 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.foolbox is None:
             parser.error("--foolbox is needed to score (or --table-only)")
+        build = Build(seeds={"crops": 0, "probe_order": 0})
         rows = score(args)
         write_rows(rows, path)
         rows = read_rows(path)  # the figure and table from the file, as --table-only draws them
     figure_of(rows).savefig(args.out / "ref_mobilenet_aliasing.png", dpi=100)
+    if not args.table_only:
+        build.record(args.out, ["ref_mobilenet_aliasing.csv", "ref_mobilenet_aliasing.png"])
     print(markdown(rows))
     print(f"\n{path}, {args.out / 'ref_mobilenet_aliasing.png'}")
 
