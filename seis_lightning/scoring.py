@@ -92,7 +92,7 @@ class SEISProbe:
         forward_fn: ForwardFn | None = None,
         precision: str = "auto",
         jackknife_groups: int = 0,
-        strides: Mapping[str, float] | None = None,
+        strides: Mapping[str, int | float] | None = None,
     ) -> None:
         check_options(batch_size=batch_size, layout=layout, num_prefix_tokens=num_prefix_tokens, strides=strides)
         # The numerics options, validated once; layout and prefix tokens may vary per layer (_metric).
