@@ -168,7 +168,7 @@ class SEISCallback(Callback):
         log_figures: bool = True,
         dataloader_idx: int = 0,
         max_overhead: float | None = None,
-        strides: Mapping[str, float] | None = None,
+        strides: Mapping[str, int | float] | None = None,
     ) -> None:
         check_options(num_samples=num_samples, every_n_epochs=every_n_epochs)
         if isinstance(dataloader_idx, bool) or not isinstance(dataloader_idx, int) or dataloader_idx < 0:

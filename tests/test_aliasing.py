@@ -171,7 +171,8 @@ def test_score_model_returns_strides_and_aliasing_gaps_with_the_scores():
 
 
 def test_the_callback_logs_each_layer_s_aliasing_gap_with_a_shift_sweep(tmp_path):
-    """``seis/aliasing/<layer>``: the gap of each layer that has a stride, read back from TensorBoard."""
+    """``seis/aliasing/<layer>``: the gap of each layer that has a stride, and ``seis/sweep_shift/aliasing``, the
+    figure, read back from TensorBoard."""
     from seis_lightning import SEISCallback
     from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, trainer
 
@@ -190,3 +191,6 @@ def test_the_callback_logs_each_layer_s_aliasing_gap_with_a_shift_sweep(tmp_path
             continue
         logged = events.Scalars(f"seis/aliasing/{layer}")
         assert [e.step for e in logged] == [0, 5] and logged[-1].value == pytest.approx(expected.gap, abs=1e-5)
+    # and the figure of equivariance against the shift, stride multiples marked (tests/test_aliasing_outputs.py)
+    images = events.Images("seis/sweep_shift/aliasing")
+    assert [image.step for image in images] == [0, 5] and all(image.width > 300 for image in images)
