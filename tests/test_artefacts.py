@@ -288,36 +288,27 @@ def test_write_rewrites_the_readme_tables_and_check_exits_1_on_a_difference(tmp_
     figures = tmp_path / "figures"
     shutil.copytree(FIGURES, figures, ignore=shutil.ignore_patterns("*.png"))
     readme = tmp_path / "README.md"
-    readme.write_text(README.replace("| fc | 0.934 ± 0.004 (0.003)", "| fc | 0.999 ± 0.004 (0.003)"))
+    assert README.count("| fc | 0.934 ± ") == 1  # the MNIST seeds table's fc row
+    readme.write_text(README.replace("| fc | 0.934 ± ", "| fc | 0.999 ± "))
     assert readme_tables.main(["--check", "--readme", str(readme), "--figures", str(figures)]) == 1
     assert "table fig3_seeds_mnist differs from its CSV" in capsys.readouterr().err
     readme_tables.main(["--write", "--readme", str(readme), "--figures", str(figures)])
     assert readme.read_text() == render(README, figures)
-    assert "| fc | 0.934 ± 0.004 (0.003)" in readme.read_text()
+    assert "| fc | 0.934 ± " in readme.read_text()
 
 
 def test_once_the_worked_example_is_an_artefact_the_readme_must_hold_its_table_and_differences(tmp_path):
     figures = tmp_path / "figures"
     shutil.copytree(FIGURES, figures, ignore=shutil.ignore_patterns("*.png"))
-    assert check(README, figures) == check(README, FIGURES)  # no difference_example.csv: not asked for yet
-    rows = [  # the README's worked example, as its run's seis_scores.csv gave it
-        ("2", 90, "conv3", 0.62094, 0.00312, 0.01563),
-        ("11", 495, "conv3", 0.58289, 0.00271, 0.01126),
-        ("12", 540, "conv2", 0.54094, 0.00262, 0.01749),
-        ("12", 540, "conv3", 0.58514, 0.00276, 0.01168),
-    ]
-    names = ("epochs_trained", "global_step", "layer", "value", "se", "null")
-    _write(figures / "difference_example.csv", [dict(zip(names, r)) | {"score": "invariance"} for r in rows])
-    problems = check(README, figures)
-    assert "table difference_example: no <!-- figures:difference_example -->" in problems[0]
-    table = README[README.index("| row (epoch, global step, layer)") :]
-    table = table[: table.index("\n\n") + 1]
-    wrapped = README.replace(
-        table, f"<!-- figures:difference_example -->\n{table}<!-- /figures:difference_example -->\n"
+    assert (figures / "difference_example.csv").exists()  # built by make figures-fast
+    assert check(README, figures) == []
+    unwrapped = README.replace("<!-- figures:difference_example -->\n", "").replace(
+        "<!-- /figures:difference_example -->\n", ""
     )
-    assert [p for p in check(wrapped, figures) if not p.startswith(tuple(STATED_OTHERWISE))] == []
-    moved = wrapped.replace("epoch 12 − epoch 11 = 0.002", "epoch 12 − epoch 11 = 0.003")
-    (problem,) = [p for p in check(moved, figures) if not p.startswith(tuple(STATED_OTHERWISE))]
+    problems = check(unwrapped, figures)
+    assert "table difference_example: no <!-- figures:difference_example -->" in problems[0]
+    moved = README.replace("epoch 12 − epoch 11 = 0.002", "epoch 12 − epoch 11 = 0.003")
+    (problem,) = check(moved, figures)
     assert "the README does not say 'epoch 12 − epoch 11 = 0.002 against'" in problem
 
 
@@ -341,7 +332,7 @@ def test_numbers_a_build_measured_are_held_once_its_manifest_entry_exists(tmp_pa
     assert problems == [
         "'top-1 {} on the 20 labelled': MANIFEST.json: the entry of ref_mobilenet.csv has no measured"
         " 'pretrained_top1'",
-        "'vs {}). The small test': the README does not say 'vs 0.70). The small test', which MANIFEST.json"
+        "'vs {}). Tested on this': the README does not say 'vs 0.70). Tested on this', which MANIFEST.json"
         " fig4_tasks_decoders.csv measured 'segmentation (FCN): val_miou' gives",
     ]
 
@@ -349,7 +340,7 @@ def test_numbers_a_build_measured_are_held_once_its_manifest_entry_exists(tmp_pa
 # ---- the committed README and artefacts --------------------------------------------------------------------------
 
 # Numbers the README states otherwise than its CSV, left to the lead (notes/manifest.md); empty once corrected.
-STATED_OTHERWISE = ["'(1.00 → {}\\nat 90°'"]
+STATED_OTHERWISE: list[str] = []
 
 
 def test_every_table_and_number_of_the_readme_is_read_from_its_csv():
@@ -357,7 +348,6 @@ def test_every_table_and_number_of_the_readme_is_read_from_its_csv():
     assert [p for p in problems if not any(p.startswith(known) for known in STATED_OTHERWISE)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="README: conv1's equivariance at 90° reads 0.70, its CSV 0.7065; the lead fixes")
 def test_the_readme_states_no_number_otherwise_than_its_csv():
     assert check(README, FIGURES) == []
 
@@ -373,11 +363,33 @@ def test_each_held_number_would_fail_the_check_one_unit_off(held):
         assert held.expected(FIGURES, value + step * 10**-held.digits) not in README
 
 
-@pytest.mark.xfail(
-    strict=True, reason="the lead rebuilds the artefacts last (notes/manifest.md), then removes this mark"
-)
-def test_every_artefact_was_built_after_the_last_change_of_the_math():
+# Artefacts the last rebuild did not reach (they keep their earlier build, which has no manifest entry): the
+# BlurPool runs (6 trainings, about 30 min beside the rest) were stopped to leave time for CI in the session of
+# 2026-12-06. Rebuild: `make figures-full` (or `.venv/bin/python -m scripts.blurpool_aliasing --fresh`), then
+# empty this set.
+NOT_REBUILT = {"blurpool_aliasing.csv", "blurpool_aliasing.png", "blurpool_aliasing_runs.csv"}
+ARTEFACTS = sorted(path.name for path in FIGURES.iterdir() if path.is_file() and path.name != manifest.MANIFEST)
+
+
+def test_the_manifest_exists_and_names_only_artefacts_that_exist():
     why = manifest.history_available(ROOT)
     if why is not None:
         pytest.skip(f"needs the repository's history: {why}")
-    assert manifest.stale(FIGURES, ROOT) == []
+    problems = manifest.stale(FIGURES, ROOT)
+    assert not any(p.startswith(f"no {manifest.MANIFEST}") or "but not in" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="not rebuilt in the last session: NOT_REBUILT"))
+        if name in NOT_REBUILT
+        else name
+        for name in ARTEFACTS
+    ],
+)
+def test_every_artefact_was_built_after_the_last_change_of_the_math(name):
+    why = manifest.history_available(ROOT)
+    if why is not None:
+        pytest.skip(f"needs the repository's history: {why}")
+    assert [p for p in manifest.stale(FIGURES, ROOT) if p.startswith(f"{name}:")] == []
