@@ -149,9 +149,7 @@ def cpu_projection(width: int, num_train: int, num_probe: int = 512) -> None:
     pl.seed_everything(0, verbose=False)
     train, _ = fake_cifar_loaders(num_train, 0)
     model = ResNet18Classifier(10, width=width)
-    optimizer = model.configure_optimizers()
-    optimizer = optimizer[0][0] if isinstance(optimizer, tuple) else optimizer
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    optimizer = model.configure_optimizers()  # one optimizer (seis_lightning.models.base)
     model.train()
     start = time.process_time()
     for batch_index, batch in enumerate(train):

@@ -20,3 +20,13 @@ def digit_maps() -> torch.Tensor:
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after: on a shared 2-core machine two threads wait on each other
+    some 10x longer. Modules use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -24,12 +24,7 @@ from tests.test_metric import ddp_scores, one_process_scores
 BATCH = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def vectors(num_images: int, dim: int, num_transforms: int, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
