@@ -28,7 +28,7 @@ _EXPORTS = {
     "probe_images": "seis_lightning.probe",
     "ProbeResult": "seis_lightning.scoring",
     "SEISProbe": "seis_lightning.scoring",
-    "score_model": "seis_lightning.scoring",
+    "score_model": "seis_lightning.standalone",
     "compare_runs": "seis_lightning.compare",
     "GeometricTransform": "seis_lightning.transforms",
     "RandomAffine": "seis_lightning.transforms",

@@ -139,3 +139,10 @@ def progress_bar(progress: bool | None, total: int, description: str, unit: str,
 def _terminal() -> bool:
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty())
+
+
+def advance(bar: Any, what: str) -> None:
+    """One step of a progress bar (``None``: none), naming what was just done."""
+    if bar is not None:
+        bar.set_postfix_str(what, refresh=False)
+        bar.update()

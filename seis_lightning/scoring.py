@@ -1,20 +1,20 @@
-"""Score any ``torch.nn.Module``: the probe pass, with no Trainer.
+"""The probe pass: :class:`SEISProbe` holds a configuration (layers, transformations drawn once, options) and
+scores a model as often as asked, which is what :class:`~seis_lightning.SEISCallback` does at each validation
+and :func:`~seis_lightning.standalone.score_model` does once.
 
-:func:`score_model` is the one-call form; :class:`SEISProbe` holds a configuration (layers,
-transformations drawn once, options) and scores a model as often as asked, which is what
-:class:`~seis_lightning.SEISCallback` does at each validation.
+Its parts live where their job is: the frozen model and forward passes in parts (:mod:`~seis_lightning.forward`),
+chunks and rank agreement (:mod:`~seis_lightning.pass_plan`), the checks as it goes
+(:mod:`~seis_lightning.pass_checks`), the statistics (:mod:`~seis_lightning.metric`), the scores from them
+(:mod:`~seis_lightning.layer_scores`), the work counted and the progress bar (:mod:`~seis_lightning.progress`).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from seis_lightning.forward import (
     frozen,
     in_context,
 )
-from seis_lightning.functional import SCORES, SEISWarning, family_se
+from seis_lightning.layer_scores import compute_each, with_failed_transforms
 from seis_lightning.layers import (
     Features,
     OutputGetter,
@@ -41,11 +41,12 @@ from seis_lightning.layers import (
 )
 from seis_lightning.metric import SEISMetric
 from seis_lightning.options import SEISOptions, check_options
+from seis_lightning.pass_checks import failing_transforms, layer_problem, shape_change, transformed
 from seis_lightning.pass_plan import Chunk, agree_across_ranks, max_chunk_size, pass_plan, probe_order
-from seis_lightning.probe import InputGetter, as_images, check_images, probe_images
-from seis_lightning.progress import PassCost, half_samples, progress_bar
-from seis_lightning.results import LOGGED, STANDARD_ERRORS, ProbeResult, SEISScores, unscored_with_reasons
-from seis_lightning.sweeps import Stride, aliasing_gaps, layer_stride, sweep_summaries, sweep_summary_reasons
+from seis_lightning.probe import check_images
+from seis_lightning.progress import PassCost, advance, half_samples, progress_bar
+from seis_lightning.results import ProbeResult, unscored_with_reasons
+from seis_lightning.sweeps import Stride, aliasing_gaps, layer_stride
 from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transforms
 
 log = logging.getLogger("seis_lightning")
@@ -106,7 +107,7 @@ class SEISProbe:
         forward_fn: ForwardFn | None = None,
         precision: str = "auto",
         jackknife_groups: int = 0,
-        strides: Mapping[str, float] | None = None,
+        strides: Mapping[str, int | float] | None = None,
     ) -> None:
         check_options(
             batch_size=batch_size,
@@ -196,22 +197,23 @@ class SEISProbe:
             RuntimeError: when the model's forward pass fails on the probe images (naming ``forward_fn``).
         """
         images = check_images(images, "the probe images")
-        images = images[probe_order(len(images), self.seed)]  # null partners that do not follow the data's order
+        order = probe_order(len(images), self.seed)  # null partners that do not follow the data's order
         forward = in_context(forward_fn or self.forward_fn or call_model, forward_context)
         default_forward = forward_fn is None and self.forward_fn is None
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else images.device
         dtype = parameter.dtype if parameter is not None and parameter.is_floating_point() else None
-        if device.type == "cuda" and not images.is_pinned():
-            images = images.pin_memory()  # chunks below are views: copies to the GPU need no host sync
         plan = pass_plan(len(images), self.batch_size, rank, world_size)
 
-        def chunk_of(chunk: Chunk) -> Tensor:
-            return images[chunk.start : chunk.stop].to(device=device, dtype=dtype, non_blocking=True)
+        def chunk_of(chunk: Chunk) -> Tensor:  # the chunk's images in probe order: no reordered copy of them all
+            x = images.index_select(0, order[chunk.start : chunk.stop].to(images.device))
+            if device.type == "cuda" and x.device.type == "cpu":
+                x = x.pin_memory()  # copied to the GPU without a host sync
+            return x.to(device=device, dtype=dtype, non_blocking=True)
 
         with frozen(model):
             first = chunk_of(plan[0])[:2]  # what the model does with images like these: two tell it
-            failed = self._failing_transforms(first)
+            failed = failing_transforms(self.draws, self.transforms, first)
             active = self._without(failed)
             reduce = MapReduction(model, self.layout, self.num_prefix_tokens, self.options.max_positions)
             run = ForwardRun(model, forward, default_forward, reduce)
@@ -247,7 +249,16 @@ class SEISProbe:
         bar = progress_bar(progress, len(scored), "SEIS scores", "layer", large=cost.large)
         try:
             with record_function("seis.compute"):
-                result = active._compute_each(metrics, scored, reasons, isolate=world_size == 1, bar=bar)
+                result = compute_each(
+                    metrics,
+                    scored,
+                    reasons,
+                    active.transforms,
+                    active.draws,
+                    self.options.jackknife_groups,
+                    isolate=world_size == 1,
+                    bar=bar,
+                )
         finally:
             if bar is not None:
                 bar.close()
@@ -257,7 +268,9 @@ class SEISProbe:
         result.aliasing = aliasing_gaps(
             result.scores, active.transforms, {k: v.stride for k, v in result.strides.items()}
         )
-        return self._with_failed_transforms(unscored_with_reasons(result), failed)
+        return with_failed_transforms(
+            unscored_with_reasons(result), self.transforms, failed, self.options.jackknife_groups
+        )
 
     # ------------------------------------------------------------------ the pass, in parts
 
@@ -308,23 +321,23 @@ class SEISProbe:
                     live = [name for name in layers.names if not layers.auto or name in a or name in a.errors]
                     live = [name for name in live if name not in reasons] if chunk.counted else []
                     for name in live:
-                        fail(name, self._problem(name, a, "the probe images") or _shape_change(name, a, chunk, shapes))
+                        fail(name, layer_problem(name, a, "the probe images") or shape_change(name, a, chunk, shapes))
                     if index == 0:
                         cost = self._cost(plan, a, [name for name in live if name not in reasons])
                         if before_work is not None:
                             before_work(cost, dict(reasons))
                         bar = progress_bar(progress, cost.forward_passes, "SEIS forward passes", "pass", cost.large)
-                    _advance(bar, f"batch {index + 1}/{len(plan)}, probe images")
+                    advance(bar, f"batch {index + 1}/{len(plan)}, probe images")
                     for draw, (transform, image_map) in enumerate(self.draws):
                         with record_function("seis.forward"):
-                            b = run(self._transformed(transform, image_map, x), features)
+                            b = run(transformed(transform, image_map, x), features)
                         for name in [name for name in live if name not in reasons]:
-                            problem = self._problem(name, b, f"the images transformed by {transform!r}", a)
+                            problem = layer_problem(name, b, f"the images transformed by {transform!r}", a)
                             if problem is None:
                                 problem = self._update(name, a, b, draw, chunk, metrics, device, reduce.pooled[name])
                             fail(name, problem)
                         del b
-                        _advance(bar, f"batch {index + 1}/{len(plan)}, {transform}")
+                        advance(bar, f"batch {index + 1}/{len(plan)}, {transform}")
         finally:
             if bar is not None:
                 bar.close()
@@ -371,53 +384,6 @@ class SEISProbe:
             return f"its statistics failed on {images} ({type(error).__name__}: {error})"
         return None
 
-    def _compute_each(
-        self,
-        metrics: dict[str, SEISMetric],
-        layers: list[str],
-        reasons: dict[str, str],
-        isolate: bool,
-        bar: Any = None,
-    ) -> ProbeResult:
-        """:meth:`_compute` layer by layer, so that one layer whose computation fails loses only itself
-        (in one process: across processes computing is a collective that every rank must reach); ``bar``
-        advances by a layer as each is computed."""
-        if not isolate:
-            return self._compute(metrics, layers, reasons, bar)
-        result = ProbeResult({t.name: {} for t in self.transforms}, {t.name: {} for t in self.transforms}, layers)
-        for layer in layers:
-            try:
-                one = self._compute({k: v for k, v in metrics.items() if k == layer}, [layer], reasons, bar)
-            except Exception as error:
-                reasons[layer] = f"computing its scores failed ({type(error).__name__}: {error})"
-                one = self._compute({}, [layer], reasons, bar)
-            for transform in result.scores:
-                result.scores[transform].update(one.scores[transform])
-                result.draws[transform].update(one.draws[transform])
-            result.reasons.update(one.reasons)
-            result.warnings += one.warnings
-        return result
-
-    def _failing_transforms(self, x: Tensor) -> dict[str, str]:
-        """The transformations that cannot be applied to images like ``x``, and why.
-
-        Raises:
-            Exception: the first transformation's error, when every transformation fails.
-        """
-        errors: dict[str, Exception] = {}
-        for name, image_map in self.draws:
-            if name not in errors:
-                try:
-                    self._transformed(name, image_map, x)
-                except Exception as error:
-                    errors[name] = error
-        if len(errors) == len(self.transforms):
-            raise next(iter(errors.values()))
-        return {
-            name: str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
-            for name, error in errors.items()
-        }
-
     def _without(self, failed: Mapping[str, str]) -> SEISProbe:
         """This probe, without the transformations in ``failed`` (itself when there are none)."""
         if not failed:
@@ -426,19 +392,6 @@ class SEISProbe:
         active.transforms = [t for t in self.transforms if t.name not in failed]
         active.draws = [(name, g) for name, g in self.draws if name not in failed]
         return active
-
-    def _with_failed_transforms(self, result: ProbeResult, failed: Mapping[str, str]) -> ProbeResult:
-        """``result`` with NaN scores for the transformations in ``failed``, in the order given."""
-        if not failed:
-            return result
-        names = LOGGED + (STANDARD_ERRORS if self.options.jackknife_groups else ())
-        nan = {layer: {name: math.nan for name in names} for layer in result.layers}
-        result.scores = {t.name: result.scores.get(t.name, nan) for t in self.transforms}
-        result.draws = {t.name: result.draws.get(t.name, {}) for t in self.transforms}
-        result.transform_reasons = {
-            name: f"SEIS transformation {name!r} was not scored: {why}" for name, why in failed.items()
-        }
-        return result
 
     def _layers(self, model: nn.Module, run: ForwardRun, x: Tensor) -> _Layers:
         """The layers to capture: the names given, or the default layers, with the blocks whose output is
@@ -468,186 +421,8 @@ class SEISProbe:
             self._announced = message
             log.info(message + "; pass `layers` to choose others.")
 
-    # ------------------------------------------------------------------ helpers
-
-    @staticmethod
-    def _transformed(name: str, image_map: ImageMap, x: Tensor) -> Tensor:
-        tx = image_map(x)
-        if tx.shape != x.shape:
-            raise ValueError(
-                f"Transformation {name!r} changed the image shape from {list(x.shape[1:])} to {list(tx.shape[1:])};"
-                " SEIS compares activations of same-size images."
-            )
-        return tx
-
-    @staticmethod
-    def _problem(name: str, outputs: Features, what: str, a: Features | None = None) -> str | None:
-        """Why layer ``name`` cannot be scored from the pass of ``what`` (its ``outputs``; for a transformation,
-        ``a`` the pass of the probe images), or ``None``."""
-        if name in outputs.errors:
-            return outputs.errors[name]
-        if name not in outputs:
-            return f"it did not run in the forward pass of {what}"
-        if a is not None and outputs.shapes[name] != a.shapes[name]:
-            return (
-                f"it gives maps of shape {a.shapes[name]} for the probe images but {outputs.shapes[name]} for"
-                f" {what}; SEIS compares maps of the same shape, so choose a layer whose output shape does not"
-                " depend on the image content"
-            )
-        return None
-
-    def _compute(
-        self, metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], bar: Any = None
-    ) -> ProbeResult:
-        names = LOGGED + (STANDARD_ERRORS if self.options.jackknife_groups else ())
-        result = ProbeResult({t.name: {} for t in self.transforms}, {t.name: {} for t in self.transforms}, layers)
-        for layer in layers:
-            if layer not in metrics:
-                why = reasons.get(layer, "it produced no output in the probe pass")
-                result.reasons[layer] = f"SEIS layer {layer!r} was not scored: {why}."
-                for transform in result.scores:
-                    result.scores[transform][layer] = {name: math.nan for name in names}
-                _advance(bar, layer)
-                continue
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", SEISWarning)
-                per_draw = metrics[layer].compute()
-            result.warnings += [(layer, str(w.message)) for w in caught if issubclass(w.category, SEISWarning)]
-            replicates: dict[str, dict[str, list[Tensor]]] = {}
-            for (transform, _), one in zip(self.draws, per_draw):
-                result.draws[transform].setdefault(layer, []).append({name: one[name] for name in LOGGED})
-                for score in SCORES if self.options.jackknife_groups else ():
-                    replicates.setdefault(transform, {}).setdefault(score, []).append(one["jackknife"][score])
-            for transform, draws in result.draws.items():
-                values = {name: sum(d[name] for d in draws[layer]) / len(draws[layer]) for name in LOGGED}
-                for score, per_draw_replicates in replicates.get(transform, {}).items():
-                    values[f"{score}_se"] = family_se(per_draw_replicates)
-                result.scores[transform][layer] = values
-            _advance(bar, layer)
-        return result
-
 
 @dataclass
 class _Layers:
     names: list[str]
     auto: bool  # default layers: blocks that give no new map are left out
-
-
-def _advance(bar: Any, what: str) -> None:
-    """One step of a progress bar (``None``: none), naming what was just done."""
-    if bar is not None:
-        bar.set_postfix_str(what, refresh=False)
-        bar.update()
-
-
-def _shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[Chunk, list[int]]]) -> str | None:
-    """Why layer ``name``'s maps cannot be summed with earlier chunks' (their shape changed), or ``None``."""
-    shape = a.shapes[name]
-    first, first_shape = shapes.setdefault(name, (chunk, shape))
-    if first_shape[1:] == shape[1:]:
-        return None
-    return (
-        f"its maps changed shape between probe batches, from {first_shape} (images {first.start}-{first.stop - 1})"
-        f" to {shape} (images {chunk.start}-{chunk.stop - 1}); SEIS sums statistics over maps of one shape, so"
-        " choose a layer whose output shape does not depend on the image content"
-    )
-
-
-def score_model(
-    model: nn.Module,
-    data: Any,
-    *,
-    layers: Sequence[str] | str | None = None,
-    transforms: Sequence[GeometricTransform | str] | GeometricTransform | str | None = None,
-    num_samples: int | None = None,
-    input_getter: InputGetter = None,
-    progress: bool | None = None,
-    **options: Any,
-) -> SEISScores:
-    """SEIS scores of ``model``'s layers on the images of ``data``, with no Trainer.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> from seis_lightning import score_model
-        >>> _ = torch.manual_seed(0)
-        >>> model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        >>> images = torch.rand(64, 3, 6, 6)
-        >>> scores = score_model(model, images, layers=["1", "3"], transforms=["hflip"], precision="float64")
-        >>> {layer: round(values["equivariance"], 3) for layer, values in scores["hflip"].items()}  # pointwise: moved
-        {'1': 1.0, '3': 1.0}
-        >>> scores["hflip"]["1"]["invariance"] < 0.5  # ...but not in place
-        True
-
-    Args:
-        model: any module; its train/eval modes, weights, gradients and RNG streams are left as they were.
-        data: the probe images as the model sees them: a tensor or numpy array ``[N, C, H, W]``, a list of
-            image tensors ``[C, H, W]`` of one shape, a map-style ``Dataset``, a ``DataLoader`` or any
-            iterable of batches (the images taken from each item or batch by ``input_getter``).
-        layers: see :class:`SEISProbe`.
-        transforms: see :class:`SEISProbe`.
-        num_samples: how many probe images, spread evenly over ``data`` as
-            :class:`~seis_lightning.SEISCallback` takes them (:func:`~seis_lightning.probe_images`;
-            the first ones of an iterable). ``None``: every image of a tensor, array or list, and 512 (the
-            callback's default) from a dataset, dataloader or iterable.
-        input_getter: how to take the images from an item or batch: ``None`` (a tensor, the first element
-            of a tuple or list, or a dict's ``"image"``-like key), an index, a key, or a callable.
-        progress: a progress bar on stderr over the forward passes and the layers' scores: ``True``,
-            ``False``, or ``None``: on a terminal only, shown from the start for a large pass and otherwise
-            once the pass has lasted 2 s (:func:`~seis_lightning.progress.progress_bar`).
-        options: the other options of :class:`SEISProbe` (``batch_size``, ``forward_batch_size``, ``keep``,
-            ``max_positions``, ``seed``, ``layout``, ``num_prefix_tokens``, ``output_getter``, ``forward_fn``,
-            ``precision``, ``jackknife_groups``, ``strides``).
-
-    Before the long work: the layers that cannot be scored (found by the first forward pass: a module
-    that runs twice, an output that is not a tensor, a layer that does not run) are named in one warning
-    each with the reason, and a large pass's work is logged at INFO (forward passes, layers, Gram products
-    and eigendecompositions, counted; :class:`~seis_lightning.progress.PassCost`).
-
-    Returns:
-        ``{transform: {layer: {score: value}}}``, the mapping of :attr:`SEISCallback.scores`; layers in
-        forward order. A layer that cannot be read has NaN scores and a warning saying why (once: at the
-        start when the first forward pass shows it). As a
-        :class:`~seis_lightning.results.SEISScores`, it also carries the sweeps' half-way magnitudes
-        (``.sweeps``, ``.sweep_reasons``), each layer's stride (``.strides``), the transformations scored
-        (``.transforms``) and, with a ``shift`` sweep, its aliasing gap (``.aliasing``; drawn by
-        :func:`~seis_lightning.plotting.aliasing_figure`).
-
-    Raises:
-        ProbeError: (a ``ValueError``) when the images cannot be taken from ``data`` or are not float
-            ``[N, C, H, W]``; the message names the fix.
-    """
-    check_options(num_samples=num_samples)
-    if input_getter is not None and not isinstance(input_getter, (int, str)) and not callable(input_getter):
-        raise ValueError(f"Expected `input_getter` to be None, an index, a key or a callable, got {input_getter!r}.")
-    probe = SEISProbe(layers, transforms, **options)
-    what = "`data`"
-    images = as_images(data, what)
-    if isinstance(images, Tensor) and num_samples is None:
-        images = check_images(images, what)
-    else:
-        count = num_samples or (len(images) if isinstance(images, Tensor) else 512)
-        images = probe_images(images, count, input_getter=input_getter, what=what, batch_size=probe.batch_size)
-    said: set[str] = set()
-
-    def name_up_front(reasons: dict[str, str]) -> None:
-        for layer, why in reasons.items():
-            said.add(f"SEIS layer {layer!r} was not scored: {why}.")  # the result's reason, as _compute words it
-            # stacklevel 6: this function, before_work and _pass of SEISProbe.score, score, score_model, the caller
-            warnings.warn(f"SEIS layer {layer!r} cannot be scored (NaN scores): {why}.", SEISWarning, stacklevel=6)
-
-    result = probe.score(model, images, progress=progress, on_unscored=name_up_front)
-    for reason in [*result.reasons.values(), *result.transform_reasons.values()]:
-        if reason not in said:
-            warnings.warn(reason, SEISWarning, stacklevel=2)
-    for layer, message in dict.fromkeys(result.warnings):
-        warnings.warn(f"SEIS layer {layer!r}: {message}", SEISWarning, stacklevel=2)
-    summaries = sweep_summaries("", result.scores, probe.transforms)  # keys "/sweep_<family>/..."
-    reasons = sweep_summary_reasons("", result.scores, probe.transforms)
-    return SEISScores(
-        result.scores,
-        result,
-        {key.lstrip("/"): value for key, value in summaries.items()},
-        {key.lstrip("/"): value for key, value in reasons.items()},
-        probe.transforms,
-    )

@@ -13,10 +13,9 @@ import lightning.pytorch as pl
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from seis_lightning import SEISCallback
+from seis_lightning import SEISCallback, layer_scores
 from seis_lightning.functional import SCORES, SEISWarning
 from seis_lightning.plotting import CSV_COLUMNS, depth_figure
-from seis_lightning.scoring import SEISProbe
 from seis_lightning.trainer_io import CSV_NAME, log_folder
 from tests.lightning_helpers import TinyCNN, digits_loaders, read_events, trainer
 
@@ -28,16 +27,16 @@ KNOWN_SE = {score: 0.01 * (i + 1) for i, score in enumerate(SCORES)}
 def standard_errors(monkeypatch):
     """Known standard errors (:data:`KNOWN_SE`) on every score, so that the logging is tested apart from the
     jackknife's math (tests/test_metric.py tests that)."""
-    compute = SEISProbe._compute
+    compute = layer_scores.compute
 
-    def with_standard_errors(self, *args, **kwargs):
-        result = compute(self, *args, **kwargs)
+    def with_standard_errors(*args, **kwargs):
+        result = compute(*args, **kwargs)
         for by_layer in result.scores.values():
             for values in by_layer.values():
                 values.update({f"{score}_se": se for score, se in KNOWN_SE.items()})
         return result
 
-    monkeypatch.setattr(SEISProbe, "_compute", with_standard_errors)
+    monkeypatch.setattr(layer_scores, "compute", with_standard_errors)
 
 
 def fit(
