@@ -83,18 +83,20 @@ def sweep(config: dict) -> list:
     return parse_transforms(specs)
 
 
-def trained_model(kind: str, seed: int, weights_dir: Path, fresh: bool = False) -> tuple[DigitsCNN, DigitsDataModule]:
-    """The recipe's model trained with ``seed`` (loaded from ``weights_dir`` when there, unless ``fresh``), and its
-    data."""
+def trained_model(
+    kind: str, seed: int, weights_dir: Path, fresh: bool = False
+) -> tuple[DigitsCNN, DigitsDataModule, float]:
+    """The recipe's model trained with ``seed`` (loaded from ``weights_dir`` when there, unless ``fresh``), its data
+    and its validation accuracy (at the end of training, or measured again on loaded weights)."""
     config = recipe(kind)
     datamodule = DigitsDataModule(**config["data"]["init_args"])
     datamodule.setup("fit")
     pl.seed_everything(seed, verbose=False)
     model = DigitsCNN(**config["model"]["init_args"])
     path = weights_dir / f"digits_cnn_{kind}_seed{seed}.pt"
-    if path.exists() and not fresh:
+    loaded = path.exists() and not fresh
+    if loaded:
         model.load_state_dict(torch.load(path))
-        return model.eval(), datamodule
     trainer = pl.Trainer(
         max_epochs=config["trainer"]["max_epochs"],
         accelerator="cpu",
@@ -105,17 +107,23 @@ def trained_model(kind: str, seed: int, weights_dir: Path, fresh: bool = False) 
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(model, datamodule)
-    print(f"digits_cnn_{kind} seed {seed}: val_acc {float(trainer.callback_metrics['val_acc']):.4f}", flush=True)
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
-    return model.eval(), datamodule
+        if loaded:
+            trainer.validate(model, datamodule, verbose=False)
+        else:
+            trainer.fit(model, datamodule)
+    accuracy = round(float(trainer.callback_metrics["val_acc"]), 4)
+    print(f"digits_cnn_{kind} seed {seed}: val_acc {accuracy:.4f}", flush=True)
+    if not loaded:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+    return model.eval(), datamodule, accuracy
 
 
-def score_run(kind: str, seed: int, weights_dir: Path, fresh: bool = False) -> list[dict]:
-    """One trained model's equivariance along the shift sweep, per layer: rows of :data:`RUN_COLUMNS`."""
+def score_run(kind: str, seed: int, weights_dir: Path, fresh: bool = False) -> tuple[list[dict], float]:
+    """One trained model's equivariance along the shift sweep, per layer (rows of :data:`RUN_COLUMNS`), and its
+    validation accuracy."""
     config = recipe(kind)
-    model, datamodule = trained_model(kind, seed, weights_dir, fresh)
+    model, datamodule, accuracy = trained_model(kind, seed, weights_dir, fresh)
     images = datamodule.val_set.images  # [0, 1]; the normalisation is applied in forward_fn
     normalize = datamodule.val_set.transform
     mean, std = float(normalize.mean[0]), float(normalize.std[0])
@@ -147,7 +155,7 @@ def score_run(kind: str, seed: int, weights_dir: Path, fresh: bool = False) -> l
                     **{key: f"{values[key]:.6f}" for key in RUN_COLUMNS[5:]},
                 }
             )
-    return rows
+    return rows, accuracy
 
 
 def map_strides(model: torch.nn.Module, image: torch.Tensor, layers: list[str]) -> dict[str, int | None]:
@@ -295,11 +303,12 @@ def main(argv: list[str] | None = None) -> None:
         runs_path.unlink(missing_ok=True)
     runs = read_runs(runs_path)
     kept = bool(runs)
+    accuracies: dict[str, float] = {}  # validation accuracy of each run scored here (kept runs: in their entry)
     for seed in args.seeds if not args.table_only else ():
         for kind in KINDS:
             if (kind, str(seed)) in {(r["downsample"], r["seed"]) for r in runs}:
                 continue
-            new = score_run(kind, seed, args.weights, args.fresh)
+            new, accuracies[f"digits_cnn_{kind} seed {seed}"] = score_run(kind, seed, args.weights, args.fresh)
             with runs_path.open("a", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=RUN_COLUMNS)
                 if not runs:
@@ -309,7 +318,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{kind} seed {seed} scored; CPU {time.process_time() - start:.0f} s", flush=True)
     seeds = sorted({int(r["seed"]) for r in runs})
     if not args.table_only:  # --table-only leaves the runs CSV and its entry as they were
-        build.record(args.out, [runs_path], seeds=seeds, reused=[runs_path] * kept)
+        measured = {"val_acc": accuracies} if accuracies else None
+        build.record(args.out, [runs_path], seeds=seeds, reused=[runs_path] * kept, measured=measured)
     rows = table(runs, recipe(KINDS[0])["seis"]["jackknife_groups"])
     with (args.out / "blurpool_aliasing.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
