@@ -189,8 +189,8 @@ TABLES: dict[str, Callable[[Path], str]] = {
     "blurpool_aliasing": blurpool_aliasing,
     "difference_example": difference_example,
 }
-# The tables the README must hold between markers (blurpool_aliasing: once notes/blur.md's section is merged).
-REQUIRED = ("fig3_seeds_mnist", "ref_mobilenet", "position_cap")
+# The tables the README must hold between markers.
+REQUIRED = ("fig3_seeds_mnist", "ref_mobilenet", "position_cap", "blurpool_aliasing")
 
 
 # ---- numbers in prose ------------------------------------------------------------------------------------------
@@ -404,6 +404,33 @@ HELD_DIFFERENCE: list[Held] = [
     _h("**Against the null**: {} against", DIFFERENCE, "value", 2, layer="conv3", **_INV12),
     _h("against a null of {}: far", DIFFERENCE, "null", 3, layer="conv3", **_INV12),
 ]
+BLUR = "blurpool_aliasing_runs.csv"
+
+
+def _seed_mean(downsample: str, layer: str, shift: str) -> Callable:
+    """Mean equivariance over the seeds 0, 1, 2 of one recipe, layer and shift (the runs CSV)."""
+    return lambda cell: (
+        sum(cell("equivariance", downsample=downsample, seed=str(seed), layer=layer, shift=shift) for seed in (0, 1, 2))
+        / 3
+    )
+
+
+def _b(phrase: str, downsample: str, layer: str, shift: str, digits: int = 3) -> Derived:
+    what = f"equivariance, {downsample} {layer} at {shift} px, mean of seeds 0-2"
+    return Derived(phrase, BLUR, {}, what, digits, False, _seed_mean(downsample, layer, shift))
+
+
+# "BlurPool against max pooling" in What the scores say (the table is generated: blurpool_aliasing).
+HELD += [
+    _b("(conv1, stride 2: {} at 4 px", "maxpool", "conv1", "4"),
+    _b("against {} at 3 px;", "maxpool", "conv1", "3"),
+    _b("conv2, stride 4: {} at 4 px", "maxpool", "conv2", "4"),
+    _b("against {} at 2 px)", "maxpool", "conv2", "2"),
+    _b("(conv1 {} at 3 px,", "blurpool", "conv1", "3"),
+    _b("conv2 {} at 2 px)", "blurpool", "conv2", "2"),
+    _b("at conv3, 4 px reads {} with max pooling", "maxpool", "conv3", "4"),
+    _b("with max pooling and {} with BlurPool", "blurpool", "conv3", "4"),
+]
 # Tables and numbers the README must hold once their CSV is among the artefacts.
 WHEN_PRESENT = {DIFFERENCE: (("difference_example",), HELD_DIFFERENCE)}
 
@@ -423,6 +450,24 @@ class Measured(Held):
         return f"MANIFEST.json {self.csv} measured {self.column!r}"
 
 
+@dataclass(frozen=True)
+class MeasuredOf(Measured):
+    """A number derived from what a build measured per run (``measured[column]``, a mapping ``{run: value}``):
+    ``compute`` takes the mapping and returns the number (e.g. the smallest of some runs)."""
+
+    compute: Callable = field(default=None, hash=False)
+
+    def value(self, figures: Path) -> float:
+        entry = _manifest_entry(figures, self.csv)
+        if entry is None or self.column not in entry.get("measured", {}):
+            raise LookupError(f"MANIFEST.json: the entry of {self.csv} has no measured {self.column!r}")
+        return float(self.compute(entry["measured"][self.column]))
+
+
+def _runs_of(kind: str, pick_: Callable) -> Callable:
+    return lambda runs: pick_(value for run, value in runs.items() if run.startswith(f"digits_cnn_{kind} "))
+
+
 def _manifest_entry(figures: Path, name: str) -> dict | None:
     path = Path(figures) / "MANIFEST.json"
     return json.loads(path.read_text()).get("artefacts", {}).get(name) if path.exists() else None
@@ -436,6 +481,10 @@ MEASURED: list[Held] = [
     Measured("(held-out accuracy {}) on 256", "position_cap_study.csv", {}, "digits_cnn_heldout_accuracy", 2),
     Measured("(validation mIoU {} vs", F4, {}, "segmentation (U-Net): val_miou", 2),
     Measured("vs {}). Tested on this", F4, {}, "segmentation (FCN): val_miou", 2),
+    MeasuredOf("accuracy is alike: {}–", BLUR, {}, "val_acc", 3, False, _runs_of("maxpool", min)),
+    MeasuredOf("–{} with max pooling,", BLUR, {}, "val_acc", 3, False, _runs_of("maxpool", max)),
+    MeasuredOf("with max pooling, {}–", BLUR, {}, "val_acc", 3, False, _runs_of("blurpool", min)),
+    MeasuredOf("–{} with BlurPool (3", BLUR, {}, "val_acc", 3, False, _runs_of("blurpool", max)),
 ]
 
 
