@@ -42,9 +42,10 @@ bench: install
 # Every committed artefact in docs/figures/ (CSV + PNG), each recorded in docs/figures/MANIFEST.json (command,
 # commit, seeds, machine, wall and CPU time); the README's generated tables rewritten from them, then (`figures`) the
 # README's tables and numbers checked against them: it fails naming each number in prose to correct by hand.
-# On 2 quiet CPU cores: figures-fast about 20 min (0.4's figures 1-4 took 27 min wall beside the test suite),
-# figures-full about 75 min more (MNIST seeds about 30, BlurPool about 10, MobileNetV2 a few, the position-cap
-# study about 10 CPU min); figures = both. figures-full runs `make real-data` first (downloads, see below).
+# Timed by `time make -j2 figures` (2026-12-06, 2 CPU cores, both halves side by side): 54 min 30 s wall; figures-fast
+# 40 min (Figures 2b and 4 33 of them), figures-full 54 min (MNIST seeds 19, BlurPool 24, MobileNetV2 and its aliasing
+# 6, the position-cap study 5); per file in docs/figures/MANIFEST.json. figures-full runs `make real-data` first
+# (downloads, see below).
 WHEELS ?= .whl
 REAL_TORCH_HOME ?= $(WHEELS)/torchhome
 FOOLBOX := $(WHEELS)/foolbox-3.3.4-py3-none-any.whl
