@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "docs" / "figures"
@@ -441,10 +442,14 @@ class Measured(Held):
     (``MANIFEST.json``, its entry's ``measured[column]``), e.g. a validation accuracy."""
 
     def value(self, figures: Path) -> float:
+        return float(self.measured(figures))
+
+    def measured(self, figures: Path) -> Any:
+        """What the build recorded under ``measured[column]``; a ``LookupError`` naming the artefact when nothing."""
         entry = _manifest_entry(figures, self.csv)
         if entry is None or self.column not in entry.get("measured", {}):
             raise LookupError(f"MANIFEST.json: the entry of {self.csv} has no measured {self.column!r}")
-        return float(entry["measured"][self.column])
+        return entry["measured"][self.column]
 
     def source(self) -> str:
         return f"MANIFEST.json {self.csv} measured {self.column!r}"
@@ -458,10 +463,7 @@ class MeasuredOf(Measured):
     compute: Callable = field(default=None, hash=False)
 
     def value(self, figures: Path) -> float:
-        entry = _manifest_entry(figures, self.csv)
-        if entry is None or self.column not in entry.get("measured", {}):
-            raise LookupError(f"MANIFEST.json: the entry of {self.csv} has no measured {self.column!r}")
-        return float(self.compute(entry["measured"][self.column]))
+        return float(self.compute(self.measured(figures)))
 
 
 def _runs_of(kind: str, pick_: Callable) -> Callable:
