@@ -25,7 +25,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, resource, sys, warnings
+import json, math, resource, sys, warnings
 import torch, torchvision
 torch.set_num_threads(1); warnings.filterwarnings("ignore")
 mode, images, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -52,7 +52,7 @@ else:
         hook.remove()
     out = {}
     for name, shape in shapes.items():
-        c, s = shape[1], min(int(torch.tensor(shape[2:]).prod()) if len(shape) > 2 else 1, probe.options.max_positions)
+        c, s = shape[1], min(math.prod(shape[2:]), probe.options.max_positions)
         metric = SEISMetric(num_transforms=len(probe.draws), options=probe.options)
         generator = torch.Generator().manual_seed(1)
         for start in range(0, images, probe.batch_size):
@@ -60,11 +60,8 @@ else:
             a = torch.randn(n, c, s, generator=generator)
             for draw in range(len(probe.draws)):
                 metric.update(a, torch.randn(n, c, s, generator=generator), offset=start, draw=draw)
-        state = [getattr(metric, key) for key in metric._defaults] + [v for v in vars(metric).values()]
-        tensors = {id(t): t for t in state if isinstance(t, torch.Tensor)}
-        tensors.update({id(t): t for v in vars(metric).values() if isinstance(v, dict) for t in v.values()
-                        if isinstance(t, torch.Tensor)})
-        out[name] = {"channels": c, "positions": s, "state_mib": sum(t.nbytes for t in tensors.values()) / 2**20}
+        state_mib = sum(t.nbytes for t in metric.metric_state.values()) / 2**20  # every state: sums and shifts
+        out[name] = {"channels": c, "positions": s, "state_mib": state_mib}
     print(json.dumps(out))
 """
 
