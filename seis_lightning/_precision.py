@@ -1,6 +1,7 @@
 """The precision policy of the Gram products (``SEIS_SPEC.md``, "Precision" and "Ties").
 
-Which precision ``"auto"`` means on a device, the ``eps`` floor and tie tolerance that go with each
+The devices whose float64 runs at full rate (what ``"auto"`` means on a device:
+:func:`~seis_lightning.options.resolve_precision`), the ``eps`` floor and tie tolerance that go with each
 precision, where float64 sums live on a device without float64, and float32 products without TF32.
 """
 
@@ -28,33 +29,6 @@ FULL_RATE_FLOAT64 = ((6, 0), (7, 0), (8, 0), (9, 0))
 # a direction v is rounding below 1e-6 of vᵀ diag(C) v, and ``eps`` is raised to this floor
 # (:func:`statistics_eps`), applied per direction (spec, "Precision").
 FLOAT32_EPS = 1e-6
-
-
-def resolve_precision(precision: str, device: torch.device | str) -> str:
-    """The precision of the Gram products on ``device``: ``"float64"`` or ``"float32"`` (spec, "Precision").
-
-    ``"auto"`` picks ``"float64"`` on the CPU and on CUDA devices whose float64 runs at full rate
-    (compute capability 6.0, 7.0, 8.0 or 9.0: :data:`FULL_RATE_FLOAT64`), and ``"float32"``
-    elsewhere: Apple MPS, other GPUs. Float32 invariance is within ``1e-5 + 5e-6 · mean_i(1/g_i)`` of
-    float64 (``g_i``: the gap from each canonical correlation to its nearest neighbour), which misses
-    1e-4 wherever correlations lie closer than about 5e-5 (1 case in 5 measured), while float32 saves
-    under 2x of the statistics' time on the CPU (``bench/README.md``): the CPU keeps float64.
-
-    Raises:
-        ValueError: if ``precision`` is not one of ``("auto", "float64", "float32")``, or is
-            ``"float64"`` on a device without float64 (MPS).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"Expected `precision` to be one of {PRECISIONS}, but got {precision!r}.")
-    device = torch.device(device)
-    if precision == "auto":
-        if device.type == "cpu":
-            return "float64"
-        full_rate = device.type == "cuda" and torch.cuda.get_device_capability(device) in FULL_RATE_FLOAT64
-        return "float64" if full_rate else "float32"
-    if precision == "float64" and not _has_float64(device):
-        raise ValueError(f"Expected `precision` 'float32' or 'auto' on {device.type}, which has no float64.")
-    return precision
 
 
 def statistics_eps(eps: float, precision: str) -> float:

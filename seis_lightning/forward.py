@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from seis_lightning.functional import seis_maps
 from seis_lightning.layers import Features
 from seis_lightning.layouts import declared_layout
+from seis_lightning.pass_checks import COMPARES_ONE_SHAPE
 from seis_lightning.probe import isolated_rng
 
 ForwardFn = Callable[[nn.Module, Tensor], Any]
@@ -153,8 +154,7 @@ def _joined(pieces: list[Features]) -> Features:
         elif len({tuple(shape[1:]) for shape in shapes}) > 1:
             joined.errors[name] = (
                 f"it gives maps of shapes {sorted({tuple(shape) for shape in shapes})} for different probe images;"
-                " SEIS compares maps of the same shape, so choose a layer whose output shape does not depend on"
-                " the image content"
+                f" {COMPARES_ONE_SHAPE}"
             )
         else:
             dict.__setitem__(joined, name, torch.cat([piece[name] for piece in pieces]))

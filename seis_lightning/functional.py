@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from seis_lightning._precision import FLOAT32_EPS, FULL_RATE_FLOAT64, TIE_TOLERANCE, resolve_precision, statistics_eps
-from seis_lightning.options import LAYOUTS, Layout, Precision, SEISOptions
+from seis_lightning._precision import FLOAT32_EPS, FULL_RATE_FLOAT64, TIE_TOLERANCE, statistics_eps
+from seis_lightning.options import LAYOUTS, Layout, Precision, SEISOptions, resolve_precision
 from seis_lightning.scores import (
     CONSTANT_TOLERANCE,
     SCORES,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
@@ -19,13 +19,20 @@ from seis_lightning.results import LOGGED, STANDARD_ERRORS, ProbeResult
 from seis_lightning.transforms import GeometricTransform, ImageMap
 
 
+class Family(NamedTuple):
+    """What a pass scored: its transformations, their draws (in the metrics' draw order), and the jackknife's
+    groups (0: none)."""
+
+    transforms: Sequence[GeometricTransform]
+    draws: Sequence[tuple[str, ImageMap]]
+    jackknife_groups: int
+
+
 def compute_each(
     metrics: dict[str, SEISMetric],
     layers: list[str],
     reasons: dict[str, str],
-    transforms: Sequence[GeometricTransform],
-    draws: Sequence[tuple[str, ImageMap]],
-    jackknife_groups: int,
+    family: Family,
     *,
     isolate: bool,
     bar: Any = None,
@@ -34,15 +41,14 @@ def compute_each(
     process: across processes computing is a collective that every rank must reach); ``bar`` advances by a
     layer as each is computed."""
     if not isolate:
-        return compute(metrics, layers, reasons, transforms, draws, jackknife_groups, bar)
-    result = ProbeResult({t.name: {} for t in transforms}, {t.name: {} for t in transforms}, layers)
+        return compute(metrics, layers, reasons, family, bar)
+    result = ProbeResult({t.name: {} for t in family.transforms}, {t.name: {} for t in family.transforms}, layers)
     for layer in layers:
         try:
-            one = compute({k: v for k, v in metrics.items() if k == layer}, [layer], reasons, transforms, draws,
-                          jackknife_groups, bar)  # fmt: skip
+            one = compute({k: v for k, v in metrics.items() if k == layer}, [layer], reasons, family, bar)
         except Exception as error:
             reasons[layer] = f"computing its scores failed ({type(error).__name__}: {error})"
-            one = compute({}, [layer], reasons, transforms, draws, jackknife_groups, bar)
+            one = compute({}, [layer], reasons, family, bar)
         for transform in result.scores:
             result.scores[transform].update(one.scores[transform])
             result.draws[transform].update(one.draws[transform])
@@ -52,17 +58,12 @@ def compute_each(
 
 
 def compute(
-    metrics: dict[str, SEISMetric],
-    layers: list[str],
-    reasons: dict[str, str],
-    transforms: Sequence[GeometricTransform],
-    draws: Sequence[tuple[str, ImageMap]],
-    jackknife_groups: int,
-    bar: Any = None,
+    metrics: dict[str, SEISMetric], layers: list[str], reasons: dict[str, str], family: Family, bar: Any = None
 ) -> ProbeResult:
-    """The scores of ``layers`` per transformation of ``transforms`` (drawn as ``draws``, in the metrics' draw
-    order): the mean over draws, and ``<score>_se`` with ``jackknife_groups``; a layer without a metric has
-    NaN scores and its reason from ``reasons``. The metrics' :class:`SEISWarning` are collected per layer."""
+    """The scores of ``layers`` per transformation of the ``family``: the mean over its draws, and
+    ``<score>_se`` with its jackknife groups; a layer without a metric has NaN scores and its reason from
+    ``reasons``. The metrics' :class:`SEISWarning` are collected per layer."""
+    transforms, draws, jackknife_groups = family
     names = LOGGED + (STANDARD_ERRORS if jackknife_groups else ())
     result = ProbeResult({t.name: {} for t in transforms}, {t.name: {} for t in transforms}, layers)
     for layer in layers:

@@ -12,6 +12,11 @@ from seis_lightning.layers import Features
 from seis_lightning.pass_plan import Chunk
 from seis_lightning.transforms import GeometricTransform, ImageMap
 
+# How every reason for maps whose shape changes ends: what SEIS needs, and the fix.
+COMPARES_ONE_SHAPE = (
+    "SEIS compares maps of the same shape, so choose a layer whose output shape does not depend on the image content"
+)
+
 
 def transformed(name: str, image_map: ImageMap, x: Tensor) -> Tensor:
     """``image_map(x)``, the draw of transformation ``name``.
@@ -62,8 +67,7 @@ def layer_problem(name: str, outputs: Features, what: str, a: Features | None = 
     if a is not None and outputs.shapes[name] != a.shapes[name]:
         return (
             f"it gives maps of shape {a.shapes[name]} for the probe images but {outputs.shapes[name]} for"
-            f" {what}; SEIS compares maps of the same shape, so choose a layer whose output shape does not"
-            " depend on the image content"
+            f" {what}; {COMPARES_ONE_SHAPE}"
         )
     return None
 
@@ -76,6 +80,5 @@ def shape_change(name: str, a: Features, chunk: Chunk, shapes: dict[str, tuple[C
         return None
     return (
         f"its maps changed shape between probe batches, from {first_shape} (images {first.start}-{first.stop - 1})"
-        f" to {shape} (images {chunk.start}-{chunk.stop - 1}); SEIS sums statistics over maps of one shape, so"
-        " choose a layer whose output shape does not depend on the image content"
+        f" to {shape} (images {chunk.start}-{chunk.stop - 1}); {COMPARES_ONE_SHAPE}"
     )

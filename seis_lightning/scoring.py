@@ -29,7 +29,7 @@ from seis_lightning.forward import (
     frozen,
     in_context,
 )
-from seis_lightning.layer_scores import compute_each, with_failed_transforms
+from seis_lightning.layer_scores import Family, compute_each, with_failed_transforms
 from seis_lightning.layers import (
     Features,
     OutputGetter,
@@ -234,6 +234,7 @@ class SEISProbe:
                 layers,
                 plan,
                 chunk_of,
+                first,
                 device,
                 reduce,
                 largest_chunk,
@@ -249,16 +250,8 @@ class SEISProbe:
         bar = progress_bar(progress, len(scored), "SEIS scores", "layer", large=cost.large)
         try:
             with record_function("seis.compute"):
-                result = compute_each(
-                    metrics,
-                    scored,
-                    reasons,
-                    active.transforms,
-                    active.draws,
-                    self.options.jackknife_groups,
-                    isolate=world_size == 1,
-                    bar=bar,
-                )
+                family = Family(active.transforms, active.draws, self.options.jackknife_groups)
+                result = compute_each(metrics, scored, reasons, family, isolate=world_size == 1, bar=bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -281,6 +274,7 @@ class SEISProbe:
         layers: _Layers,
         plan: list[Chunk],
         chunk_of: Callable[[Chunk], Tensor],
+        first: Tensor,
         device: torch.device,
         reduce: MapReduction,
         largest_chunk: int,
@@ -293,8 +287,9 @@ class SEISProbe:
 
         Each transformation's pass is added to the statistics as soon as it has run and then dropped: only
         the reduced maps of the probe images and of one transformation are held at a time. Each pass runs
-        in parts (:func:`~seis_lightning.forward.forward_parts`), sized by a first forward pass of two
-        images unless ``forward_batch_size`` says the size."""
+        in parts (:func:`~seis_lightning.forward.forward_parts`), sized by the largest output in a forward
+        pass of ``first`` (two probe images; the one that found the default layers, where one did) unless
+        ``forward_batch_size`` says the size."""
         metrics: dict[str, SEISMetric] = {}
         reasons: dict[str, str] = {}
         shapes: dict[str, tuple[Chunk, list[int]]] = {}
@@ -309,9 +304,9 @@ class SEISProbe:
             with capture(
                 model, layers.names, output_getter=self.output_getter, new_maps_only=layers.auto, reduce=reduce
             ) as features:
-                if self.forward_batch_size is None:
+                if self.forward_batch_size is None and not reduce.largest:
                     with record_function("seis.forward"):
-                        run(chunk_of(plan[0])[:2], features, record=False)
+                        run(first, features, record=False)
                 run.parts = forward_parts(reduce.largest, largest_chunk, self.forward_batch_size)
                 for index, chunk in enumerate(plan):
                     x = chunk_of(chunk)
@@ -404,8 +399,10 @@ class SEISProbe:
             return _Layers(cached[1], auto=True)
         names = default_layers(model)
         for _ in range(8):  # a few levels of nesting
-            with capture(model, names, output_getter=self.output_getter, new_maps_only=True) as features:
-                run(x, features, record=False)
+            with capture(
+                model, names, output_getter=self.output_getter, new_maps_only=True, reduce=run.reduce
+            ) as features:
+                run(x, features, record=False)  # measures the largest output (run.reduce), for the parts
             opened = {name: blocks_of(model, name) for name in features.containers}
             if not any(opened.values()):
                 break

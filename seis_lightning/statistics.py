@@ -197,7 +197,7 @@ def _unfold(maps: Sequence[Tensor], precision: str) -> tuple[Tensor, Tensor, Ten
         elif _precision._has_float64(x.device):
             mean = _float64_mean(x)
             if float64 or x.dtype == torch.float64:
-                torch.sub(x.to(torch.float64), mean, out=block)  # float64 activations keep their digits at any offset
+                torch.sub(x, mean, out=block)  # in float64, element by element: no float64 copy of x
             else:
                 # Centre on the float64 mean map: its part at this precision, then the rounding of the rest.
                 first = mean.to(dtype)
@@ -268,8 +268,7 @@ def _reference_statistics(
     channel Gram (the image side keeps the vectors instead: :func:`_rows`).
     """
     n = a.shape[0]
-    channel_gram = channel
-    spatial, channel, means = unfolded or _unfold([a], precision)
+    spatial, channel_unfolded, means = unfolded or _unfold([a], precision)
     shift_a = means[0] if shift_a is None else shift_a
     sums = n * (means[:1] - shift_a)
     stats = {
@@ -277,7 +276,7 @@ def _reference_statistics(
         "map_sum_a": sums[0],
         "shift_a": shift_a,
     }
-    for unfolding, x in (("spatial", spatial[0]), ("channel", channel))[: 2 if channel_gram else 1]:
+    for unfolding, x in (("spatial", spatial[0]), ("channel", channel_unfolded))[: 2 if channel else 1]:
         with _ieee_float32():
             gram = _gram(x).to(sums.device, torch.float64)
         _add_centres(gram[None], sums, sums, n, unfolding)
