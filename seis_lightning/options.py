@@ -14,7 +14,8 @@ from typing import Any, Literal, get_args
 
 import torch
 
-from seis_lightning._precision import FULL_RATE_FLOAT64, PRECISIONS, Precision, _has_float64, statistics_eps
+from seis_lightning import _precision
+from seis_lightning._precision import PRECISIONS, Precision, statistics_eps
 
 Layout = Literal["channels_first", "channels_last"]
 LAYOUTS: tuple[str, ...] = get_args(Layout)
@@ -93,9 +94,9 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision == "auto":
         if device.type == "cpu":
             return "float64"
-        full_rate = device.type == "cuda" and torch.cuda.get_device_capability(device) in FULL_RATE_FLOAT64
+        full_rate = device.type == "cuda" and torch.cuda.get_device_capability(device) in _precision.FULL_RATE_FLOAT64
         return "float64" if full_rate else "float32"
-    if precision == "float64" and not _has_float64(device):
+    if precision == "float64" and not _precision._has_float64(device):
         raise ValueError(f"Expected `precision` 'float32' or 'auto' on {device.type}, which has no float64.")
     return precision
 
