@@ -59,7 +59,8 @@ def shape_of(metric, args, out):
     shapes[id(metric)] = list(args[0].shape)
 
 def ranks_of(metric, args, out):
-    ranks[id(metric)] = [[r.spatial_kx, r.spatial_ky, r.channel_kx, r.channel_ky] for r in out]
+    keys = ("spatial_kx", "spatial_ky", "channel_kx", "channel_ky")
+    ranks[id(metric)] = [[int(r.get(key, 0)) for key in keys] for r in out]
 
 ForwardRun.__call__ = timed("forward", ForwardRun.__call__)
 SEISMetric.update = timed("statistics", SEISMetric.update, shape_of)
@@ -68,6 +69,7 @@ start = time.process_time()
 score_model(model, x)
 total = time.process_time() - start
 layers = [{"shape": shapes[key], "ranks": ranks[key]} for key in shapes if key in ranks]
+assert layers and len(layers) == len(shapes), (len(layers), len(shapes))
 print(json.dumps({"total": total, "spent": spent, "layers": layers}))
 """
 
