@@ -96,6 +96,23 @@ def test_the_automatic_parts_keep_the_largest_captured_output_under_the_budget()
     assert sizes[1:] == [27, 27, 26] * 2  # the chunk in 3 near-equal parts, for the images and the draw
 
 
+def test_default_layers_are_found_and_the_parts_sized_by_one_forward_pass_of_two_images():
+    """Default layers: the pass of 2 images that finds them also measures the largest output; no second one."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.AdaptiveAvgPool2d(4), nn.Flatten())
+    sizes: list[int] = []
+    result = score_model(
+        model,
+        torch.rand(80, 1, 128, 128, generator=torch.Generator().manual_seed(0)),
+        transforms=["hflip"],
+        batch_size=80,
+        forward_fn=_counting_forward(sizes),
+        max_positions=64,
+    )
+    assert "0" in result["hflip"]  # the 1 MiB-per-image layer is a default layer, and sets the parts
+    assert sizes == [2] + [27, 27, 26] * 2
+
+
 @pytest.mark.parametrize(("num_images", "batch_size", "world_size"), [(7, 4, 1), (64, 64, 1), (10, 3, 2), (9, 4, 3)])
 def test_max_chunk_size_is_the_largest_chunk_of_any_rank(num_images, batch_size, world_size):
     chunks = [chunk for rank in range(world_size) for chunk in pass_plan(num_images, batch_size, rank, world_size)]
