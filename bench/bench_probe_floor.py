@@ -23,10 +23,14 @@ epoch is ``bench_probe_cost.py``'s, in its own process.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
 import sys
+import time
+
+import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -74,12 +78,9 @@ print(json.dumps({"total": total, "spent": spent, "layers": layers}))
 """
 
 
+@functools.cache
 def bare_rate(rows: int, columns: int) -> float:
-    """Float64 flops per CPU second of one bare ``xᵀy``, ``x`` and ``y`` [rows, columns]."""
-    import time
-
-    import torch
-
+    """Float64 flops per CPU second of one bare ``xᵀy``, ``x`` and ``y`` [rows, columns] (once per shape)."""
     x, y = torch.randn(2, rows, columns, dtype=torch.float64)
     torch.mm(x.mT, y)
     repeats, start = 0, time.process_time()
@@ -89,33 +90,26 @@ def bare_rate(rows: int, columns: int) -> float:
     return 2 * rows * columns * columns * repeats / (time.process_time() - start)
 
 
-def bare_eigh(size: int, cache: dict[int, float]) -> float:
-    """CPU seconds of one float64 ``torch.linalg.eigh`` of a symmetric positive definite ``size × size``."""
-    import time
-
-    import torch
-
+@functools.cache
+def bare_eigh(size: int) -> float:
+    """CPU seconds of one float64 ``torch.linalg.eigh`` of a symmetric positive definite ``size × size`` (once per
+    size)."""
     if size < 1:
         return 0.0
-    if size not in cache:
-        g = torch.randn(size, 2 * size, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
-        c = g @ g.mT
+    g = torch.randn(size, 2 * size, dtype=torch.float64, generator=torch.Generator().manual_seed(size))
+    c = g @ g.mT
+    torch.linalg.eigh(c)
+    repeats, start = 0, time.process_time()
+    while repeats < 2 or time.process_time() - start < 0.3:
         torch.linalg.eigh(c)
-        repeats, start = 0, time.process_time()
-        while repeats < 2 or time.process_time() - start < 0.3:
-            torch.linalg.eigh(c)
-            repeats += 1
-        cache[size] = (time.process_time() - start) / repeats
-    return cache[size]
+        repeats += 1
+    return (time.process_time() - start) / repeats
 
 
 def floors(layers: list[dict]) -> tuple[float, float]:
     """The statistics' and eigen/CCA's floors (CPU seconds) of the layers' ``[N, C, S]`` and ranks."""
-    import torch
-
     torch.set_num_threads(1)
     statistics = eigen = 0.0
-    cache: dict[int, float] = {}
     for layer in layers:
         n, c, s = layer["shape"]  # the maps as the metric got them, reduced to the position cap
         draws = len(layer["ranks"])
@@ -124,10 +118,10 @@ def floors(layers: list[dict]) -> tuple[float, float]:
             statistics += products * 2 * rows * columns * columns / bare_rate(rows, columns)
         channels = min(c, n) if s == 1 else c  # vectors: from the image side when there are fewer images
         spatial = s if s > 1 else 0  # one position: nothing to decompose
-        eigen += bare_eigh(spatial, cache) + bare_eigh(channels, cache)  # A's whiteners, once
+        eigen += bare_eigh(spatial) + bare_eigh(channels)  # A's whiteners, once
         for skx, sky, ckx, cky in layer["ranks"]:
-            eigen += bare_eigh(spatial, cache) + bare_eigh(channels, cache)  # B's whiteners
-            eigen += 2 * bare_eigh(min(skx, sky), cache) + 2 * bare_eigh(min(ckx, cky), cache)  # score and null
+            eigen += bare_eigh(spatial) + bare_eigh(channels)  # B's whiteners
+            eigen += 2 * bare_eigh(min(skx, sky)) + 2 * bare_eigh(min(ckx, cky))  # score and null
     return statistics, eigen
 
 
