@@ -74,42 +74,30 @@ def test_each_forward_pass_runs_at_most_forward_batch_size_images_and_every_chun
     assert sizes == [1] * (2 * 2 * 4)
 
 
-def test_the_automatic_parts_keep_the_largest_captured_output_under_the_budget():
-    """A layer of 16 x 128 x 128 float32 maps (1 MiB per image): parts of 32 images for a 32 MiB budget."""
+@pytest.mark.parametrize("layers", [["0", "2"], None], ids=["named", "default"])
+def test_the_automatic_parts_keep_the_largest_captured_output_under_the_budget(layers):
+    """A layer of 16 x 128 x 128 float32 maps (1 MiB per image): parts of 32 images for a 32 MiB budget.
+
+    One forward pass of 2 images sizes the parts: with named layers a pass of its own, with default layers the
+    pass that finds them (no second one)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.AdaptiveAvgPool2d(4), nn.Flatten())
     per_image = 16 * 128 * 128 * 4
     sizes: list[int] = []
-    score_model(
-        model,
-        torch.rand(80, 1, 128, 128, generator=torch.Generator().manual_seed(0)),
-        layers=["0", "2"],
-        transforms=["hflip"],
-        batch_size=80,
-        forward_fn=_counting_forward(sizes),
-        max_positions=64,
-    )
-    largest = FORWARD_BYTES // per_image
-    assert sizes[0] == 2  # the pass that sizes the parts
-    assert max(sizes) <= largest
-    assert forward_parts(per_image, 80, None) == math.ceil(80 / largest)
-    assert sizes[1:] == [27, 27, 26] * 2  # the chunk in 3 near-equal parts, for the images and the draw
-
-
-def test_default_layers_are_found_and_the_parts_sized_by_one_forward_pass_of_two_images():
-    """Default layers: the pass of 2 images that finds them also measures the largest output; no second one."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.AdaptiveAvgPool2d(4), nn.Flatten())
-    sizes: list[int] = []
     result = score_model(
         model,
         torch.rand(80, 1, 128, 128, generator=torch.Generator().manual_seed(0)),
+        layers=layers,
         transforms=["hflip"],
         batch_size=80,
         forward_fn=_counting_forward(sizes),
         max_positions=64,
     )
-    assert "0" in result["hflip"]  # the 1 MiB-per-image layer is a default layer, and sets the parts
+    assert "0" in result["hflip"]  # the 1 MiB-per-image layer is scored (a default layer too), and sets the parts
+    largest = FORWARD_BYTES // per_image
+    assert max(sizes) <= largest
+    assert forward_parts(per_image, 80, None) == math.ceil(80 / largest)
+    # the pass that sizes the parts, then the chunk in 3 near-equal parts, for the images and the draw
     assert sizes == [2] + [27, 27, 26] * 2
 
 
