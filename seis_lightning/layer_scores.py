@@ -28,6 +28,11 @@ class Family(NamedTuple):
     jackknife_groups: int
 
 
+def _empty(family: Family, layers: list[str]) -> ProbeResult:
+    """A result for ``layers`` with no scores yet: an empty ``{layer: ...}`` per transformation."""
+    return ProbeResult({t.name: {} for t in family.transforms}, {t.name: {} for t in family.transforms}, layers)
+
+
 def compute_each(
     metrics: dict[str, SEISMetric],
     layers: list[str],
@@ -42,7 +47,7 @@ def compute_each(
     layer as each is computed."""
     if not isolate:
         return compute(metrics, layers, reasons, family, bar)
-    result = ProbeResult({t.name: {} for t in family.transforms}, {t.name: {} for t in family.transforms}, layers)
+    result = _empty(family, layers)
     for layer in layers:
         try:
             one = compute({k: v for k, v in metrics.items() if k == layer}, [layer], reasons, family, bar)
@@ -65,7 +70,7 @@ def compute(
     ``reasons``. The metrics' :class:`SEISWarning` are collected per layer."""
     transforms, draws, jackknife_groups = family
     names = LOGGED + (STANDARD_ERRORS if jackknife_groups else ())
-    result = ProbeResult({t.name: {} for t in transforms}, {t.name: {} for t in transforms}, layers)
+    result = _empty(family, layers)
     for layer in layers:
         if layer not in metrics:
             why = reasons.get(layer, "it produced no output in the probe pass")

@@ -79,8 +79,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     """The precision of the Gram products on ``device``: ``"float64"`` or ``"float32"`` (spec, "Precision").
 
     ``"auto"`` picks ``"float64"`` on the CPU and on CUDA devices whose float64 runs at full rate
-    (compute capability 6.0, 7.0, 8.0 or 9.0: :data:`FULL_RATE_FLOAT64`), and ``"float32"``
-    elsewhere: Apple MPS, other GPUs. Float32 invariance is within ``1e-5 + 5e-6 · mean_i(1/g_i)`` of
+    (compute capability 6.0, 7.0, 8.0 or 9.0: :data:`~seis_lightning._precision.FULL_RATE_FLOAT64`), and
+    ``"float32"`` elsewhere: Apple MPS, other GPUs. Float32 invariance is within ``1e-5 + 5e-6 · mean_i(1/g_i)`` of
     float64 (``g_i``: the gap from each canonical correlation to its nearest neighbour), which misses
     1e-4 wherever correlations lie closer than about 5e-5 (1 case in 5 measured), while float32 saves
     under 2x of the statistics' time on the CPU (``bench/README.md``): the CPU keeps float64.
