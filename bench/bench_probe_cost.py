@@ -6,7 +6,7 @@ Each measurement runs in its own process, one torch thread, on the same seeded i
 - ``forward``: the probe pass's forward passes alone (the images and each draw of the transformations,
   in eval mode, no gradients): the floor of any probe pass;
 - ``probe``: one probe pass, ``score_model`` at the callback's defaults (default layers, the paper's
-  random affine as 4 draws, batches of 64).
+  random affine as 4 draws, chunks of ``BATCH_SIZE`` = 16 images).
 
 It prints CPU seconds and peak resident memory (MiB) of each, and the ratios probe / train for both
 (targets, issue 28: CPU time <= 2.5x, peak memory <= 1.3x, for ResNet-18 at 224 px and 64 images).
@@ -24,6 +24,8 @@ import argparse
 import json
 import subprocess
 import sys
+
+from seis_lightning.scoring import BATCH_SIZE
 
 CHILD = r"""
 import json, resource, sys, time, warnings
@@ -75,7 +77,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--weights", default="none", help="torchvision weights name, or none (untrained)")
-    parser.add_argument("--batch-size", type=int, default=64, help="the probe's batch_size (64 is the default)")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help=f"the probe's batch_size (default: {BATCH_SIZE}, the library's)"
+    )
     parser.add_argument("--only", choices=("train", "forward", "probe"), help="measure one of the three only")
     args = parser.parse_args()
     if args.only:

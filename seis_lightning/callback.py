@@ -21,7 +21,7 @@ from seis_lightning.layers import OutputGetter, check_layer_keys, layer_names, r
 from seis_lightning.options import check_options
 from seis_lightning.probe import InputGetter, ProbeError
 from seis_lightning.results import ProbeResult, Scores, warning_kind
-from seis_lightning.scoring import SEISProbe
+from seis_lightning.scoring import BATCH_SIZE, SEISProbe
 from seis_lightning.sweeps import sweep_summaries
 from seis_lightning.trainer_io import (
     check_monitors,
@@ -149,7 +149,7 @@ class SEISCallback(Callback):
         layers: Sequence[str] | str | None = None,
         transforms: Sequence[GeometricTransform | str] | GeometricTransform | str | None = None,
         num_samples: int = 512,
-        batch_size: int = 64,
+        batch_size: int = BATCH_SIZE,
         forward_batch_size: int | None = None,
         every_n_epochs: int = 1,
         keep: float = 0.99,

@@ -51,6 +51,12 @@ from seis_lightning.transforms import GeometricTransform, ImageMap, parse_transf
 
 log = logging.getLogger("seis_lightning")
 
+# Probe images per chunk of a probe pass, by default. A chunk's reduced maps of the probe images stay
+# for all its forward passes, and its statistics are taken in float64 at once, so the chunk, not the
+# image size, sets the pass's peak above its sums: 16 instead of 64 lowered ResNet-18's at 224 px from
+# about 1.4x to 1.2x a training epoch's, in the same CPU time (`bench/bench_probe_cost.py`).
+BATCH_SIZE = 16
+
 
 class SEISProbe:
     """A SEIS configuration that scores models: layers, transformations (drawn once) and options.
@@ -62,8 +68,9 @@ class SEISProbe:
             (``"random_affine"``, ``"rotate:30"``, ``"hflip"``...), or sweeps ``"rotate:0:60:20"``, one
             transformation per magnitude (see :func:`~seis_lightning.transforms.parse_transforms`).
             Default: the paper's random affine.
-        batch_size: probe images per chunk of the probe pass (at least 2): the null pairs images within a
-            chunk, and each chunk's statistics are added as one.
+        batch_size: probe images per chunk of the probe pass (at least 2; :data:`BATCH_SIZE`): the null
+            pairs images within a chunk, and each chunk's statistics are added as one. It sets the pass's
+            peak memory; the scores do not depend on it, the null only within its noise.
         forward_batch_size: images per forward pass; ``None``: as many as keep the largest captured
             output under 32 MiB (:data:`~seis_lightning.forward.FORWARD_BYTES`), at most ``batch_size``.
             The scores do not depend on it (the model runs in eval mode).
@@ -96,7 +103,7 @@ class SEISProbe:
         layers: Sequence[str] | str | None = None,
         transforms: Sequence[GeometricTransform | str] | GeometricTransform | str | None = None,
         *,
-        batch_size: int = 64,
+        batch_size: int = BATCH_SIZE,
         forward_batch_size: int | None = None,
         keep: float = 0.99,
         max_positions: int = 1024,
