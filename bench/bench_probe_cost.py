@@ -78,7 +78,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--weights", default="none", help="torchvision weights name, or none (untrained)")
     parser.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, help=f"the probe's batch_size (default: {BATCH_SIZE}, the library's)"
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"the probe's batch_size (default {BATCH_SIZE}, the library's)",
     )
     parser.add_argument("--only", choices=("train", "forward", "probe"), help="measure one of the three only")
     args = parser.parse_args()

@@ -68,7 +68,7 @@ def compute(
     """The scores of ``layers`` per transformation of the ``family``: the mean over its draws, and
     ``<score>_se`` with its jackknife groups; a layer without a metric has NaN scores and its reason from
     ``reasons``. The metrics' :class:`SEISWarning` are collected per layer."""
-    transforms, draws, jackknife_groups = family
+    _, draws, jackknife_groups = family
     names = LOGGED + (STANDARD_ERRORS if jackknife_groups else ())
     result = _empty(family, layers)
     for layer in layers:
