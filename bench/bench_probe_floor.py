@@ -55,14 +55,16 @@ def timed(part, method, record=None):
         finally:
             spent[part] += time.process_time() - start
         if record is not None:
-            record(self, args, out)
+            record(self, args, kwargs, out)
         return out
     return wrapper
 
-def shape_of(metric, args, out):
-    shapes[id(metric)] = list(args[0].shape)
+def shape_of(metric, args, kwargs, out):
+    if kwargs.get("draw") in (None, 0):  # a chunk's maps come once per draw: count its images once
+        n, c, s = args[0].shape
+        shapes.setdefault(id(metric), {"chunks": [], "c": c, "s": s})["chunks"].append(n)
 
-def ranks_of(metric, args, out):
+def ranks_of(metric, args, kwargs, out):
     keys = ("spatial_kx", "spatial_ky", "channel_kx", "channel_ky")
     ranks[id(metric)] = [[int(r.get(key, 0)) for key in keys] for r in out]
 
@@ -72,7 +74,7 @@ SEISMetric.compute = timed("eigen/CCA", SEISMetric.compute, ranks_of)
 start = time.process_time()
 score_model(model, x)
 total = time.process_time() - start
-layers = [{"shape": shapes[key], "ranks": ranks[key]} for key in shapes if key in ranks]
+layers = [{**shapes[key], "ranks": ranks[key]} for key in shapes if key in ranks]
 assert layers and len(layers) == len(shapes), (len(layers), len(shapes))
 print(json.dumps({"total": total, "spent": spent, "layers": layers}))
 """
@@ -107,13 +109,17 @@ def bare_eigh(size: int) -> float:
 
 
 def floors(layers: list[dict]) -> tuple[float, float]:
-    """The statistics' and eigen/CCA's floors (CPU seconds) of the layers' ``[N, C, S]`` and ranks."""
+    """The statistics' and eigen/CCA's floors (CPU seconds) of the layers' maps ``[N, C, S]`` (N over all
+    chunks) and ranks."""
     torch.set_num_threads(1)
     statistics = eigen = 0.0
     for layer in layers:
-        n, c, s = layer["shape"]  # the maps as the metric got them, reduced to the position cap
+        c, s = layer["c"], layer["s"]  # the maps as the metric got them, reduced to the position cap
+        n = sum(layer["chunks"])  # images, over the chunks
         draws = len(layer["ranks"])
         products = 0.5 + draws * (0.5 + 2)  # A's Gram, and per draw B's (half price: symmetric) and two cross
+        # The products over all the images at once, at the rate of that one shape: the floor does not depend
+        # on how the pass cuts the images into chunks.
         for rows, columns in ((n * c, s), (n * s, c)):
             statistics += products * 2 * rows * columns * columns / bare_rate(rows, columns)
         channels = min(c, n) if s == 1 else c  # vectors: from the image side when there are fewer images

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from seis_lightning import SEISMetric, score_model
-from seis_lightning.pass_plan import probe_order
+from seis_lightning.pass_plan import pass_plan, probe_order
+from seis_lightning.scoring import BATCH_SIZE
 
 
 def _class_sorted(num_classes: int = 10, per_class: int = 40, size: int = 20) -> torch.Tensor:
@@ -59,15 +60,20 @@ def test_null_does_not_follow_the_order_of_the_probe_images():
 
 
 def test_probe_reads_images_in_probe_order_so_the_null_is_the_metric_s_over_that_order():
-    """The pass's null is exactly the metric's roll-by-one null over the images in :func:`probe_order`."""
+    """The pass's null is exactly the metric's roll-by-one null over the images in :func:`probe_order`, within
+    each chunk of the pass (60 images: 4 chunks of 15 at the default ``batch_size``)."""
     images, model = _class_sorted(per_class=6), _logit_net()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scores = score_model(model, images, layers=["4"], transforms=["hflip"], precision="float64", seed=5)
         metric = SEISMetric(precision="float64")
         ordered = images[probe_order(len(images), 5)]
+        chunks = pass_plan(len(images), BATCH_SIZE)
+        assert [chunk.stop - chunk.start for chunk in chunks] == [15] * 4
         with torch.no_grad():
-            metric.update(model(ordered), model(ordered.flip(-1)))
+            for chunk in chunks:
+                x = ordered[chunk.start : chunk.stop]
+                metric.update(model(x), model(x.flip(-1)))
         expected = metric.compute()
     for name in ("equivariance_null", "invariance_null", "channel_invariance_null", "equivariance"):
         assert scores["hflip"]["4"][name] == pytest.approx(expected[name], abs=1e-9)

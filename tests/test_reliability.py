@@ -60,11 +60,12 @@ class ContentDependent(TinyCNN):
 
 
 def test_layer_output_shape_change_between_x_and_tx_is_named(tmp_path):
+    # The maps of the first chunk of the probe pass: 16 images (the default batch_size).
     callback = SEISCallback(layers=["crop", "conv1"], transforms="hflip", num_samples=64, strict=True)
     with pytest.raises(
         RuntimeError,
-        match=r"SEIS layer 'crop' was not scored: it gives maps of shape \[64, 1, 16, [78]\] for the probe images but"
-        r" \[64, 1, 16, [78]\] for the images transformed by 'hflip'; .* does not depend on the image content",
+        match=r"SEIS layer 'crop' was not scored: it gives maps of shape \[16, 1, 16, [78]\] for the probe images but"
+        r" \[16, 1, 16, [78]\] for the images transformed by 'hflip'; .* does not depend on the image content",
     ):
         fit(tmp_path, callback, ContentDependent())
 

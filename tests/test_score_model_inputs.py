@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from seis_lightning import SEISProbe, probe_images, score_model
 from seis_lightning.pass_plan import probe_order
 from seis_lightning.probe import ProbeError, spread
+from seis_lightning.scoring import BATCH_SIZE
 from seis_lightning.synthetic import digits_images, random_cnn
 from tests.reference import reference_scores
 
@@ -62,7 +63,8 @@ def test_tensor_scores_match_the_float64_reference(model, images, tensor_scores)
     with torch.no_grad():
         a, b = model[:3](ordered), model[:3](ordered.flip(-1))
     a, b = a.flatten(2).double().numpy(), b.flatten(2).double().numpy()
-    expected = reference_scores(a, b, batch_size=48)  # 96 images: two probe chunks of 48
+    assert len(images) % BATCH_SIZE == 0
+    expected = reference_scores(a, b, batch_size=BATCH_SIZE)  # 96 images: six probe chunks of 16
     for name in ("equivariance", "invariance", "channel_invariance", "equivariance_null"):
         assert tensor_scores[name] == pytest.approx(expected[name], abs=1e-9), name
 
