@@ -4,7 +4,9 @@ and the walk comes before the reference."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import inspect
 import io
 import re
 import shutil
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from seis_lightning import SEISCallback
 from seis_lightning.cli import SUBCOMMANDS
 from seis_lightning.functional import SCORES_AND_NULLS
 from seis_lightning.plotting import format_score_table
@@ -173,3 +176,21 @@ def test_every_timing_is_filled_in_from_a_measurement():
     assert not re.search(r"\b[A-Z]+_(TIME|OUTPUT|TABLE|SIZE)\b", README)
     for when in ("`make install` took", "It took", "`make test` took"):
         assert re.search(re.escape(when) + r" (\d+ min )?\d+ s\b", README), when
+
+
+# The README's default for `transforms` is what `None` stands for (the paper's random affine).
+DOCUMENTED_FOR_NONE = {"transforms": ["random_affine"]}
+
+
+def test_the_callback_options_table_gives_the_signature_s_defaults():
+    """Every row of "Callback options" names options of ``SEISCallback`` with the default its signature has
+    (the table said ``batch_size`` 64 after the default had become 16, and nothing failed)."""
+    section = REFERENCE.split("## Callback options\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ((?:`\w+`(?:, )?)+) \| ([^|]+) \|", section, re.M)
+    parameters = inspect.signature(SEISCallback).parameters
+    documented = {name: default for names, default in rows for name in re.findall(r"`(\w+)`", names)}
+    assert set(documented) == set(parameters)
+    for name, default in documented.items():
+        value = ast.literal_eval(default.strip().strip("`"))
+        expected = DOCUMENTED_FOR_NONE.get(name, parameters[name].default)
+        assert value == expected and type(value) is type(expected), (name, value, parameters[name].default)
