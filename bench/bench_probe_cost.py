@@ -25,22 +25,22 @@ import json
 import subprocess
 import sys
 
+from _probe_setup import IMAGES_AND_MODEL
+
 from seis_lightning.scoring import BATCH_SIZE
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, resource, sys, time, warnings
 import torch, torchvision
 from torch import nn
 torch.set_num_threads(1); warnings.filterwarnings("ignore")
 mode, name, images, size, weights = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 batch = int(sys.argv[6])
-x = torch.rand(images, 3, size, size, generator=torch.Generator().manual_seed(0))
+"""
+    + IMAGES_AND_MODEL
+    + r"""
 y = torch.randint(0, 10, (images,), generator=torch.Generator().manual_seed(1))
-torch.manual_seed(0)
-if weights != "none":
-    model = getattr(torchvision.models, name)(weights=weights)
-else:
-    model = getattr(torchvision.models, name)(weights=None, num_classes=10)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 c0, w0 = time.process_time(), time.perf_counter()
 if mode == "train":
@@ -62,6 +62,7 @@ else:
 print(json.dumps({"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0,
                   "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "before_mib": before}))
 """
+)
 
 
 def measure(mode: str, args: argparse.Namespace) -> dict:

@@ -31,19 +31,21 @@ import sys
 import time
 
 import torch
+from _probe_setup import IMAGES_AND_MODEL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-CHILD = r"""
+CHILD = (
+    r"""
 import json, sys, time, warnings
 import torch, torchvision
 torch.set_num_threads(1); warnings.filterwarnings("ignore")
 from seis_lightning import SEISMetric, score_model
 from seis_lightning.forward import ForwardRun
-name, images, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-x = torch.rand(images, 3, size, size, generator=torch.Generator().manual_seed(0))
-torch.manual_seed(0)
-model = getattr(torchvision.models, name)(weights=None, num_classes=10)
+name, images, size, weights = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), "none"
+"""
+    + IMAGES_AND_MODEL
+    + r"""
 spent = {"forward": 0.0, "statistics": 0.0, "eigen/CCA": 0.0}
 shapes, ranks = {}, {}
 
@@ -78,6 +80,7 @@ layers = [{**shapes[key], "ranks": ranks[key]} for key in shapes if key in ranks
 assert layers and len(layers) == len(shapes), (len(layers), len(shapes))
 print(json.dumps({"total": total, "spent": spent, "layers": layers}))
 """
+)
 
 
 @functools.cache

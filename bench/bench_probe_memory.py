@@ -24,14 +24,19 @@ import os
 import subprocess
 import sys
 
-CHILD = r"""
+from _probe_setup import IMAGES_AND_MODEL
+
+CHILD = (
+    r"""
 import json, math, resource, sys, warnings
 import torch, torchvision
 torch.set_num_threads(1); warnings.filterwarnings("ignore")
 mode, images, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-x = torch.rand(images, 3, size, size, generator=torch.Generator().manual_seed(0))
-torch.manual_seed(0)
-model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+name, weights = "resnet18", "none"
+"""
+    + IMAGES_AND_MODEL
+    + r"""
+model.eval()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 from seis_lightning import score_model
 if mode == "probe":
@@ -64,6 +69,7 @@ else:
         out[name] = {"channels": c, "positions": s, "state_mib": state_mib}
     print(json.dumps(out))
 """
+)
 
 
 def child(mode: str, args: argparse.Namespace, env: dict | None = None, *extra: str) -> dict:
