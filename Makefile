@@ -42,9 +42,9 @@ bench: install
 # Every committed artefact in docs/figures/ (CSV + PNG), each recorded in docs/figures/MANIFEST.json (command,
 # commit, seeds, machine, wall and CPU time); the README's generated tables rewritten from them, then (`figures`) the
 # README's tables and numbers checked against them: it fails naming each number in prose to correct by hand.
-# Timed by `time make -j2 figures` (2026-12-06, 2 CPU cores, both halves side by side): 48 min 27 s wall; figures-fast
-# 32 min (Figures 1 to 4 25.5 of them), figures-full 48 min (MNIST seeds 14, BlurPool 22, MobileNetV2 and its aliasing
-# 6, the position-cap study 5.5); per file in docs/figures/MANIFEST.json. figures-full runs `make real-data` first
+# Timed by `time make -j2 figures` (2026-12-06, 2 CPU cores, both halves side by side): 57 min 15 s wall; figures-fast
+# 31 min (Figures 1 to 4 24 of them), figures-full 57 min (MNIST seeds 21, BlurPool 23, MobileNetV2 and its aliasing
+# 6, the position-cap study 6); per file in docs/figures/MANIFEST.json. figures-full runs `make real-data` first
 # (downloads, see below).
 WHEELS ?= .whl
 REAL_TORCH_HOME ?= $(WHEELS)/torchhome
