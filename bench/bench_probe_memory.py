@@ -46,6 +46,7 @@ if mode == "probe":
                       "layers": layers}))
 else:
     from seis_lightning import SEISMetric
+    from seis_lightning.pass_plan import pass_plan
     from seis_lightning.scoring import SEISProbe
     layers, probe = json.loads(sys.argv[4]), SEISProbe()
     shapes = {}
@@ -60,11 +61,11 @@ else:
         c, s = shape[1], min(math.prod(shape[2:]), probe.options.max_positions)
         metric = SEISMetric(num_transforms=len(probe.draws), options=probe.options)
         generator = torch.Generator().manual_seed(1)
-        for start in range(0, images, probe.batch_size):
-            n = min(probe.batch_size, images - start)
+        for chunk in pass_plan(images, probe.batch_size):  # the probe pass's chunks
+            n = chunk.stop - chunk.start
             a = torch.randn(n, c, s, generator=generator)
             for draw in range(len(probe.draws)):
-                metric.update(a, torch.randn(n, c, s, generator=generator), offset=start, draw=draw)
+                metric.update(a, torch.randn(n, c, s, generator=generator), offset=chunk.start, draw=draw)
         state_mib = sum(t.nbytes for t in metric.metric_state.values()) / 2**20  # every state: sums and shifts
         out[name] = {"channels": c, "positions": s, "state_mib": state_mib}
     print(json.dumps(out))
